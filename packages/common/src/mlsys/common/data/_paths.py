@@ -1,0 +1,62 @@
+"""Where the shared data sets live.
+
+Data sets are never shipped with mlsys (their licences forbid redistribution). They are found
+under ``$MLSYS_DATA`` or, when it is unset, under ``shared/data`` next to the repository checkout
+(``<repo>/../shared/data``), looked up from the current directory upwards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlsys.common.errors import DatasetNotFoundError
+
+__all__ = ["data_root", "find_dataset"]
+
+ENV_VAR = "MLSYS_DATA"
+
+
+def data_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """Return the data root: ``$MLSYS_DATA`` if set, else the first ``../shared/data`` found upwards.
+
+    Args:
+        start: where to start looking upwards (default: the current directory).
+
+    Example:
+        >>> import os
+        >>> os.environ["MLSYS_DATA"] = "/tmp/mydata"
+        >>> str(data_root())
+        '/tmp/mydata'
+        >>> del os.environ["MLSYS_DATA"]
+    """
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        candidate = d.parent / "shared" / "data"
+        if (d / "packages").is_dir() and candidate.is_dir():
+            return candidate
+        if (d / "shared" / "data").is_dir():
+            return d / "shared" / "data"
+    # Nothing found: report the conventional location relative to the start directory.
+    return here.parent / "shared" / "data"
+
+
+def find_dataset(name: str, *, root: str | os.PathLike[str] | None = None) -> Path:
+    """Return the folder of data set ``name`` or raise :class:`DatasetNotFoundError` with the path tried.
+
+    Example:
+        >>> find_dataset("no-such-set", root="/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlsys.common.errors.DatasetNotFoundError: data set 'no-such-set' not found at /nonexistent/no-such-set ...
+    """
+    base = Path(root) if root is not None else data_root()
+    path = base / name
+    if not path.is_dir():
+        raise DatasetNotFoundError(
+            f"data set {name!r} not found at {path} (set ${ENV_VAR} to the folder that holds it)"
+        )
+    return path

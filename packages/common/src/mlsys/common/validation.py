@@ -1,0 +1,82 @@
+"""Input validation at public boundaries, shared by every package.
+
+Validate once where data enters a public API, then trust it inside. Every check raises a typed
+:mod:`mlsys.common.errors` error that says what was received and what was expected.
+
+Example:
+    >>> import numpy as np
+    >>> as_vectors(np.ones((2, 3)), dim=3).dtype
+    dtype('float32')
+    >>> as_ids([3, 1]).dtype
+    dtype('int64')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mlsys.common.errors import DimensionMismatchError, DuplicateIdError, InvalidInputError
+
+__all__ = ["as_ids", "as_vectors", "check_k", "check_unique"]
+
+
+def as_vectors(
+    x: Any, *, dim: int | None = None, name: str = "vectors", allow_empty: bool = False
+) -> npt.NDArray[np.float32]:
+    """Return ``x`` as a C-contiguous float32 ``(n, dim)`` array, or raise.
+
+    A 1-D input of length ``dim`` is treated as one vector. Other float or int dtypes are converted
+    (a copy); NaN/inf, wrong ndim, wrong width and (unless ``allow_empty``) empty input are refused.
+    """
+    arr = np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise InvalidInputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 1 and dim is not None and arr.shape[0] == dim:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise InvalidInputError(f"{name} must have shape (n, dim), got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatchError(f"{name} have dim {arr.shape[1]}, expected {dim}")
+    if arr.shape[0] == 0 and not allow_empty:
+        raise InvalidInputError(f"{name} is empty (shape {arr.shape}); expected at least one row")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+        raise InvalidInputError(f"{name} contain NaN or inf (first at row {bad}); expected finite values")
+    return out
+
+
+def as_ids(ids: Any, *, name: str = "ids", n: int | None = None) -> npt.NDArray[np.int64]:
+    """Return ``ids`` as a contiguous int64 ``(n,)`` array, or raise (non-integer, wrong length)."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidInputError(f"{name} must be integers, got dtype {arr.dtype}")
+    if n is not None and arr.shape[0] != n:
+        raise InvalidInputError(f"got {arr.shape[0]} {name} for {n} vectors; expected one id per vector")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_unique(ids: npt.NDArray[np.int64] | Sequence[Any], *, name: str = "ids") -> None:
+    """Raise :class:`DuplicateIdError` naming the first duplicates if ``ids`` repeats a value."""
+    arr = np.asarray(ids)
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        dups = uniq[counts > 1][:5].tolist()
+        raise DuplicateIdError(f"duplicate {name} {dups}; expected each id at most once")
+
+
+def check_k(k: Any, *, name: str = "k") -> int:
+    """Return ``k`` as an int if it is a positive integer, else raise."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
