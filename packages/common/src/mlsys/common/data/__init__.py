@@ -1,5 +1,62 @@
-"""Data set location and readers for the standard formats (BEIR, TREC, MovieLens, IDX)."""
+"""Data set location and readers for the standard formats (BEIR, TREC, MovieLens, IDX).
 
+Every reader takes a path, validates what it reads and raises
+:class:`~mlsys.common.errors.ParseError` (text formats, with file and line) or
+:class:`~mlsys.common.errors.CorruptFileError` (binary formats, with file) on malformed input, and
+:class:`~mlsys.common.errors.DatasetNotFoundError` when a file or folder is missing. Gzip-compressed
+files are read transparently (detected from their content).
+
+Example:
+    >>> from mlsys.common.data import find_dataset, load_beir
+    >>> ds = load_beir(find_dataset("scifact"))  # doctest: +SKIP
+    >>> len(ds.queries)  # doctest: +SKIP
+    300
+"""
+
+from mlsys.common.data._beir import (
+    BeirDataset,
+    load_beir,
+    read_beir_corpus,
+    read_beir_qrels,
+    read_beir_queries,
+)
+from mlsys.common.data._idx import (
+    FASHION_MNIST_CLASSES,
+    FashionMNIST,
+    load_fashion_mnist,
+    read_idx,
+    write_idx,
+)
+from mlsys.common.data._movielens import (
+    RATING_COLUMNS,
+    MovieLens100K,
+    MovieLensItems,
+    MovieLensUsers,
+    load_movielens_100k,
+)
 from mlsys.common.data._paths import data_root, find_dataset
+from mlsys.common.data._trec import read_trec_qrels, read_trec_run, write_trec_qrels, write_trec_run
 
-__all__ = ["data_root", "find_dataset"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "RATING_COLUMNS",
+    "BeirDataset",
+    "FashionMNIST",
+    "MovieLens100K",
+    "MovieLensItems",
+    "MovieLensUsers",
+    "data_root",
+    "find_dataset",
+    "load_beir",
+    "load_fashion_mnist",
+    "load_movielens_100k",
+    "read_beir_corpus",
+    "read_beir_qrels",
+    "read_beir_queries",
+    "read_idx",
+    "read_trec_qrels",
+    "read_trec_run",
+    "write_idx",
+    "write_trec_qrels",
+    "write_trec_run",
+]
