@@ -1,0 +1,57 @@
+"""Ranking metrics with trec_eval semantics, paired comparisons and beyond-accuracy metrics.
+
+Two entry points give the same numbers (equal to pytrec-eval-terrier's to 1e-9, tested):
+
+* :func:`evaluate` takes TREC-shaped dicts ``run = {qid: {doc_id: score}}`` and
+  ``qrels = {qid: {doc_id: relevance}}``;
+* :func:`evaluate_ranked` takes an ``(n_queries, k)`` int64 array of ranked doc ids (padded with
+  -1) and a compact :class:`Qrels`; it is vectorised over all queries at once.
+
+Metric names: ``ndcg@k``, ``mrr@k``, ``recall@k``, ``precision@k``, ``map@k``, ``hit_rate@k``
+and ``r_precision``; a bare name (``"ndcg"``, ``"map"``, ...) means no cutoff. Gains are linear
+(trec_eval) unless ``gain="exponential"``; the ideal DCG always comes from the qrels. Ties are
+broken as trec_eval does (score descending, then doc id descending as strings) unless
+``ties="input"``. The query policies (queries missing from the run, queries only in the run,
+queries without relevant documents) are explicit arguments; see :mod:`._evaluate`.
+
+Example:
+    >>> from mlsys.common.metrics import evaluate
+    >>> run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d3": 1.0, "d1": 0.5}}
+    >>> qrels = {"q1": {"d2": 1}, "q2": {"d3": 2, "d4": 1}}
+    >>> r = evaluate(run, qrels, ["ndcg@10", "mrr@10", "recall@100"])
+    >>> round(r["ndcg@10"], 4), r["mrr@10"], r["recall@100"]
+    (0.6956, 0.75, 0.75)
+"""
+
+from mlsys.common.metrics._evaluate import (
+    EvalResult,
+    MetricsPolicyWarning,
+    average_precision,
+    evaluate,
+    evaluate_ranked,
+    hit_rate,
+    mrr,
+    ndcg,
+    precision,
+    r_precision,
+    recall,
+)
+from mlsys.common.metrics._qrels import Qrels
+from mlsys.common.metrics._ranking import METRIC_FAMILIES, MetricSpec
+
+__all__ = [
+    "METRIC_FAMILIES",
+    "EvalResult",
+    "MetricSpec",
+    "MetricsPolicyWarning",
+    "Qrels",
+    "average_precision",
+    "evaluate",
+    "evaluate_ranked",
+    "hit_rate",
+    "mrr",
+    "ndcg",
+    "precision",
+    "r_precision",
+    "recall",
+]
