@@ -12,17 +12,35 @@ import numpy.typing as npt
 
 from mlsys.common.spaces import EmbeddingSpace
 
-# (kind, params, exact?) -- exact backends must agree with ExactIndex to float tolerance; the others
-# are checked against a recall threshold. Parameters keep the tiny test indexes (n <= ~300) exact or
+# (kind, params, min_recall, score_atol) -- backends with min_recall 1.0 must agree with exact search
+# to float tolerance; the others are checked against that recall@10 floor. score_atol is how far a
+# returned score may be from the true score of the returned id (quantised storage is lossy). Parameters keep the tiny test indexes (n <= ~300) exact or
 # near-exact so that conformance failures point at the wrapper, not at approximation.
-BACKENDS: list[tuple[str, dict[str, Any], bool]] = [
-    ("exact", {}, True),
-    ("exact", {"chunk_rows": 7, "query_block": 3, "initial_capacity": 1}, True),
+BACKENDS: list[tuple[str, dict[str, Any], float, float]] = [
+    ("exact", {}, 1.0, 1e-4),
+    ("exact", {"chunk_rows": 7, "query_block": 3, "initial_capacity": 1}, 1.0, 1e-4),
+    ("faiss", {"factory": "Flat"}, 1.0, 1e-4),
+    ("faiss", {"factory": "HNSW16"}, 0.9, 1e-4),
+    # forced onto the native filtered path (no exact shortcut) with a tiny beam, so widening runs
+    (
+        "faiss",
+        {"factory": "HNSW8", "ef_search": 4, "filter_exact_threshold": 0, "deny_overfetch_limit": 0},
+        0.3,
+        1e-4,
+    ),
+    ("faiss", {"factory": "IVF4,Flat", "nprobe": 4, "train_size": 100}, 1.0, 1e-4),
+    (
+        "faiss",
+        {"factory": "IVF8,Flat", "nprobe": 1, "train_size": 100, "filter_exact_threshold": 0},
+        0.3,
+        1e-4,
+    ),
+    ("faiss", {"factory": "IVF4,SQ8", "nprobe": 4, "train_size": 100}, 0.9, 0.1),
 ]
 
 
-def backend_id(case: tuple[str, dict[str, Any], bool]) -> str:
-    kind, params, _ = case
+def backend_id(case: tuple[str, dict[str, Any], float, float]) -> str:
+    kind, params = case[0], case[1]
     return kind + ("-" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
 

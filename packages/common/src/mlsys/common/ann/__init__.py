@@ -18,6 +18,7 @@ Example:
 
 from mlsys.common.ann._base import BaseIndex, CommonConfig
 from mlsys.common.ann._exact import ExactConfig, ExactIndex
+from mlsys.common.ann._faiss import FaissConfig, FaissIndex
 from mlsys.common.ann._lock import RWLock
 from mlsys.common.ann._persist import FORMAT_VERSION
 from mlsys.common.ann._protocol import SearchResult, VectorIndex
@@ -30,6 +31,8 @@ __all__ = [
     "CommonConfig",
     "ExactConfig",
     "ExactIndex",
+    "FaissConfig",
+    "FaissIndex",
     "RWLock",
     "SearchResult",
     "VectorIndex",

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -72,12 +74,14 @@ class CommonConfig:
         max_widen: how far ef / nprobe may be multiplied (by doubling) for rows that a filtered
             search returned short, before those rows are answered exactly.
         rebuild_threshold: fraction of tombstoned slots at which the index is compacted/rebuilt.
+        progress: show a tqdm bar while adding large batches; ``None`` = only on a terminal.
     """
 
     filter_exact_threshold: int = 2048
     deny_overfetch_limit: int = 256
     max_widen: int = 64
     rebuild_threshold: float = 0.25
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -212,6 +216,60 @@ class BaseIndex(ABC):
     def _present(self, ids: I64) -> npt.NDArray[np.bool_]:
         live = self._live
         return np.fromiter((i in live for i in ids.tolist()), dtype=bool, count=ids.shape[0])
+
+    # ------------------------------------------------------------------ parameters
+    #: configuration fields that can change on a built index (search-time knobs)
+    search_params: ClassVar[tuple[str, ...]] = (
+        "filter_exact_threshold",
+        "deny_overfetch_limit",
+        "max_widen",
+        "rebuild_threshold",
+        "progress",
+    )
+
+    def set_params(self, **params: Any) -> None:
+        """Change search-time parameters (e.g. ``ef_search``, ``nprobe``, ``ef``) of a built index.
+
+        Only the fields in :attr:`search_params` can change; the others shape the built index and
+        need a new one.
+
+        Example:
+            >>> from mlsys.common.ann import ExactIndex
+            >>> idx = ExactIndex(EmbeddingSpace("demo", "1", 2))
+            >>> idx.set_params(filter_exact_threshold=10)
+            >>> idx.config.filter_exact_threshold
+            10
+        """
+        fixed = sorted(set(params) - set(self.search_params))
+        if fixed:
+            make_config(type(self._config), params)  # names unknown parameters first
+            raise InvalidInputError(
+                f"parameters {fixed} of {type(self).__name__} cannot change on a built index; "
+                f"changeable: {sorted(self.search_params)}"
+            )
+        new = replace(self._config, **params)
+        self._lock.acquire_write()
+        try:
+            self._config = new
+            self._apply_search_params()
+        finally:
+            self._lock.release_write()
+
+    def _apply_search_params(self) -> None:  # noqa: B027 - optional hook
+        """Push changed search-time parameters into the library object (backends override)."""
+
+    def _batches(self, n: int, desc: str, step: int = 16384) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` slices of ``n`` rows, with a tqdm bar for long jobs."""
+        show = self._config.progress
+        if show is None:
+            show = n > 4 * step and sys.stderr.isatty()
+        starts = range(0, n, step)
+        if show:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc, unit_scale=step, total=len(starts))
+        for start in starts:
+            yield start, min(n, start + step)
 
     # ------------------------------------------------------------------ mutation
     def add(self, ids: Any, vectors: Any, *, space: EmbeddingSpace | None = None) -> None:

@@ -73,6 +73,7 @@ class ExactIndex(BaseIndex):
 
     kind = "exact"
     config_class = ExactConfig
+    search_params = (*BaseIndex.search_params, "chunk_rows", "query_block")
     _config: ExactConfig
 
     def __init__(self, space: EmbeddingSpace, **params: Any) -> None:
