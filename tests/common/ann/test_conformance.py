@@ -82,7 +82,7 @@ def test_self_is_nearest_under_l2(case: Any) -> None:
     x = vectors(100, seed=3)
     index.add(np.arange(100), x)
     ids, scores = index.search(x, 1)
-    assert (ids[:, 0] == np.arange(100)).mean() >= 0.98
+    assert (ids[:, 0] == np.arange(100)).mean() >= (0.98 if case[2] >= 0.9 else 0.8)
     assert np.abs(scores[ids[:, 0] == np.arange(100), 0]).max() < 1e-3
 
 

@@ -19,6 +19,7 @@ Example:
 from mlsys.common.ann._base import BaseIndex, CommonConfig
 from mlsys.common.ann._exact import ExactConfig, ExactIndex
 from mlsys.common.ann._faiss import FaissConfig, FaissIndex
+from mlsys.common.ann._hnsw import HNSWConfig, HNSWIndex
 from mlsys.common.ann._lock import RWLock
 from mlsys.common.ann._persist import FORMAT_VERSION
 from mlsys.common.ann._protocol import SearchResult, VectorIndex
@@ -33,6 +34,8 @@ __all__ = [
     "ExactIndex",
     "FaissConfig",
     "FaissIndex",
+    "HNSWConfig",
+    "HNSWIndex",
     "RWLock",
     "SearchResult",
     "VectorIndex",

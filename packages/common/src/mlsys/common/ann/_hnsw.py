@@ -1,0 +1,326 @@
+"""``HNSWIndex``: hnswlib behind the VectorIndex API.
+
+hnswlib labels are the external ids themselves (hnswlib returns them as uint64; a zero-copy
+``view(np.int64)`` turns them back), so the hot path translates nothing. Deletes use
+``mark_deleted``; new items reuse deleted slots (``allow_replace_deleted`` / ``replace_deleted``),
+and an id that comes back after removal is un-marked and updated in place when its old slot was
+not reused yet. Upserts of live ids update the vector and its graph links in place. Past
+``rebuild_threshold`` deleted slots the graph is rebuilt from the live vectors.
+
+hnswlib is an optional extra (it builds from source on some platforms):
+``pip install 'mlsys-common[hnsw]'``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mlsys.common._optional import import_optional
+from mlsys.common.ann._base import BaseIndex, CommonConfig, make_config
+from mlsys.common.ann._filter import padding
+from mlsys.common.ann._persist import load_npy, save_npy
+from mlsys.common.ann._protocol import SearchResult
+from mlsys.common.ann._registry import register_index
+from mlsys.common.errors import CorruptFileError, InvalidInputError
+from mlsys.common.spaces import EmbeddingSpace
+
+__all__ = ["HNSWConfig", "HNSWIndex"]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+_NEG_INF = np.float32(-np.inf)
+
+
+def _hnswlib() -> Any:
+    return import_optional("hnswlib", package="hnswlib", extra="mlsys-common[hnsw]")
+
+
+@dataclass(frozen=True)
+class HNSWConfig(CommonConfig):
+    """Configuration of :class:`HNSWIndex`, with mlsys's defaults where hnswlib's differ.
+
+    Args:
+        M: graph degree (hnswlib default 16).
+        ef_construction: build beam (hnswlib default 200).
+        ef: search beam (hnswlib default 10, far too low for recall@10; 64 here).
+        initial_capacity: elements allocated up front; the index doubles when full.
+        num_threads: threads for adds and batch searches (hnswlib default: all cores). 1 keeps
+            builds deterministic for a given ``seed``.
+        seed: hnswlib's random seed (level assignment).
+        (and the :class:`~mlsys.common.ann.CommonConfig` fields.)
+
+    Example:
+        >>> HNSWConfig(M=32, ef=128).ef_construction
+        200
+    """
+
+    M: int = 16
+    ef_construction: int = 200
+    ef: int = 64
+    initial_capacity: int = 1024
+    num_threads: int = 1
+    seed: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("M", "ef_construction", "ef", "initial_capacity"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"HNSWConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.M < 2:
+            raise InvalidInputError(f"HNSWConfig.M must be >= 2, got {self.M}")
+        if self.num_threads == 0 or self.num_threads < -1:
+            raise InvalidInputError(
+                f"HNSWConfig.num_threads must be -1 (all) or >= 1, got {self.num_threads}"
+            )
+        if self.seed < 0:
+            raise InvalidInputError(f"HNSWConfig.seed must be >= 0, got {self.seed}")
+
+
+@register_index("hnsw")
+class HNSWIndex(BaseIndex):
+    """An hnswlib HNSW graph with external ids, deletes, upserts and filters.
+
+    Args:
+        space: the embedding space; ``"ip"`` and ``"cosine"`` (vectors normalised on the way in)
+            use hnswlib's ``ip`` space and report the inner product, ``"l2"`` reports the negative
+            squared distance.
+        **params: :class:`HNSWConfig` fields.
+
+    Example:
+        >>> import numpy as np
+        >>> from mlsys.common.spaces import EmbeddingSpace
+        >>> idx = HNSWIndex(EmbeddingSpace("demo", "1", 4, metric="l2"), M=8)
+        >>> idx.add([10, 11, 12], np.eye(3, 4, dtype=np.float32))
+        >>> idx.remove([10])
+        >>> idx.search(np.eye(1, 4, dtype=np.float32), k=3)[0].tolist()
+        [[11, 12, -1]]
+    """
+
+    kind = "hnsw"
+    config_class = HNSWConfig
+    search_params = (*BaseIndex.search_params, "ef", "num_threads")
+    _config: HNSWConfig
+
+    def __init__(self, space: EmbeddingSpace, **params: Any) -> None:
+        super().__init__(space, make_config(HNSWConfig, params))
+        self._hl = _hnswlib()
+        self._l2 = self._metric == "l2"
+        self._index = self._new_index(self._config.initial_capacity)
+        # ids whose hnswlib slot is marked deleted (the slot may since have been reused)
+        self._deleted: set[int] = set()
+        self._ef_lock = threading.Lock()
+
+    def _new_index(self, capacity: int) -> Any:
+        cfg = self._config
+        index = self._hl.Index(space="l2" if self._l2 else "ip", dim=self._dim)
+        index.init_index(
+            max_elements=capacity,
+            M=cfg.M,
+            ef_construction=cfg.ef_construction,
+            random_seed=cfg.seed,
+            allow_replace_deleted=True,
+        )
+        self._configure(index)
+        return index
+
+    def _configure(self, index: Any) -> None:
+        index.set_ef(self._config.ef)
+        index.set_num_threads(self._config.num_threads)
+
+    def _apply_search_params(self) -> None:
+        self._configure(self._index)
+
+    @property
+    def hnswlib_index(self) -> Any:
+        """The underlying ``hnswlib.Index`` (read-only use; mutate only through this wrapper)."""
+        return self._index
+
+    @property
+    def n_deleted_slots(self) -> int:
+        """Slots holding deleted items (reused by later adds, dropped by a rebuild)."""
+        return int(self._index.element_count) - len(self._live)
+
+    # ------------------------------------------------------------------ mutation
+    def _reserve(self, extra: int) -> None:
+        need = int(self._index.element_count) + extra
+        cap = int(self._index.max_elements)
+        if need > cap:
+            self._index.resize_index(max(need, 2 * cap))
+
+    def _add_new(self, ids: I64, vecs: F32) -> None:
+        fresh = np.ones(ids.shape[0], dtype=bool)
+        if self._deleted:
+            for pos, i in enumerate(ids.tolist()):
+                if i in self._deleted:
+                    self._deleted.discard(i)
+                    try:
+                        self._index.unmark_deleted(i)
+                    except RuntimeError:  # its slot was reused by another id: add it afresh
+                        continue
+                    self._index.add_items(vecs[pos : pos + 1], np.array([i], dtype=np.uint64))
+                    fresh[pos] = False
+        if fresh.any():
+            new_ids = ids[fresh].astype(np.uint64)
+            new_vecs = vecs if fresh.all() else np.ascontiguousarray(vecs[fresh])
+            self._reserve(new_ids.shape[0])
+            for a, b in self._batches(new_ids.shape[0], "hnswlib add", step=4096):
+                self._index.add_items(new_vecs[a:b], new_ids[a:b], replace_deleted=True)
+        self._live.update(dict.fromkeys(ids.tolist(), 0))
+
+    def _replace(self, ids: I64, vecs: F32) -> None:
+        # live labels: hnswlib updates the vector and re-links its neighbourhood in place
+        self._index.add_items(vecs, ids.astype(np.uint64))
+
+    def _remove_existing(self, ids: I64) -> None:
+        for i in ids.tolist():
+            self._index.mark_deleted(i)
+            self._deleted.add(i)
+            del self._live[i]
+
+    def _after_write(self) -> None:
+        count = int(self._index.element_count)
+        if count and self.n_deleted_slots > self._config.rebuild_threshold * count:
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        """Rebuild the graph from the live vectors, dropping deleted slots (automatic past the threshold)."""
+        ids = np.sort(np.fromiter(self._live, dtype=np.int64, count=len(self._live)))
+        vecs = self._vectors(ids) if ids.size else np.empty((0, self._dim), np.float32)
+        self._index = self._new_index(max(self._config.initial_capacity, ids.shape[0]))
+        self._deleted = set()
+        self._live = {}
+        if ids.size:
+            self._add_new(ids, vecs)
+
+    # ------------------------------------------------------------------ search
+    def _search_all(self, q: F32, k: int) -> SearchResult:
+        n = len(self._live)
+        kk = k if k <= n else n
+        try:
+            labels, d = self._index.knn_query(q, kk)
+        except RuntimeError:  # a row found fewer than kk live items (deleted slots, tiny ef)
+            res = self._search_native(q, k, None, None, 1)
+            assert res is not None
+            return self._complete_rows(q, k, res[0], res[1], None, None, n, widen=2)
+        if self._l2:
+            np.negative(d, out=d)
+        else:
+            np.subtract(1.0, d, out=d)
+        ids = labels.view(np.int64)
+        if kk < k:
+            pi, ps = padding(q.shape[0], k - kk)
+            return np.concatenate([ids, pi], axis=1), np.concatenate([d, ps], axis=1)
+        return ids, d
+
+    def _search_native(
+        self, q: F32, k: int, allowed: I64 | None, denied: I64 | None, widen: int
+    ) -> SearchResult | None:
+        cfg = self._config
+        n_total = int(self._index.element_count)
+        if widen > 1 and cfg.ef * (widen // 2) >= n_total:
+            return None
+        if allowed is not None:
+            n_ok = int(allowed.shape[0])
+            flt: Any = set(allowed.tolist()).__contains__
+        elif denied is not None:
+            n_ok = len(self._live) - int(denied.shape[0])
+            deny_set = set(denied.tolist())
+
+            def flt(label: int) -> bool:
+                return label not in deny_set
+        else:
+            n_ok = len(self._live)
+            flt = None
+        kk = min(k, n_ok)
+        ids, scores = padding(q.shape[0], k)
+        if kk == 0:
+            return ids, scores
+        with self._ef_lock:  # a widened ef must not leak: widenings are serialised and undone
+            if widen > 1:
+                self._index.set_ef(cfg.ef * widen)
+            try:
+                try:
+                    labels, d = self._index.knn_query(q, kk, num_threads=1, filter=flt)
+                    ids[:, :kk] = labels.view(np.int64)
+                    scores[:, :kk] = d
+                except RuntimeError:  # some row found fewer than kk: answer rows one by one
+                    for r in range(q.shape[0]):
+                        try:
+                            labels, d = self._index.knn_query(q[r : r + 1], kk, num_threads=1, filter=flt)
+                        except RuntimeError:
+                            continue  # stays padded; widened or answered exactly by the caller
+                        ids[r, :kk] = labels[0].view(np.int64)
+                        scores[r, :kk] = d[0]
+            finally:
+                if widen > 1:
+                    self._index.set_ef(cfg.ef)
+        valid = ids[:, :kk] >= 0
+        sub = scores[:, :kk]
+        if self._l2:
+            np.negative(sub, out=sub, where=valid)
+        else:
+            np.subtract(1.0, sub, out=sub, where=valid)
+        return ids, scores
+
+    def _vectors(self, ids: I64) -> F32:
+        out = self._index.get_items(ids.astype(np.uint64), return_type="numpy")
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def _libraries(self) -> dict[str, str]:
+        import importlib.metadata
+
+        try:
+            version = importlib.metadata.version("hnswlib")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source builds
+            version = "unknown"
+        return {**super()._libraries(), "hnswlib": version}
+
+    def _state(self, directory: Path) -> dict[str, Any]:
+        self._index.save_index(str(directory / "index.hnsw"))
+        save_npy(
+            directory, "ids.npy", np.sort(np.fromiter(self._live, dtype=np.int64, count=len(self._live)))
+        )
+        save_npy(directory, "deleted.npy", np.sort(np.fromiter(self._deleted, dtype=np.int64)))
+        return {
+            "element_count": int(self._index.element_count),
+            "max_elements": int(self._index.max_elements),
+        }
+
+    @classmethod
+    def _restore(
+        cls, directory: Path, space: EmbeddingSpace, config: Any, manifest: dict[str, Any]
+    ) -> HNSWIndex:
+        index = cls(space, **asdict(config))
+        ids = load_npy(directory, "ids.npy")
+        deleted = load_npy(directory, "deleted.npy")
+        if ids.dtype != np.int64 or ids.ndim != 1 or deleted.dtype != np.int64 or deleted.ndim != 1:
+            raise CorruptFileError(f"{directory}: ids.npy / deleted.npy must be 1-D int64")
+        state = manifest["state"]
+        native = index._hl.Index(space="l2" if index._l2 else "ip", dim=space.dim)
+        try:
+            native.load_index(
+                str(directory / "index.hnsw"),
+                max_elements=int(state.get("max_elements", 0)),
+                allow_replace_deleted=True,
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise CorruptFileError(
+                f"{directory / 'index.hnsw'} is not a readable hnswlib index: {exc}"
+            ) from None
+        if int(native.element_count) != int(state.get("element_count", -1)) or native.dim != space.dim:
+            raise CorruptFileError(
+                f"{directory}: hnswlib index holds {native.element_count} elements of dim {native.dim}, "
+                f"manifest says {state.get('element_count')} of dim {space.dim}"
+            )
+        index._configure(native)
+        index._index = native
+        index._live = dict.fromkeys(ids.tolist(), 0)
+        index._deleted = set(deleted.tolist())
+        return index
