@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from mlsys.common.profiling import END_TO_END, LatencyProfiler
+
+
+def _run_threads(n_threads: int, target) -> None:  # type: ignore[no-untyped-def]
+    barrier = threading.Barrier(n_threads)
+    errors: list[BaseException] = []
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait()
+            target(i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_concurrent_nested_stages_count_exactly() -> None:
+    prof = LatencyProfiler(capacity=1_000)
+    n_threads, n_iter = 8, 1_500
+
+    def work(i: int) -> None:
+        for _ in range(n_iter):
+            with prof.request():
+                with prof.stage("outer"):
+                    with prof.stage(f"inner{i % 2}"):
+                        pass
+            with prof.stage("solo"):
+                pass
+
+    _run_threads(n_threads, work)
+    stats = prof.stats()
+    total = n_threads * n_iter
+    assert stats["outer"].count == total and stats["solo"].count == total
+    assert stats["inner0"].count == stats["inner1"].count == total // 2
+    # per-thread stacks: each request and each outermost "solo" is one end-to-end sample
+    assert stats[END_TO_END].count == 2 * total
+    assert stats["outer"].sampled  # 1,500 per thread > capacity 1,000: reservoir merged across threads
+
+
+def test_concurrent_records_merge_to_numpy_percentiles() -> None:
+    prof = LatencyProfiler(capacity=10_000)
+    rng = np.random.default_rng(0)
+    per_thread = [rng.exponential(1e-3, 2_000) for _ in range(6)]
+
+    def work(i: int) -> None:
+        for v in per_thread[i].tolist():
+            prof.record("s", v)
+
+    _run_threads(6, work)
+    s = prof.stats()["s"]
+    all_values = np.concatenate(per_thread)
+    assert s.count == all_values.size and not s.sampled
+    assert (s.p50, s.p95, s.p99) == tuple(np.percentile(all_values, [50, 95, 99]))
+    assert s.max == all_values.max() and s.mean == pytest.approx(all_values.mean(), rel=1e-12)
+
+
+def test_concurrent_reservoirs_weighted_merge() -> None:
+    # Threads with very different volumes: the merge must weight each stored sample by the
+    # number of samples it stands for, or the small fast thread would dominate.
+    prof = LatencyProfiler(capacity=1_000, seed=2)
+    rng = np.random.default_rng(4)
+    slow = rng.uniform(9e-3, 11e-3, 40_000)  # 40k samples around 10 ms
+    fast = rng.uniform(0.9e-3, 1.1e-3, 2_000)  # 2k samples around 1 ms
+
+    def work(i: int) -> None:
+        for v in (slow if i == 0 else fast).tolist():
+            prof.record("s", v)
+
+    _run_threads(2, work)
+    s = prof.stats()["s"]
+    all_values = np.sort(np.concatenate([slow, fast]))
+    assert s.count == all_values.size and s.sampled
+    for q, est in ((0.5, s.p50), (0.95, s.p95), (0.99, s.p99)):
+        frac = np.searchsorted(all_values, est) / all_values.size
+        assert abs(frac - q) < 5 * math.sqrt(q * (1 - q) / 1_000) + 2e-3, (q, est, frac)
+    # ~4.8% of samples are fast: p50 is a slow one
+    assert s.p50 > 9e-3
+
+
+def test_stats_while_recording_is_safe() -> None:
+    prof = LatencyProfiler(capacity=500)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with prof.stage("w"):
+                pass
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        seen = 0
+        for _ in range(40):
+            s = prof.stats().get("w")
+            if s is not None:
+                assert s.count >= seen  # monotone
+                assert s.min <= s.p50 <= s.max
+                seen = s.count
+            prof.report()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert prof.stats()["w"].count >= seen
