@@ -14,6 +14,10 @@ broken as trec_eval does (score descending, then doc id descending as strings) u
 ``ties="input"``. The query policies (queries missing from the run, queries only in the run,
 queries without relevant documents) are explicit arguments; see :mod:`._evaluate`.
 
+:func:`compare` gives a paired bootstrap interval, a randomisation test and a t-test for two
+systems; :func:`catalog_coverage`, :func:`intra_list_diversity`, :func:`novelty` and
+:func:`serendipity` measure recommendation lists beyond accuracy.
+
 Example:
     >>> from mlsys.common.metrics import evaluate
     >>> run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d3": 1.0, "d1": 0.5}}
@@ -23,6 +27,8 @@ Example:
     (0.6956, 0.75, 0.75)
 """
 
+from mlsys.common.metrics._beyond import catalog_coverage, intra_list_diversity, novelty, serendipity
+from mlsys.common.metrics._compare import Comparison, compare
 from mlsys.common.metrics._evaluate import (
     EvalResult,
     MetricsPolicyWarning,
@@ -41,17 +47,23 @@ from mlsys.common.metrics._ranking import METRIC_FAMILIES, MetricSpec
 
 __all__ = [
     "METRIC_FAMILIES",
+    "Comparison",
     "EvalResult",
     "MetricSpec",
     "MetricsPolicyWarning",
     "Qrels",
     "average_precision",
+    "catalog_coverage",
+    "compare",
     "evaluate",
     "evaluate_ranked",
     "hit_rate",
+    "intra_list_diversity",
     "mrr",
     "ndcg",
+    "novelty",
     "precision",
     "r_precision",
     "recall",
+    "serendipity",
 ]
