@@ -201,11 +201,11 @@ _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 
 
 class HashingEmbedder(BaseEmbedder):
-    """A dependency-free, deterministic bag-of-words embedder (signed feature hashing).
+    """A dependency-free, deterministic bag-of-words embedder (feature hashing).
 
     Each lower-cased word (and, with ``ngrams=2``, each pair of adjacent words) is hashed with
-    CRC-32 into one of ``dim`` buckets with a hashed sign; counts are log-scaled and the vector is
-    L2-normalised, so inner product is cosine similarity of the hashed term vectors. Identical across
+    CRC-32 into one of ``dim`` buckets; counts are log-scaled (``1 + log c``) and the vector is
+    L2-normalised (never zero: a text without words maps to one shared bucket), so inner product is cosine similarity of the hashed term vectors. Identical across
     processes and platforms (no Python ``hash``). Meant for tests and as a lexical sanity baseline.
 
     Args:
@@ -240,7 +240,7 @@ class HashingEmbedder(BaseEmbedder):
         self.dim, self.ngrams, self.seed = dim, ngrams, seed
         self._space = EmbeddingSpace(
             name="hashing",
-            version=f"crc32-v1-ngrams{ngrams}-seed{seed}",
+            version=f"crc32-v2-ngrams{ngrams}-seed{seed}",
             dim=dim,
             metric="cosine",
             normalized=True,
@@ -257,18 +257,15 @@ class HashingEmbedder(BaseEmbedder):
             feats = list(words)
             if self.ngrams == 2:
                 feats += [a + " " + b for a, b in itertools.pairwise(words)]
-            counts: dict[int, float] = {}
+            if not feats:
+                feats = ["\x00empty"]  # a text without words still gets a (shared) non-zero vector
+            counts: dict[int, int] = {}
             for f in feats:
-                h = zlib.crc32(f.encode("utf-8"), seed)
-                bucket = h % self.dim
-                sign = 1.0 if (h >> 31) & 1 else -1.0
-                counts[bucket] = counts.get(bucket, 0.0) + sign
+                bucket = zlib.crc32(f.encode("utf-8"), seed) % self.dim
+                counts[bucket] = counts.get(bucket, 0) + 1
             for bucket, c in counts.items():
-                if c:
-                    out[row, bucket] = np.sign(c) * (1.0 + np.log(abs(c)))
-            norm = float(np.linalg.norm(out[row]))
-            if norm > 0:
-                out[row] /= norm
+                out[row, bucket] = 1.0 + np.log(c)
+            out[row] /= float(np.linalg.norm(out[row]))
         return out
 
 
