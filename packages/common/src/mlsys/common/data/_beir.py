@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlsys.common.data._io import PathLike, read_text
+from mlsys.common.data._io import PathLike, iter_lines
 from mlsys.common.errors import DatasetNotFoundError, InvalidInputError, ParseError
 
 __all__ = ["BeirDataset", "load_beir", "read_beir_corpus", "read_beir_qrels", "read_beir_queries"]
@@ -32,10 +33,8 @@ class BeirDataset:
     split: str
 
 
-def _json_lines(path: PathLike, *, what: str) -> list[tuple[int, dict[str, Any]]]:
-    text = read_text(path, what=what)
-    out: list[tuple[int, dict[str, Any]]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def _json_lines(path: PathLike, *, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, line in iter_lines(path, what=what):
         if not line.strip():
             continue
         try:
@@ -46,8 +45,7 @@ def _json_lines(path: PathLike, *, what: str) -> list[tuple[int, dict[str, Any]]
             ) from None
         if not isinstance(obj, dict):
             raise ParseError(f"a JSON {type(obj).__name__}, expected a JSON object", path=path, line=lineno)
-        out.append((lineno, obj))
-    return out
+        yield lineno, obj
 
 
 def _get_id(obj: dict[str, Any], *, path: PathLike, line: int) -> str:
@@ -142,13 +140,13 @@ def read_beir_qrels(path: PathLike) -> dict[str, dict[str, int]]:
         >>> read_beir_qrels(p)
         {'q1': {'d1': 1}}
     """
-    text = read_text(path, what="BEIR qrels")
-    lines = text.splitlines()
-    if not lines or tuple(f.strip() for f in lines[0].split("\t")) != _QRELS_HEADER:
-        got = lines[0] if lines else "an empty file"
+    lines = iter_lines(path, what="BEIR qrels")
+    first = next(lines, None)
+    if first is None or tuple(f.strip() for f in first[1].split("\t")) != _QRELS_HEADER:
+        got = first[1] if first is not None else "an empty file"
         raise ParseError(f"header {got!r}, expected {chr(9).join(_QRELS_HEADER)!r}", path=path, line=1)
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in enumerate(lines[1:], start=2):
+    for lineno, line in lines:
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -178,7 +176,7 @@ def read_beir_qrels(path: PathLike) -> dict[str, dict[str, int]]:
 
 def _first_line_of(path: Path, qid: str, docid: str | None) -> int | None:
     """Line of the first qrels entry for ``qid`` (and ``docid``), for error messages."""
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+    for lineno, line in iter_lines(path):
         fields = [f.strip() for f in line.split("\t")]
         if len(fields) == 3 and fields[0] == qid and (docid is None or fields[1] == docid):
             return lineno

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from mlsys.common.data._io import PathLike, read_text
+from mlsys.common.data._io import PathLike, iter_lines
 from mlsys.common.errors import DatasetNotFoundError, ParseError
 
 __all__ = ["RATING_COLUMNS", "MovieLens100K", "MovieLensItems", "MovieLensUsers", "load_movielens_100k"]
@@ -112,7 +112,7 @@ def _read_ratings(path: Path) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int
     """Return the ratings and, per row, its 1-based line number in the file (for error messages)."""
     rows: list[list[str]] = []
     linenos: list[int] = []
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+    for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -145,7 +145,7 @@ def _read_ratings(path: Path) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int
 
 def _read_genres(path: Path) -> tuple[str, ...]:
     names: dict[int, str] = {}
-    for lineno, line in enumerate(read_text(path, encoding="latin-1").splitlines(), start=1):
+    for lineno, line in iter_lines(path, encoding="latin-1"):
         if not line.strip():
             continue
         fields = line.split("|")
@@ -180,7 +180,7 @@ def _read_items(path: Path) -> MovieLensItems:
     urls: list[str] = []
     genres: list[list[int]] = []
     first: dict[int, int] = {}
-    for lineno, line in enumerate(read_text(path, encoding="latin-1").splitlines(), start=1):
+    for lineno, line in iter_lines(path, encoding="latin-1"):
         if not line.strip():
             continue
         fields = line.split("|")
@@ -225,7 +225,7 @@ def _read_users(path: Path) -> MovieLensUsers:
     occupations: list[str] = []
     zips: list[str] = []
     first: dict[int, int] = {}
-    for lineno, line in enumerate(read_text(path, encoding="latin-1").splitlines(), start=1):
+    for lineno, line in iter_lines(path, encoding="latin-1"):
         if not line.strip():
             continue
         fields = line.split("|")

@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlsys.common.data._io import PathLike, read_text
+from mlsys.common.data._io import PathLike, iter_lines
 from mlsys.common.errors import InvalidInputError, ParseError
 
 __all__ = ["read_trec_qrels", "read_trec_run", "write_trec_qrels", "write_trec_run"]
@@ -45,9 +45,8 @@ def read_trec_run(path: PathLike) -> dict[str, dict[str, float]]:
         >>> read_trec_run(p)
         {'q1': {'d1': 2.0, 'd2': 0.5}}
     """
-    text = read_text(path, what="TREC run file")
     run: dict[str, dict[str, float]] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in iter_lines(path, what="TREC run file"):
         fields = line.split()
         if not fields:
             continue
@@ -95,9 +94,8 @@ def read_trec_qrels(path: PathLike) -> dict[str, dict[str, int]]:
         >>> read_trec_qrels(p)
         {'q1': {'d1': 2, 'd3': 0}}
     """
-    text = read_text(path, what="TREC qrels file")
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in iter_lines(path, what="TREC qrels file"):
         fields = line.split()
         if not fields:
             continue
