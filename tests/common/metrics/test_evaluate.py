@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import pytest
 import pytrec_eval
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlsys.common.errors import DuplicateIdError, InvalidInputError, MlsysError, UnknownNameError
 from mlsys.common.metrics import (
@@ -336,3 +338,26 @@ def test_eval_result_accessors() -> None:
     assert "ndcg@10=1.0000" in repr(r)
     with pytest.raises(ValueError):
         r.per_query["mrr"][0] = 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_duplicate_doc_within_evaluated_depth_is_rejected(data: st.DataObject) -> None:
+    n, k = data.draw(st.integers(1, 5)), data.draw(st.integers(2, 8))
+    ranked = np.stack([np.random.default_rng(i).permutation(50)[:k] for i in range(n)]).astype(np.int64)
+    row, a, b = (
+        data.draw(st.integers(0, n - 1)),
+        data.draw(st.integers(0, k - 1)),
+        data.draw(st.integers(0, k - 1)),
+    )
+    if a == b:
+        return
+    ranked[row, b] = ranked[row, a]
+    q = Qrels.from_lists([np.array([1, 2, 3]) for _ in range(n)])
+    before = ranked.copy()
+    with pytest.raises(DuplicateIdError, match=f"row {row}"):
+        evaluate_ranked(ranked, q, ["map"], empty_queries="zero")  # "map" reads every rank
+    np.testing.assert_array_equal(ranked, before)  # a rejected call changes nothing
+    # beyond the depth the metrics read, a duplicate cannot change any value and is not inspected
+    if min(a, b) >= 1:
+        evaluate_ranked(ranked, q, ["mrr@1"], empty_queries="zero")
