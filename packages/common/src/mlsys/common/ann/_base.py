@@ -56,6 +56,7 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 _F32 = np.dtype(np.float32)
 _INF = math.inf
+_isfinite = math.isfinite
 
 C = TypeVar("C", bound="CommonConfig")
 T = TypeVar("T", bound="BaseIndex")
@@ -193,6 +194,12 @@ class BaseIndex(ABC):
         return id_arr, vecs
 
     def _prepare_queries(self, queries: Any) -> F32:
+        """Queries as C-contiguous float32 ``(nq, dim)``: as given when they already are (no copy).
+
+        NaN/inf are not scanned for here on the fast path: a non-finite query yields a non-finite
+        best score, which :meth:`search` checks afterwards (one scalar per row), re-validating the
+        queries to raise the proper error.
+        """
         q = queries
         if not (
             type(q) is np.ndarray
@@ -203,12 +210,6 @@ class BaseIndex(ABC):
             and q.flags.c_contiguous
         ):
             q = as_vectors(q, dim=self._dim, name="queries")
-        else:
-            # one reduction instead of a boolean array: NaN/inf make the sum non-finite; a
-            # (finite) overflow only sends us to the full check, which accepts it
-            s = float(q.sum())
-            if s - s != 0.0:
-                q = as_vectors(q, dim=self._dim, name="queries")
         if self._normalize_queries:
             q = _normalized(q, "queries")
         return q
@@ -424,20 +425,40 @@ class BaseIndex(ABC):
         """
         if space is not None:
             self._space.check_same(space, what="queries")
-        q = self._prepare_queries(queries)
+        q = queries
+        # the fast path of _prepare_queries, inlined: this is the per-query overhead budget
+        if not (
+            type(q) is np.ndarray
+            and q.dtype is _F32
+            and q.ndim == 2
+            and q.shape[1] == self._dim
+            and q.shape[0]
+            and q.flags.c_contiguous
+            and not self._normalize_queries
+        ):
+            q = self._prepare_queries(q)
         if type(k) is not int or k <= 0:
             k = check_k(k)
-        self._lock.acquire_read()
+        lock = self._lock
+        lock.acquire_read()
         try:
             if not self._live:
                 raise EmptyIndexError(
                     f"cannot search an empty {type(self).__name__}; expected at least one added item"
                 )
             if allow is None and deny is None:
-                return self._search_all(q, k)
-            return self._search_filtered(q, k, allow, deny)
+                ids, scores = self._search_all(q, k)
+            else:
+                ids, scores = self._search_filtered(q, k, allow, deny)
         finally:
-            self._lock.release_read()
+            lock.release_read()
+        # a NaN/inf query gives a non-finite best score; only then are the queries scanned
+        if q.shape[0] == 1:
+            if not _isfinite(scores.item(0)):
+                as_vectors(queries, dim=self._dim, name="queries")
+        elif not np.isfinite(scores[:, 0]).all():
+            as_vectors(queries, dim=self._dim, name="queries")
+        return ids, scores
 
     # ------------------------------------------------------------------ filtered search plan
     def _search_filtered(self, q: F32, k: int, allow: Any, deny: Any) -> SearchResult:
@@ -632,4 +653,5 @@ def _normalized(x: F32, name: str) -> F32:
         raise InvalidInputError(
             f"{name} row {bad} is the zero vector; cosine similarity needs non-zero vectors"
         )
-    return x / norms[:, None]
+    with np.errstate(invalid="ignore"):  # NaN rows stay NaN and are refused by the caller
+        return x / norms[:, None]

@@ -35,6 +35,8 @@ __all__ = ["HNSWConfig", "HNSWIndex"]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 _NEG_INF = np.float32(-np.inf)
+_ONE = np.float32(1.0)
+_I64 = np.dtype(np.int64)
 
 
 def _hnswlib() -> Any:
@@ -208,11 +210,13 @@ class HNSWIndex(BaseIndex):
             res = self._search_native(q, k, None, None, 1)
             assert res is not None
             return self._complete_rows(q, k, res[0], res[1], None, None, n, widen=2)
+        # hnswlib reports 1 - ip and squared L2; scores are "higher is better", computed in place
         if self._l2:
             np.negative(d, out=d)
         else:
-            np.subtract(1.0, d, out=d)
-        ids = labels.view(np.int64)
+            np.subtract(_ONE, d, out=d)
+        labels.dtype = _I64  # hnswlib's uint64 labels are our non-negative int64 ids: reinterpret
+        ids = labels
         if kk < k:
             pi, ps = padding(q.shape[0], k - kk)
             return np.concatenate([ids, pi], axis=1), np.concatenate([d, ps], axis=1)
