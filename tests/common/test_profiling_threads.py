@@ -52,7 +52,8 @@ def test_concurrent_nested_stages_count_exactly() -> None:
 
 
 def test_concurrent_records_merge_to_numpy_percentiles() -> None:
-    prof = LatencyProfiler(capacity=10_000)
+    # capacity >= all samples: a thread that starts after another finished adopts its buffers
+    prof = LatencyProfiler(capacity=12_000)
     rng = np.random.default_rng(0)
     per_thread = [rng.exponential(1e-3, 2_000) for _ in range(6)]
 
@@ -117,3 +118,23 @@ def test_stats_while_recording_is_safe() -> None:
         for t in threads:
             t.join()
     assert prof.stats()["w"].count >= seen
+
+
+def test_finished_threads_buffers_are_adopted() -> None:
+    prof = LatencyProfiler(capacity=100)
+    for _ in range(30):  # 30 short-lived threads, one at a time
+        t = threading.Thread(target=lambda: [prof.record("s", 1e-3) for _ in range(10)])
+        t.start()
+        t.join()
+    prof.record("s", 1e-3)  # main thread
+    assert prof.stats()["s"].count == 301
+    assert len(prof._states) <= 2  # main thread + one adopted state
+
+
+def test_reset_while_a_stage_is_open() -> None:
+    prof = LatencyProfiler()
+    prof.record("a", 1.0)
+    with prof.stage("open"):
+        prof.reset()
+    stats = prof.stats()
+    assert "a" not in stats and stats["open"].count == 1 and stats[END_TO_END].count == 1

@@ -36,10 +36,11 @@ R = TypeVar("R")
 class _ThreadState:
     """One thread's stage stack and its recorders (indexed like ``LatencyProfiler._names``)."""
 
-    __slots__ = ("ordinal", "recs", "stack")
+    __slots__ = ("ordinal", "recs", "stack", "thread")
 
-    def __init__(self, ordinal: int) -> None:
+    def __init__(self, ordinal: int, thread: threading.Thread) -> None:
         self.ordinal = ordinal
+        self.thread = thread
         self.stack: list[int] = []
         self.recs: list[StageRecorder | None] = []
 
@@ -113,7 +114,8 @@ class LatencyProfiler:
     Reading merges the threads: with no reservoir in play the percentiles are exactly
     ``numpy.percentile`` of every sample; otherwise each stored sample is weighted by the number
     of samples it stands for. Memory is at most ``8 * capacity`` bytes per stage and thread
-    (pages are touched only as they fill).
+    (pages are touched only as they fill); a new thread adopts the buffers of a finished one, so
+    memory follows the number of *concurrent* threads, not of threads ever started.
 
     **Threads.** Each thread has its own stage stack and its own buffers, so the record path takes
     no lock and allocates nothing; a lock guards only the creation of stages and per-thread
@@ -181,9 +183,18 @@ class LatencyProfiler:
     # ------------------------------------------------------------------ internals
 
     def _new_thread_state(self) -> _ThreadState:
+        current = threading.current_thread()
         with self._lock:
-            state = _ThreadState(len(self._states))
-            self._states.append(state)
+            # Adopt the buffers of a finished thread, so that short-lived threads (a pool per
+            # request) keep memory bounded by the number of concurrent threads. Its samples stay.
+            for state in self._states:
+                if not state.thread.is_alive():
+                    state.thread = current
+                    state.stack = []
+                    break
+            else:
+                state = _ThreadState(len(self._states), current)
+                self._states.append(state)
         self._local.state = state
         return state
 
@@ -347,7 +358,7 @@ class LatencyProfiler:
     def reset(self) -> None:
         """Forget every sample of every thread (stage names stay known; reservoirs restart from the seed).
 
-        Stages open while resetting record into the discarded buffers.
+        A stage open during the reset is recorded when it exits, into the new statistics.
         """
         with self._lock:
             for state in self._states:
