@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 
 import numpy as np
 import pytest
 
+from mlsys.common.errors import InvalidInputError
 from mlsys.common.profiling import END_TO_END, LatencyProfiler
 
 
@@ -138,3 +140,62 @@ def test_reset_while_a_stage_is_open() -> None:
         prof.reset()
     stats = prof.stats()
     assert "a" not in stats and stats["open"].count == 1 and stats[END_TO_END].count == 1
+
+
+def test_pickle_round_trip_keeps_samples_and_keeps_recording() -> None:
+    prof = LatencyProfiler(capacity=100, seed=3)
+    values = np.random.default_rng(0).exponential(1e-3, 1_000)
+    for v in values[:50].tolist():
+        prof.record("small", v)
+    for v in values.tolist():
+        prof.record("big", v)  # beyond capacity: a reservoir
+    with prof.request():
+        pass
+    back = pickle.loads(pickle.dumps(prof))
+    assert back.capacity == 100 and back.seed == 3 and back.stage_names == ["small", "big"]
+    assert back.stats() == prof.stats()
+    np.testing.assert_array_equal(back.samples("big"), prof.samples("big"))
+    for v in values.tolist():  # keeps recording: the restored reservoir continues
+        back.record("big", v)
+    s = back.stats()["big"]
+    assert s.count == 2_000 and s.n_stored == 100 and s.max == values.max()
+
+
+def test_merge_workers_equals_one_profiler() -> None:
+    rng = np.random.default_rng(5)
+    chunks = [rng.exponential(1e-3, n) for n in (300, 700, 50)]
+    workers = []
+    for chunk in chunks:
+        w = LatencyProfiler(capacity=5_000)
+        for v in chunk.tolist():
+            w.record("s", v)
+        workers.append(pickle.loads(pickle.dumps(w)))  # as if returned by a worker process
+    total = LatencyProfiler(capacity=5_000)
+    for w in workers:
+        total.merge(w)
+    s = total.stats()["s"]
+    everything = np.concatenate(chunks)
+    assert s.count == everything.size and not s.sampled
+    assert (s.p50, s.p95, s.p99) == tuple(np.percentile(everything, [50, 95, 99]))
+    assert workers[0].stats()["s"].count == 300  # sources untouched
+    with pytest.raises(InvalidInputError, match="capacity"):
+        total.merge(LatencyProfiler(capacity=10))
+    with pytest.raises(InvalidInputError, match="itself"):
+        total.merge(total)
+
+
+def test_merge_reservoirs_weighted() -> None:
+    rng = np.random.default_rng(6)
+    a_vals, b_vals = rng.uniform(0, 1, 50_000), rng.uniform(1, 2, 5_000)
+    a, b = LatencyProfiler(capacity=1_000, seed=1), LatencyProfiler(capacity=1_000, seed=2)
+    for v in a_vals.tolist():
+        a.record("s", v)
+    for v in b_vals.tolist():
+        b.record("s", v)
+    a.merge(b)
+    s = a.stats()["s"]
+    everything = np.sort(np.concatenate([a_vals, b_vals]))
+    assert s.count == everything.size and s.max == everything.max()
+    for q, est in ((0.5, s.p50), (0.95, s.p95)):
+        frac = np.searchsorted(everything, est) / everything.size
+        assert abs(frac - q) < 5 * math.sqrt(q * (1 - q) / 1_000) + 2e-3, (q, est, frac)

@@ -364,6 +364,78 @@ class LatencyProfiler:
             for state in self._states:
                 state.recs = []
 
+    # ------------------------------------------------------------------ combining and pickling
+
+    def _thread_snapshots(self) -> list[dict[str, Snapshot]]:
+        with self._lock:
+            names = list(self._names)
+            per_thread = [list(st.recs) for st in self._states]
+        return [
+            {names[i]: rec.snapshot() for i, rec in enumerate(recs) if rec is not None and rec.count}
+            for recs in per_thread
+        ]
+
+    def _absorb(self, threads: list[dict[str, Snapshot]]) -> None:
+        for snaps in threads:
+            if not snaps:
+                continue
+            indices = {name: self._stage_index(name) for name in snaps}
+            with self._lock:
+                # An unstarted Thread is never alive: the state counts as a finished thread's
+                # (a new thread may adopt it and keep recording into it).
+                state = _ThreadState(len(self._states), threading.Thread())
+                state.recs = [None] * len(self._names)
+                for name, snap in snaps.items():
+                    seed = f"{self._seed}/{name}/{state.ordinal}"
+                    state.recs[indices[name]] = StageRecorder.restore(self._capacity, seed, snap)
+                self._states.append(state)
+
+    def merge(self, other: LatencyProfiler) -> None:
+        """Add every sample of ``other`` (e.g. a profiler returned by a worker process) to this one.
+
+        Counts, totals, min and max add up exactly; stored samples are kept per source thread and
+        weighted when percentiles are read, so the result is what one profiler recording
+        everything would report (exactly, while no reservoir is in play). Both profilers must
+        have the same capacity; ``other`` is not modified.
+
+        Example:
+            >>> a, b = LatencyProfiler(), LatencyProfiler()
+            >>> a.record("s", 0.001); b.record("s", 0.003)
+            >>> a.merge(b)
+            >>> a.stats()["s"].count, a.stats()["s"].p50
+            (2, 0.002)
+        """
+        if not isinstance(other, LatencyProfiler):
+            raise InvalidInputError(f"can only merge a LatencyProfiler, got {type(other).__name__}")
+        if other is self:
+            raise InvalidInputError("cannot merge a profiler into itself")
+        if other.capacity != self._capacity:
+            raise InvalidInputError(
+                f"cannot merge a profiler of capacity {other.capacity} into one of capacity {self._capacity}; "
+                "expected equal capacities"
+            )
+        self._absorb(other._thread_snapshots())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle support (a profiler travels to and from worker processes with its samples)."""
+        return {
+            "format": 1,
+            "capacity": self._capacity,
+            "seed": self._seed,
+            "names": self.stage_names,
+            "threads": self._thread_snapshots(),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("format") != 1:
+            raise InvalidInputError(
+                f"unknown LatencyProfiler pickle format {state.get('format')!r}; expected 1"
+            )
+        LatencyProfiler.__init__(self, state["capacity"], state["seed"])
+        for name in state["names"]:
+            self._stage_index(name)
+        self._absorb(state["threads"])
+
     # ------------------------------------------------------------------ reading
 
     @property

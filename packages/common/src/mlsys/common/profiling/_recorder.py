@@ -77,6 +77,28 @@ class StageRecorder:
             self.min = seconds
         self.count = n + 1  # last: a reader that sees the new count also sees the stored sample
 
+    @classmethod
+    def restore(cls, capacity: int, seed: int | str, snap: Snapshot) -> StageRecorder:
+        """A recorder holding ``snap`` that continues as if it had recorded those samples itself.
+
+        Past capacity, Algorithm L's threshold after ``n`` samples is the ``capacity``-th smallest
+        of ``n`` uniform keys, i.e. ``Beta(capacity, n - capacity + 1)``; it is drawn from that law.
+        """
+        samples, count, total, lo, hi = snap
+        stored = int(samples.shape[0])
+        if stored != min(count, capacity):
+            raise ValueError(f"snapshot stores {stored} of {count} samples; expected min(count, {capacity})")
+        rec = cls(capacity, seed)
+        rec._buf[:stored] = samples
+        rec.count, rec.total, rec.min, rec.max = count, total, lo, hi
+        if count >= capacity:
+            if count == capacity:
+                rec._w = math.exp(math.log(rec._uniform_open()) / capacity)
+            else:
+                rec._w = rec._rng.betavariate(capacity, count - capacity + 1)
+            rec._next = count + rec._skip()
+        return rec
+
     def snapshot(self) -> Snapshot:
         """Copy of the stored samples and the exact aggregates ``(samples, count, total, min, max)``."""
         count = self.count
