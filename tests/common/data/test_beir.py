@@ -5,8 +5,17 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mlsys.common.data import load_beir, read_beir_corpus, read_beir_qrels, read_beir_queries
+from mlsys.common.data import (
+    BeirDataset,
+    load_beir,
+    read_beir_corpus,
+    read_beir_qrels,
+    read_beir_queries,
+    write_beir,
+)
 from mlsys.common.errors import DatasetNotFoundError, InvalidInputError, ParseError
 
 CORPUS = [
@@ -138,3 +147,51 @@ def test_real_scifact(dataset) -> None:  # type: ignore[no-untyped-def]
     train = load_beir(root, split="train")
     assert len(train.queries) == 809 and sum(len(d) for d in train.qrels.values()) == 919
     assert not set(train.queries) & set(ds.queries)
+
+
+_ids = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\r\n"), min_size=1, max_size=6
+).filter(lambda x: x == x.strip())
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@st.composite
+def _datasets(draw: st.DrawFn) -> BeirDataset:
+    corpus = draw(
+        st.dictionaries(
+            _ids, st.fixed_dictionaries({"title": _texts, "text": _texts}), min_size=1, max_size=6
+        )
+    )
+    queries = draw(st.dictionaries(_ids, _texts, min_size=1, max_size=4))
+    doc_ids = sorted(corpus)
+    qrels = {
+        qid: draw(st.dictionaries(st.sampled_from(doc_ids), st.integers(-1, 3), min_size=1, max_size=3))
+        for qid in queries
+    }
+    return BeirDataset(corpus, queries, qrels, "test")
+
+
+@settings(max_examples=60, deadline=None)
+@given(ds=_datasets())
+def test_write_then_load_round_trip(tmp_path_factory: pytest.TempPathFactory, ds: BeirDataset) -> None:
+    root = tmp_path_factory.mktemp("beir")
+    write_beir(ds, root)
+    back = load_beir(root, split="test")
+    assert back == ds
+    assert list(back.corpus) == list(ds.corpus) and list(back.queries) == list(ds.queries)
+
+
+def test_write_beir_rejects_bad_datasets(tmp_path: Path) -> None:
+    good = BeirDataset({"d": {"title": "", "text": "x"}}, {"q": "y"}, {"q": {"d": 1}}, "test")
+    bad = [
+        (BeirDataset({"d\t1": {"title": "", "text": "x"}}, {}, {}, "test"), "document id"),
+        (BeirDataset(good.corpus, {"q": 3}, {}, "test"), "expected a string"),  # type: ignore[dict-item]
+        (BeirDataset(good.corpus, good.queries, {"zz": {"d": 1}}, "test"), "not in queries"),
+        (BeirDataset(good.corpus, good.queries, {"q": {"zz": 1}}, "test"), "not in corpus"),
+        (BeirDataset(good.corpus, good.queries, {"q": {"d": 1.5}}, "test"), "expected an int"),  # type: ignore[dict-item]
+        (BeirDataset(good.corpus, good.queries, good.qrels, "../x"), "plain name"),
+    ]
+    for ds, match in bad:
+        with pytest.raises(InvalidInputError, match=match):
+            write_beir(ds, tmp_path / "out")
+        assert not (tmp_path / "out").exists()

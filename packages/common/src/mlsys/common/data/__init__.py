@@ -19,6 +19,7 @@ from mlsys.common.data._beir import (
     read_beir_corpus,
     read_beir_qrels,
     read_beir_queries,
+    write_beir,
 )
 from mlsys.common.data._idx import (
     FASHION_MNIST_CLASSES,
@@ -56,6 +57,7 @@ __all__ = [
     "read_idx",
     "read_trec_qrels",
     "read_trec_run",
+    "write_beir",
     "write_idx",
     "write_trec_qrels",
     "write_trec_run",

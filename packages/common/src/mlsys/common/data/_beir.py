@@ -11,7 +11,14 @@ from typing import Any
 from mlsys.common.data._io import PathLike, iter_lines
 from mlsys.common.errors import DatasetNotFoundError, InvalidInputError, ParseError
 
-__all__ = ["BeirDataset", "load_beir", "read_beir_corpus", "read_beir_qrels", "read_beir_queries"]
+__all__ = [
+    "BeirDataset",
+    "load_beir",
+    "read_beir_corpus",
+    "read_beir_qrels",
+    "read_beir_queries",
+    "write_beir",
+]
 
 _QRELS_HEADER = ("query-id", "corpus-id", "score")
 
@@ -235,3 +242,66 @@ def load_beir(root: PathLike, split: str = "test") -> BeirDataset:
                 )
     queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, split=split)
+
+
+def _check_tsv_id(value: object, *, what: str) -> str:
+    if not isinstance(value, str) or not value or value != value.strip() or any(c in value for c in "\t\r\n"):
+        raise InvalidInputError(
+            f"{what} {value!r} cannot be written to a BEIR qrels TSV; expected a non-empty string "
+            "without tabs, line breaks or surrounding whitespace"
+        )
+    return value
+
+
+def write_beir(dataset: BeirDataset, root: PathLike) -> None:
+    """Write ``dataset`` as a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
+
+    :func:`load_beir` reads it back equal. Everything is validated before anything is written
+    (ids in the qrels must be TSV-safe and known, texts must be strings); the folder is created
+    if needed. Useful to build small BEIR fixtures for tests.
+
+    Example:
+        >>> import tempfile
+        >>> ds = BeirDataset({"d1": {"title": "", "text": "x"}}, {"q1": "y"}, {"q1": {"d1": 1}}, "test")
+        >>> root = tempfile.mkdtemp()
+        >>> write_beir(ds, root)
+        >>> load_beir(root) == ds
+        True
+    """
+    for doc_id, doc in dataset.corpus.items():
+        _check_tsv_id(doc_id, what="document id")
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("text"), str)
+            or not isinstance(doc.get("title", ""), str)
+        ):
+            raise InvalidInputError(f"document {doc_id!r} is {doc!r}; expected {{'title': str, 'text': str}}")
+    for qid, text in dataset.queries.items():
+        _check_tsv_id(qid, what="query id")
+        if not isinstance(text, str):
+            raise InvalidInputError(f"query {qid!r} text is {text!r}; expected a string")
+    for qid, docs in dataset.qrels.items():
+        if qid not in dataset.queries:
+            raise InvalidInputError(f"qrels query {qid!r} is not in queries; expected every judged query")
+        for docid, rel in docs.items():
+            if docid not in dataset.corpus:
+                raise InvalidInputError(
+                    f"qrels document {docid!r} is not in corpus; expected judged documents"
+                )
+            if isinstance(rel, bool) or not isinstance(rel, int):
+                raise InvalidInputError(f"relevance of {qid!r}/{docid!r} is {rel!r}; expected an int")
+    if not dataset.split or "/" in dataset.split or dataset.split.startswith("."):
+        raise InvalidInputError(f"split {dataset.split!r} is not a plain name; expected e.g. 'test'")
+    base = Path(root)
+    (base / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(base / "corpus.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for doc_id, doc in dataset.corpus.items():
+            f.write(json.dumps({"_id": doc_id, "title": doc.get("title", ""), "text": doc["text"]}) + "\n")
+    with open(base / "queries.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for qid, text in dataset.queries.items():
+            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with open(base / "qrels" / f"{dataset.split}.tsv", "w", encoding="utf-8", newline="\n") as f:
+        f.write("\t".join(_QRELS_HEADER) + "\n")
+        for qid, docs in dataset.qrels.items():
+            for docid, rel in docs.items():
+                f.write(f"{qid}\t{docid}\t{int(rel)}\n")
