@@ -139,9 +139,10 @@ class BM25Config:
     Args:
         k1: term-frequency saturation.
         b: length normalisation.
-        method: ``"lucene"`` (idf ``log(1 + (N - df + .5)/(df + .5))``, tf part without the
-            ``k1 + 1`` factor, as Lucene >= 8), ``"atire"`` (idf ``log(N/df)``) or ``"robertson"``
-            (idf ``log((N - df + .5)/(df + .5))`` floored at 0, tf part with ``k1 + 1``).
+        method: the variants of Kamphuis et al. (ECIR 2020), as bm25s implements them:
+            ``"lucene"`` (idf ``log(1 + (N - df + .5)/(df + .5))``, tf part ``tf/(tf + k1 * norm)``
+            as Lucene >= 8), ``"robertson"`` (idf ``log((N - df + .5)/(df + .5))`` floored at 0)
+            or ``"atire"`` (idf ``log(N/df)``, tf part times ``k1 + 1``).
         analyzer: how text becomes terms.
     """
 
@@ -323,7 +324,7 @@ class BM25Index:
         norm = cfg.k1 * (1.0 - cfg.b + cfg.b * doc_len / avgdl)
         row_of_entry = np.repeat(np.arange(n), lengths)
         weight = tf / (tf + norm[row_of_entry])
-        if cfg.method == "robertson":
+        if cfg.method == "atire":
             weight = weight * (cfg.k1 + 1.0)
         weight = (weight * idf[indices]).astype(np.float32)
         w = sp.csr_matrix((weight, indices, indptr), shape=(n, v))
