@@ -329,3 +329,10 @@ def test_stage_stats_get_and_from_samples() -> None:
         s.get("p42")
     empty = StageStats.from_samples(np.empty(0))
     assert empty.count == 0 and math.isnan(empty.p50)
+
+
+def test_importing_profiling_does_not_import_matplotlib() -> None:
+    import subprocess
+
+    code = "import sys, mlsys.common.profiling; assert 'matplotlib' not in sys.modules, 'eager import'"
+    subprocess.run([sys.executable, "-c", code], check=True)
