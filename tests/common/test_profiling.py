@@ -193,9 +193,11 @@ def test_record_and_stage_validation_leave_state_unchanged() -> None:
     for bad in (float("nan"), -1e-3, float("inf"), True, "0.1"):
         with pytest.raises(InvalidInputError, match="duration of 'x'"):
             prof.record("x", bad)  # type: ignore[arg-type]
-    for name in ("", 3):
+    for name in ("", 3, ["a"], None):
         with pytest.raises(InvalidInputError, match="stage name"):
             prof.stage(name)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError):
+            prof.record(name, 1.0)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="reserved"):
         prof.stage(END_TO_END)
     with pytest.raises(InvalidInputError, match="stage name or a function"):
@@ -203,6 +205,8 @@ def test_record_and_stage_validation_leave_state_unchanged() -> None:
     assert prof.stats() == {} and prof.stage_names == []
     with pytest.raises(UnknownNameError):
         prof.samples("x")
+    with pytest.raises(UnknownNameError):
+        prof.check_budgets({3: 1.0})  # type: ignore[dict-item]
     for capacity in (0, -5, 1.5, True):
         with pytest.raises(InvalidInputError, match="capacity"):
             LatencyProfiler(capacity=capacity)  # type: ignore[arg-type]

@@ -218,10 +218,10 @@ class LatencyProfiler:
         return rec
 
     def _stage_index(self, name: str) -> int:
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(f"stage name must be a non-empty string, got {name!r}")
         index = self._index.get(name)
         if index is None:
-            if not isinstance(name, str) or not name:
-                raise InvalidInputError(f"stage name must be a non-empty string, got {name!r}")
             with self._lock:
                 index = self._index.get(name)
                 if index is None:
@@ -232,7 +232,7 @@ class LatencyProfiler:
         return index
 
     def _known(self, name: str) -> int:
-        index = self._index.get(name)
+        index = self._index.get(name) if isinstance(name, str) else None
         if index is None:
             raise UnknownNameError(f"unknown stage {name!r}; known stages: {[*self.stage_names, END_TO_END]}")
         return index
@@ -259,7 +259,10 @@ class LatencyProfiler:
             >>> prof.stats()["decode"].count
             1
         """
-        timer = self._timers.get(name)
+        try:
+            timer = self._timers.get(name)
+        except TypeError:  # unhashable: reported as a bad name below
+            timer = None
         if timer is None:
             if name == END_TO_END:
                 raise InvalidInputError(
