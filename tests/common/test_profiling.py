@@ -340,3 +340,17 @@ def test_importing_profiling_does_not_import_matplotlib() -> None:
 
     code = "import sys, mlsys.common.profiling; assert 'matplotlib' not in sys.modules, 'eager import'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_recursive_stage_records_every_level_and_one_end_to_end() -> None:
+    prof = LatencyProfiler()
+
+    @prof.timed("fib")
+    def fib(n: int) -> int:
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    assert fib(10) == 55
+    stats = prof.stats()
+    assert stats["fib"].count == 177  # calls of a naive fib(10)
+    assert stats[END_TO_END].count == 1
+    assert stats[END_TO_END].max == stats["fib"].max  # the outermost call is the longest
