@@ -1,0 +1,112 @@
+"""Train the Fashion-MNIST ViT teacher (and, with --prune, fine-tune its token-pruned student).
+
+Writes checkpoints under ~/.cache/mlsys/vision/ (never into the repository or the data folder):
+
+    python benchmarks/vision/train_fmnist.py                  # teacher -> ~/.cache/mlsys/vision/fmnist_vit
+    python benchmarks/vision/train_fmnist.py --prune 0.7      # student -> ~/.cache/mlsys/vision/fmnist_vit_prune0.7
+
+Each run records its configuration, thread count, wall and CPU time and test accuracy in
+``result.json`` next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlsys.common.data import load_fashion_mnist
+from mlsys.vision import (
+    RandomCropFlip,
+    TrainConfig,
+    Trainer,
+    ViT,
+    ViTConfig,
+    evaluate,
+    images_to_tensor,
+    save_model,
+)
+
+CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
+MEAN, STD = 0.2860, 0.3530
+
+
+def load_data(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    d = load_fashion_mnist(root)
+    return d.x_train, d.y_train, d.x_test, d.y_test
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data" / "fashion-mnist"
+    )
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--patch-dropout", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-limit-min", type=float, default=60.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-subset", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    x_tr, y_tr, x_te, y_te = load_data(args.data)
+    if args.train_subset:
+        x_tr, y_tr = x_tr[: args.train_subset], y_tr[: args.train_subset]
+    xt, yt = images_to_tensor(x_tr, MEAN, STD), torch.from_numpy(y_tr.astype(np.int64))
+    xv, yv = images_to_tensor(x_te, MEAN, STD), torch.from_numpy(y_te.astype(np.int64))
+
+    out = args.out or CACHE / "fmnist_vit"
+    cfg = ViTConfig.fashion_mnist(embed_dim=args.dim, depth=args.depth, num_heads=args.heads)
+    torch.manual_seed(args.seed)
+    model = ViT(cfg)
+    tcfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch,
+        lr=args.lr,
+        warmup_steps=100,
+        patch_dropout=args.patch_dropout,
+        seed=args.seed,
+        time_limit_s=args.time_limit_min * 60,
+    )
+    aug = RandomCropFlip(pad=2, flip=True, fill=(0.0 - MEAN) / STD)
+    trainer = Trainer(
+        model, tcfg, augment=aug, checkpoint_dir=out / "checkpoint", progress=args.progress, log=print
+    )
+    t0 = time.perf_counter()
+    hist = trainer.fit(xt, yt, xv[:2000], yv[:2000], resume=args.resume, eval_every_steps=200)
+    res = evaluate(model, xv, yv)
+    result = {
+        "vit_config": cfg.to_dict(),
+        "train_config": tcfg.to_dict(),
+        "augment": {"pad": 2, "flip": True},
+        "threads": torch.get_num_threads(),
+        "train_wall_seconds": hist.wall_seconds,
+        "train_cpu_seconds": hist.cpu_seconds,
+        "stopped_early": hist.stopped_early,
+        "test_accuracy": res.accuracy,
+        "test_loss": res.loss,
+        "history": hist.epochs,
+        "load_average": os.getloadavg(),
+        "total_wall_seconds": time.perf_counter() - t0,
+    }
+    save_model(model, out, extra=result)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
