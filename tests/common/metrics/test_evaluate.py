@@ -361,3 +361,20 @@ def test_duplicate_doc_within_evaluated_depth_is_rejected(data: st.DataObject) -
     # beyond the depth the metrics read, a duplicate cannot change any value and is not inspected
     if min(a, b) >= 1:
         evaluate_ranked(ranked, q, ["mrr@1"], empty_queries="zero")
+
+
+def test_array_path_large_ids_use_the_binary_search_path_with_same_values() -> None:
+    rng = np.random.default_rng(3)
+    ranked = np.stack([rng.permutation(300)[:40] for _ in range(30)]).astype(np.int64)
+    ranked[::4, 30:] = -1
+    docs = [rng.choice(300, 6, replace=False) for _ in range(30)]
+    rels = [rng.integers(0, 4, 6) for _ in range(30)]
+    names = ["ndcg@10", "mrr@10", "recall@20", "map", "r_precision", "precision"]
+    small = evaluate_ranked(ranked, Qrels.from_lists(docs, rels), names, empty_queries="zero")
+    shift = 2**40  # too sparse for the direct table: binary search on the judged ids instead
+    big_ranked = np.where(ranked >= 0, ranked + shift, -1)
+    big = evaluate_ranked(
+        big_ranked, Qrels.from_lists([d + shift for d in docs], rels), names, empty_queries="zero"
+    )
+    for name in names:
+        np.testing.assert_array_equal(small.per_query[name], big.per_query[name])

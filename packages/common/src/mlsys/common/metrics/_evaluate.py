@@ -340,15 +340,18 @@ def _qrels_values(qrels: Mapping[str, Mapping[str, Any]], total: int) -> npt.NDA
 
 def _rank_dict_run(
     run: Mapping[str, Mapping[str, Any]],
+    qrels: Mapping[str, Mapping[str, Any]],
     qids: list[str],
     depth_of: Any,
     ties: Ties,
-) -> tuple[list[list[str]], npt.NDArray[np.int64]]:
-    """Top documents of each query in trec_eval order, only as deep as the metrics read.
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Relevance of the top documents of each query in trec_eval order, only as deep as needed.
 
-    Sorting is one ``numpy.lexsort`` over every candidate of every query (score descending, stable);
-    only the runs of equal scores are then re-sorted by doc id descending in Python. Documents that
-    cannot reach the needed depth are dropped first with a per-row partition threshold.
+    Returns ``(rel, n_ret)``: the ``(n, depth)`` judged relevance by rank and the number of
+    retrieved documents per query. Sorting is one ``numpy.lexsort`` over the candidates of every
+    query at once (score descending, stable); only runs of equal scores are then re-sorted by doc
+    id descending in Python. Documents that cannot reach the needed depth are dropped first with a
+    per-row partition threshold (ties at the threshold are kept, so the tie order stays exact).
     """
     n = len(qids)
     lengths = np.fromiter((len(run[q]) for q in qids), dtype=np.int64, count=n)
@@ -357,37 +360,51 @@ def _rank_dict_run(
         # trec_eval keeps scores as C ``float`` (TEXT_RESULTS.sim in trec_format.h): scores that
         # differ only beyond single precision tie there, and then the doc id decides.
         scores = scores.astype(np.float32).astype(np.float64)
-    depth = int(depth_of(int(lengths.max()) if n else 0))
-    n_ret = lengths
+    width = int(lengths.max()) if n else 0
+    depth = int(depth_of(width))
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    row = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    cand_mask: npt.NDArray[np.bool_] | None = None
-    long_rows = lengths > depth
+    uniform = n > 0 and bool((lengths == width).all())
     if depth == 0:
-        cand_mask = np.zeros(scores.shape[0], dtype=bool)
-    elif long_rows.any():
-        # k-th largest score of each long row = cut threshold; ties at the threshold stay in.
-        width = int(lengths.max())
-        mat = np.full((n, width), -np.inf)
-        col = np.arange(scores.shape[0], dtype=np.int64) - starts[:-1][row]
-        mat[row, col] = scores
-        thr = -np.partition(-mat[long_rows], depth - 1, axis=1)[:, depth - 1]
-        del mat
-        row_thr = np.full(n, -np.inf)
-        row_thr[long_rows] = thr
-        cand_mask = scores >= row_thr[row]
-    if cand_mask is not None:
-        cand = np.flatnonzero(cand_mask)
-        c_scores, c_row = scores[cand], row[cand]
-    else:
+        cand = np.empty(0, dtype=np.int64)
+    elif depth >= width:
         cand = np.arange(scores.shape[0], dtype=np.int64)
-        c_scores, c_row = scores, row
-    order = np.lexsort((-c_scores, c_row))
-    flat = cand[order]
+    elif uniform:
+        mat = scores.reshape(n, width)
+        thr = np.partition(mat, width - depth, axis=1)[:, width - depth]  # depth-th largest
+        cand = np.flatnonzero(mat >= thr[:, None])
+    else:
+        row_all = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        padded = np.full((n, width), -np.inf)
+        padded[row_all, np.arange(scores.shape[0], dtype=np.int64) - starts[:-1][row_all]] = scores
+        long_rows = lengths > depth
+        row_thr = np.full(n, -np.inf)
+        row_thr[long_rows] = np.partition(padded[long_rows], width - depth, axis=1)[:, width - depth]
+        del padded
+        cand = np.flatnonzero(scores >= row_thr[row_all])
+    c_row = cand // max(width, 1) if uniform else np.searchsorted(starts, cand, side="right") - 1
+    # Sort each query's candidates by score descending with one row-wise stable argsort of a
+    # padded (n, max candidates) matrix: many small sorts are far faster than one lexsort.
+    c_counts = np.bincount(c_row, minlength=n)
+    c_starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(c_counts, out=c_starts[1:])
+    cmax = int(c_counts.max()) if n else 0
+    if n and bool((c_counts == cmax).all()):  # the usual case: no ragged rows, no padding
+        neg = (-scores[cand]).reshape(n, cmax)
+        idx = cand.reshape(n, cmax)
+    else:
+        col = np.arange(cand.shape[0], dtype=np.int64) - c_starts[:-1][c_row]
+        neg = np.full((n, cmax), np.inf)  # padding sorts last; stable sort keeps real +inf keys first
+        neg[c_row, col] = -scores[cand]
+        idx = np.full((n, cmax), -1, dtype=np.int64)
+        idx[c_row, col] = cand
+    idx = np.take_along_axis(idx, np.argsort(neg, axis=1, kind="stable"), axis=1)
+    flat = idx[idx >= 0]
+    r_sorted = np.repeat(np.arange(n, dtype=np.int64), c_counts)
+    del neg, idx
     docs_all = list(chain.from_iterable(run[q] for q in qids))
-    s_sorted, r_sorted = c_scores[order], c_row[order]
     if ties == "trec" and flat.shape[0] > 1:
+        s_sorted = scores[flat]
         same = (s_sorted[1:] == s_sorted[:-1]) & (r_sorted[1:] == r_sorted[:-1])
         if same.any():
             brk = np.flatnonzero(np.r_[True, ~same, True])
@@ -396,19 +413,20 @@ def _rank_dict_run(
                 seg = flat[a:b].tolist()
                 seg.sort(key=docs_all.__getitem__, reverse=True)  # doc ids are unique within a query
                 flat[a:b] = seg
-    # position within each row, keep the first `depth`
-    c_counts = np.bincount(r_sorted, minlength=n)
-    c_starts = np.zeros(n, dtype=np.int64)
-    np.cumsum(c_counts[:-1], out=c_starts[1:])
-    pos = np.arange(flat.shape[0], dtype=np.int64) - c_starts[r_sorted]
+    # rank of each candidate within its query; keep the first `depth`
+    pos = np.arange(flat.shape[0], dtype=np.int64) - c_starts[:-1][r_sorted]
     keep = pos < depth
-    flat, r_kept = flat[keep], r_sorted[keep]
-    kept_counts = np.bincount(r_kept, minlength=n)
+    flat, r_kept, pos = flat[keep], r_sorted[keep], pos[keep]
     bounds = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(kept_counts, out=bounds[1:])
-    flat_l = flat.tolist()
-    ranked_docs = [[docs_all[j] for j in flat_l[bounds[i] : bounds[i + 1]]] for i in range(n)]
-    return ranked_docs, n_ret
+    np.cumsum(np.bincount(r_kept, minlength=n), out=bounds[1:])
+    flat_l, bounds_l = flat.tolist(), bounds.tolist()
+    getdoc = docs_all.__getitem__
+    rel_flat: list[int] = []
+    for i, q in enumerate(qids):  # C-level maps; no per-document Python bytecode
+        rel_flat.extend(map(qrels[q].get, map(getdoc, flat_l[bounds_l[i] : bounds_l[i + 1]]), repeat(0)))
+    rel = np.zeros((n, depth), dtype=np.int64)
+    rel[r_kept, pos] = rel_flat
+    return rel, lengths
 
 
 def evaluate(
@@ -523,17 +541,7 @@ def evaluate(
     empty_run: dict[str, float] = {}
     run_view = {q: run.get(q, empty_run) for q in qids}
     max_r = int(num_rel.max()) if num_rel.size else 0
-    ranked_docs, n_ret = _rank_dict_run(run_view, qids, lambda width: needed_depth(specs, max_r, width), ties)
-    depth = max((len(r) for r in ranked_docs), default=0)
-    rel_flat: list[int] = []
-    for q, docs in zip(qids, ranked_docs, strict=True):
-        rel_flat.extend(map(qrels[q].get, docs, repeat(0)))
-        rel_flat.extend(repeat(0, depth - len(docs)))
-    rel = (
-        np.asarray(rel_flat, dtype=np.int64).reshape(len(qids), depth)
-        if depth
-        else np.zeros((len(qids), 0), np.int64)
-    )
+    rel, n_ret = _rank_dict_run(run_view, qrels, qids, lambda width: needed_depth(specs, max_r, width), ties)
     keep, empty_ids = _empty_policy(num_rel, qids, empty_queries)
     values = compute(rel, n_ret, judged, specs, gain=g, level=level)
     notes: dict[str, Any] = {

@@ -296,16 +296,35 @@ class Qrels:
             self._uniq = uniq
         uniq, keys = self._uniq, self._keys
         n, depth = ranked.shape
+        out = np.zeros((n, depth), dtype=np.int64)
         if uniq.shape[0] == 0 or ranked.size == 0:
-            return np.zeros((n, depth), dtype=np.int64)
-        code = np.searchsorted(uniq, ranked)
-        np.minimum(code, uniq.shape[0] - 1, out=code)
-        found = uniq[code] == ranked
-        code += (np.arange(n, dtype=np.int64) * uniq.shape[0])[:, None]
-        pos = np.searchsorted(keys, code)
+            return out
+        m = uniq.shape[0]
+        # 1) which ranked entries hold a document judged for *some* query, and its dense code.
+        #    A direct table when the id range is small (a gather instead of a binary search).
+        hi = max(int(uniq[-1]), int(ranked.max()))
+        if hi < max(1 << 22, 4 * ranked.size):
+            first = int(np.searchsorted(uniq, 0))  # ids < 0 are unmapped judgements, never ranked
+            table = np.full(max(hi, 0) + 1, -1, dtype=np.int32)
+            table[uniq[first:]] = np.arange(first, m, dtype=np.int32)
+            tcode = table[np.maximum(ranked, 0)]
+            tcode[ranked < 0] = -1
+            flat = np.flatnonzero(tcode >= 0)
+            code_f = tcode.ravel()[flat].astype(np.int64)
+        else:
+            scode = np.searchsorted(uniq, ranked)
+            np.minimum(scode, m - 1, out=scode)
+            flat = np.flatnonzero(uniq[scode] == ranked)
+            code_f = scode.ravel()[flat]
+        if flat.size == 0:
+            return out
+        # 2) only those few entries are searched among the (row, code) keys of the qrels
+        key = (flat // depth) * m + code_f
+        pos = np.searchsorted(keys, key)
         np.minimum(pos, keys.shape[0] - 1, out=pos)
-        found &= keys[pos] == code
-        return np.where(found, self._relevance[pos], 0)
+        hit = keys[pos] == key
+        out.ravel()[flat[hit]] = self._relevance[pos[hit]]
+        return out
 
 
 def _as_mapping(judged: Any, what: str) -> Mapping[str, Any]:
