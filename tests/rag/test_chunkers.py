@@ -214,3 +214,14 @@ def test_bad_text() -> None:
     # whitespace-only text measured in words is one zero-length chunk, still exact
     (c,) = FixedSizeChunker(size=3, length=WhitespaceTokenLength()).chunk("   \n ")
     assert (c.start, c.end, c.length) == (0, 5, 0)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=TEXTS, size=st.integers(2, 30), kind=st.sampled_from(sorted(CHUNKERS)))
+def test_minilm_token_invariants_on_random_text(text: str, size: int, kind: str) -> None:
+    pytest.importorskip("transformers")
+    from mlsys.rag import minilm_token_length
+
+    tok = minilm_token_length()
+    chunker = CHUNKERS[kind](size, tok)
+    check_invariants(text, chunker.chunk(text), size, tok)

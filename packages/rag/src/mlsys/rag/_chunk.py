@@ -12,6 +12,7 @@ import bisect
 import os
 import re
 import threading
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,9 @@ class Chunk:
         return self.end - self.start
 
 
+UnitSpans = tuple[list[int], list[int]] | tuple[list[int], list[int], list[int]]
+
+
 @runtime_checkable
 class LengthFunction(Protocol):
     """How chunk sizes are measured.
@@ -78,7 +82,9 @@ class LengthFunction(Protocol):
     non-overlapping, or ``None`` when the unit is the character (the fast path). ``__call__`` counts
     the units of a text. ``additive`` says whether the count of a slice always equals the number of
     units inside it (true for characters and words; a subword tokenizer may re-tokenise a slice
-    differently, so chunkers then check the exact count of every chunk they emit).
+    differently, so chunkers then check the exact count of every chunk they emit). A non-additive
+    length function may offer ``boundary_safe(text, pos) -> bool``: slices whose both ends are
+    safe positions are additive and need no re-count.
     """
 
     name: str
@@ -88,8 +94,9 @@ class LengthFunction(Protocol):
         """Number of units in ``text``."""
         ...
 
-    def units(self, text: str) -> tuple[list[int], list[int]] | None:
-        """Character spans of the units of ``text`` (``None``: each character is a unit)."""
+    def units(self, text: str) -> UnitSpans | None:
+        """Character spans of the units of ``text`` (``None``: each character is a unit), optionally
+        with a third list: the number of tokens in each unit (default 1)."""
         ...
 
 
@@ -167,6 +174,10 @@ class TokenizerLength:
         tokenizer: a ``transformers`` fast tokenizer (anything callable with
             ``return_offsets_mapping=True``), or a path/name for ``AutoTokenizer.from_pretrained``.
         name: label used in reprs and manifests.
+        wordpiece_boundaries: the tokenizer pre-splits on whitespace and punctuation and
+            normalises character by character (BERT WordPiece, as MiniLM): a slice cut next to
+            whitespace, punctuation or a CJK character then tokenises exactly into the tokens
+            inside it, so only slices cut inside a word are re-tokenised (much faster).
 
     Example:
         >>> tok = minilm_token_length()  # doctest: +SKIP
@@ -176,7 +187,7 @@ class TokenizerLength:
 
     additive = False
 
-    def __init__(self, tokenizer: Any, *, name: str = "tokens") -> None:
+    def __init__(self, tokenizer: Any, *, name: str = "tokens", wordpiece_boundaries: bool = False) -> None:
         if isinstance(tokenizer, (str, os.PathLike)):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             transformers = import_optional("transformers", extra="mlsys-rag[minilm]")
@@ -187,6 +198,9 @@ class TokenizerLength:
             )
         self.tokenizer = tokenizer
         self.name = name
+        self.wordpiece_boundaries = wordpiece_boundaries
+        if wordpiece_boundaries:
+            self.boundary_safe = _wordpiece_boundary
         self._lock = threading.Lock()
 
     def _encode(self, text: str) -> Any:
@@ -198,23 +212,31 @@ class TokenizerLength:
     def __call__(self, text: str) -> int:
         return len(self._encode(text)["input_ids"])
 
-    def units(self, text: str) -> tuple[list[int], list[int]] | None:
+    def units(self, text: str) -> UnitSpans | None:
         offsets = self._encode(text)["offset_mapping"]
         starts: list[int] = []
         ends: list[int] = []
+        weights: list[int] = []
+        pending = 0
         last = 0
         for s, e in offsets:
-            # Several tokens can share one span (a character that becomes two pieces); merge them so
-            # spans stay strictly increasing - the chunk then counts all of them via the exact check.
+            s, e = int(s), int(e)
+            # Tokens without a span of their own (several pieces of one character) join the unit
+            # before them, which then weighs as many tokens as it holds.
             if e <= s or (starts and s < last):
-                if starts and e > ends[-1]:
-                    ends[-1] = e
-                    last = e
+                if starts:
+                    weights[-1] += 1
+                    if e > ends[-1]:
+                        ends[-1] = last = e
+                else:
+                    pending += 1
                 continue
-            starts.append(int(s))
-            ends.append(int(e))
-            last = int(e)
-        return starts, ends
+            starts.append(s)
+            ends.append(e)
+            weights.append(1 + pending)
+            pending = 0
+            last = e
+        return starts, ends, weights
 
     def __repr__(self) -> str:
         return f"TokenizerLength(name={self.name!r})"
@@ -227,6 +249,32 @@ class TokenizerLength:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+def _is_wordpiece_split(ch: str) -> bool:
+    """Whitespace, punctuation (BERT's definition) or a CJK ideograph: a pre-tokenizer split point."""
+    if ch.isspace():
+        return True
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    if unicodedata.category(ch).startswith("P"):
+        return True
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2CEAF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x2F800 <= cp <= 0x2FA1F
+    )
+
+
+def _wordpiece_boundary(text: str, pos: int) -> bool:
+    """True when cutting ``text`` at ``pos`` cannot change how a WordPiece tokenizer splits it."""
+    if pos <= 0 or pos >= len(text):
+        return True
+    return _is_wordpiece_split(text[pos - 1]) or _is_wordpiece_split(text[pos])
 
 
 _MINILM_TOKENIZER: dict[str, TokenizerLength] = {}
@@ -244,7 +292,7 @@ def minilm_token_length(model_path: str | os.PathLike[str] | None = None) -> Tok
         model_path = Path(pkg.get_model_path())
     key = str(Path(model_path).resolve())
     if key not in _MINILM_TOKENIZER:
-        _MINILM_TOKENIZER[key] = TokenizerLength(model_path, name="minilm-tokens")
+        _MINILM_TOKENIZER[key] = TokenizerLength(model_path, name="minilm-tokens", wordpiece_boundaries=True)
     return _MINILM_TOKENIZER[key]
 
 
@@ -284,25 +332,36 @@ class Units:
     Internal helper of the chunkers; positions are character offsets.
     """
 
-    __slots__ = ("_ends", "_starts", "char_mode", "n", "text")
+    __slots__ = ("_cum", "_ends", "_starts", "char_mode", "n", "text")
 
     def __init__(self, text: str, length: LengthFunction) -> None:
         self.text = text
         spans = length.units(text)
         self.char_mode = spans is None
+        self._cum: list[int] | None = None
         if spans is None:
             self._starts: list[int] = []
             self._ends: list[int] = []
             self.n = len(text)
         else:
-            self._starts, self._ends = spans
+            self._starts, self._ends = spans[0], spans[1]
             self.n = len(self._starts)
+            if len(spans) == 3:
+                w = spans[2]  # type: ignore[misc]
+                if any(x != 1 for x in w):
+                    cum = [0]
+                    for x in w:
+                        cum.append(cum[-1] + x)
+                    self._cum = cum
 
     def count(self, a: int, b: int) -> int:
         """Units lying entirely inside ``[a, b)``."""
         if self.char_mode:
             return b - a
-        return max(0, bisect.bisect_right(self._ends, b) - bisect.bisect_left(self._starts, a))
+        lo, hi = bisect.bisect_left(self._starts, a), bisect.bisect_right(self._ends, b)
+        if hi <= lo:
+            return 0
+        return hi - lo if self._cum is None else self._cum[hi] - self._cum[lo]
 
     def first_unit_at_or_after(self, pos: int) -> int:
         """Index of the first unit that starts at or after ``pos``."""

@@ -103,7 +103,13 @@ class _BaseChunker(ABC):
             return lambda a, b: b - a <= size
         if length.additive:
             return lambda a, b: units.count(a, b) <= size
-        return lambda a, b: units.count(a, b) <= size and length(text[a:b]) <= size
+        safe = getattr(length, "boundary_safe", None)
+        count = units.count
+        if safe is not None:
+            return lambda a, b: (
+                count(a, b) <= size and ((safe(text, a) and safe(text, b)) or length(text[a:b]) <= size)
+            )
+        return lambda a, b: count(a, b) <= size and length(text[a:b]) <= size
 
     def spans(self, text: str) -> list[Span]:
         """The ``(start, end)`` character spans of the chunks of ``text`` (empty text: none).
@@ -112,13 +118,16 @@ class _BaseChunker(ABC):
             >>> FixedSizeChunker(size=4).spans("abcdefghij")
             [(0, 4), (4, 8), (8, 10)]
         """
+        return self._spans_units(text)[0]
+
+    def _spans_units(self, text: str) -> tuple[list[Span], Units | None]:
         check_texts([text], what="text")
         if not text:
-            return []
+            return [], None
         units = Units(text, self.length)
         if units.n == 0:
-            return [(0, len(text))]  # whitespace only, measured in words/tokens: zero units
-        return self._spans(units, self._fits_fn(text, units))
+            return [(0, len(text))], units  # whitespace only, measured in words/tokens: zero units
+        return self._spans(units, self._fits_fn(text, units)), units
 
     def chunk(
         self, text: str, *, doc_id: str = "doc", metadata: Mapping[str, Any] | None = None
@@ -132,16 +141,31 @@ class _BaseChunker(ABC):
         if not isinstance(doc_id, str):
             raise InvalidInputError(f"doc_id must be a str, got {type(doc_id).__name__}")
         meta = dict(metadata) if metadata else {}
-        return self._build(text, self.spans(text), doc_id, meta, offset=0, seq0=0)
+        spans, units = self._spans_units(text)
+        return self._build(text, spans, doc_id, meta, offset=0, seq0=0, units=units)
 
     def _build(
-        self, text: str, spans: Sequence[Span], doc_id: str, meta: Mapping[str, Any], offset: int, seq0: int
+        self,
+        text: str,
+        spans: Sequence[Span],
+        doc_id: str,
+        meta: Mapping[str, Any],
+        offset: int,
+        seq0: int,
+        units: Units | None = None,
     ) -> list[Chunk]:
         length = self.length
+        safe: Callable[[str, int], bool] | None = getattr(length, "boundary_safe", None)
         out = []
         for k, (a, b) in enumerate(spans):
             piece = text[a:b]
-            out.append(Chunk(doc_id, seq0 + k, piece, a + offset, b + offset, length(piece), meta))
+            if units is not None and (
+                length.additive or (safe is not None and safe(text, a) and safe(text, b))
+            ):
+                n = units.count(a, b)  # the exact count without re-tokenising
+            else:
+                n = length(piece)
+            out.append(Chunk(doc_id, seq0 + k, piece, a + offset, b + offset, n, meta))
         return out
 
     def chunk_documents(
@@ -190,7 +214,7 @@ class _BaseChunker(ABC):
             check_texts([block], what="block")
             buf += block
             while len(buf) >= 2 * window:
-                spans = self.spans(buf)
+                spans, units = self._spans_units(buf)
                 # Emit the chunks that end inside the first window; keep the rest of the text.
                 emit = [s for s in spans if s[1] <= window] or spans[:1]
                 if len(emit) == len(spans):
@@ -198,13 +222,14 @@ class _BaseChunker(ABC):
                     if not emit:
                         break
                 nxt = spans[len(emit)][0]
-                chunks = self._build(buf, emit, doc_id, meta, offset, seq)
+                chunks = self._build(buf, emit, doc_id, meta, offset, seq, units)
                 yield from chunks
                 seq += len(chunks)
                 buf = buf[nxt:]
                 offset += nxt
         if buf:
-            yield from self._build(buf, self.spans(buf), doc_id, meta, offset, seq)
+            spans, units = self._spans_units(buf)
+            yield from self._build(buf, spans, doc_id, meta, offset, seq, units)
 
 
 def _windows(
