@@ -1,0 +1,690 @@
+"""Two-tower retrieval model (torch) whose item tower works from item features alone.
+
+User tower: declared user features (demographics), optionally a user-id embedding, and a pooled
+embedding of the user's training items (the "history bag"; for each training example the target
+item is left out of its own bag so the model cannot learn to copy it). Item tower: declared item
+features (genres multi-hot, title tokens through an ``EmbeddingBag``, year bucket, ...) and an
+optional item-id embedding that is dropped out during training (``item_id_dropout``), so the
+tower learns to rely on features and a brand-new item, which has no id embedding, still gets a
+meaningful vector.
+
+Training: in-batch sampled softmax with temperature over L2-normalised embeddings, logQ correction
+with the sign of Yi et al. (RecSys 2019) -- ``logit - log p(item)`` -- from a static or streaming
+frequency estimator, and accidental-hit masking (the same item twice in a batch is not a negative
+of itself). Seeded; a tqdm bar shows progress.
+
+Example:
+    >>> import numpy as np
+    >>> from mlsys.recsys import FeatureSpec, FeatureTable, Interactions
+    >>> items = FeatureTable(np.arange(4), {"g": np.eye(4)}, [FeatureSpec("g", "multi_hot", 4)])
+    >>> x = Interactions(users=[0, 0, 1, 1], items=[0, 1, 2, 3])
+    >>> m = TwoTowerModel(TwoTowerConfig(dim=8, epochs=2, batch_size=4)).fit(x, items=items, progress=False)
+    >>> m.encode_items(items).shape, m.space.dim
+    ((4, 8), 8)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mlsys.common.errors import (
+    CorruptFileError,
+    FormatVersionError,
+    InvalidInputError,
+    NotFittedError,
+    UnknownIdError,
+)
+from mlsys.common.spaces import EmbeddingSpace
+from mlsys.common.validation import as_ids
+from mlsys.recsys._data import FeatureSpec, FeatureTable, IdIndex, Interactions
+from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequencyEstimator
+
+__all__ = ["TwoTowerConfig", "TwoTowerModel", "in_batch_softmax_loss"]
+
+FORMAT_VERSION = 1
+LogQ = Literal["subtract", "add", "none"]
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Configuration of :class:`TwoTowerModel` (validated on construction).
+
+    Args:
+        dim: output embedding width.
+        feature_dim: width of each feature's embedding before the tower MLP.
+        hidden: hidden width of the tower MLP (0: a single linear projection).
+        temperature: softmax temperature over cosine similarities.
+        logq: ``"subtract"`` (correct: ``logit - log p(item)``), ``"none"``, or ``"add"`` (the wrong
+            sign; kept only to measure how much it hurts).
+        frequency: ``"static"`` (training counts) or ``"streaming"`` (Yi et al. hashing estimator).
+        streaming_buckets, streaming_alpha: parameters of the streaming estimator.
+        mask_accidental_hits: do not treat another copy of the positive item in the batch as a negative.
+        item_id_embedding: give warm items an id embedding on top of their features.
+        item_id_dropout: probability of dropping a training item's id embedding (0..1).
+        user_id_embedding: give users an id embedding.
+        user_history: pool the embeddings of the user's training items into the user tower.
+        history_dropout: probability of dropping each history item during training.
+        epochs, batch_size, lr, weight_decay: optimisation (Adam).
+        seed: seeds initialisation, shuffling and dropout.
+        name: model name of the :class:`EmbeddingSpace`.
+
+    Example:
+        >>> TwoTowerConfig(dim=32).temperature
+        0.05
+    """
+
+    dim: int = 64
+    feature_dim: int = 32
+    hidden: int = 256
+    temperature: float = 0.05
+    logq: LogQ = "subtract"
+    frequency: Literal["static", "streaming"] = "static"
+    streaming_buckets: int = 1 << 16
+    streaming_alpha: float = 0.01
+    mask_accidental_hits: bool = True
+    item_id_embedding: bool = True
+    item_id_dropout: float = 0.5
+    user_id_embedding: bool = False
+    user_history: bool = True
+    history_dropout: float = 0.0
+    epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    name: str = "two-tower"
+
+    def __post_init__(self) -> None:
+        for f in ("dim", "feature_dim", "epochs", "batch_size", "streaming_buckets"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise InvalidInputError(f"TwoTowerConfig.{f} must be a positive int, got {v!r}")
+        if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 0:
+            raise InvalidInputError(f"TwoTowerConfig.hidden must be an int >= 0, got {self.hidden!r}")
+        for f in ("temperature", "lr"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                raise InvalidInputError(f"TwoTowerConfig.{f} must be a finite number > 0, got {v!r}")
+        for f in ("item_id_dropout", "history_dropout", "weight_decay"):
+            v = getattr(self, f)
+            if (
+                not isinstance(v, (int, float))
+                or not np.isfinite(v)
+                or v < 0
+                or (f != "weight_decay" and v >= 1)
+            ):
+                raise InvalidInputError(
+                    f"TwoTowerConfig.{f} must be in [0, 1) (weight_decay: >= 0), got {v!r}"
+                )
+        if not 0 < self.streaming_alpha <= 1:
+            raise InvalidInputError(
+                f"TwoTowerConfig.streaming_alpha must be in (0, 1], got {self.streaming_alpha!r}"
+            )
+        if self.logq not in ("subtract", "add", "none"):
+            raise InvalidInputError(
+                f"TwoTowerConfig.logq must be 'subtract', 'add' or 'none', got {self.logq!r}"
+            )
+        if self.frequency not in ("static", "streaming"):
+            raise InvalidInputError(
+                f"TwoTowerConfig.frequency must be 'static' or 'streaming', got {self.frequency!r}"
+            )
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise InvalidInputError(f"TwoTowerConfig.seed must be an int, got {self.seed!r}")
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidInputError(f"TwoTowerConfig.name must be a non-empty string, got {self.name!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TwoTowerConfig:
+        """Rebuild from :func:`dataclasses.asdict` output; unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise InvalidInputError(f"unknown TwoTowerConfig fields {sorted(set(data) - known)}")
+        return cls(**data)
+
+
+class _FeatureEncoder(nn.Module):
+    """Embeds each declared feature to ``feature_dim`` and concatenates them."""
+
+    def __init__(self, specs: Sequence[FeatureSpec], feature_dim: int) -> None:
+        super().__init__()
+        self.specs = tuple(specs)
+        self.layers = nn.ModuleDict()
+        for s in self.specs:
+            if s.kind == "categorical":
+                self.layers[s.name] = nn.Embedding(s.size, feature_dim)
+            elif s.kind == "tokens":
+                bag = nn.EmbeddingBag(s.size, feature_dim, mode="mean", padding_idx=0)
+                # Zero init: a word that never occurs in training (a new item's title) adds nothing.
+                nn.init.zeros_(bag.weight)
+                self.layers[s.name] = bag
+            else:
+                self.layers[s.name] = nn.Linear(s.size, feature_dim, bias=s.kind == "numeric")
+        self.out_dim = feature_dim * len(self.specs)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for s in self.specs:
+            x = batch[s.name]
+            layer = self.layers[s.name]
+            if s.kind == "multi_hot":
+                x = x / x.sum(dim=1, keepdim=True).clamp_min(1.0)
+            out.append(layer(x))
+        return out
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
+    if hidden == 0:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+
+class _TwoTowerNet(nn.Module):
+    def __init__(
+        self,
+        cfg: TwoTowerConfig,
+        user_specs: Sequence[FeatureSpec],
+        item_specs: Sequence[FeatureSpec],
+        n_user_ids: int,
+        n_item_ids: int,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.user_features = _FeatureEncoder(user_specs, cfg.feature_dim)
+        self.item_features = _FeatureEncoder(item_specs, cfg.feature_dim)
+        u_in = self.user_features.out_dim
+        i_in = self.item_features.out_dim
+        # Row 0 of every id table is "no id": a zero vector that never trains (cold users/items).
+        self.user_ids = (
+            nn.Embedding(n_user_ids + 1, cfg.dim, padding_idx=0) if cfg.user_id_embedding else None
+        )
+        self.item_ids = (
+            nn.Embedding(n_item_ids + 1, cfg.dim, padding_idx=0) if cfg.item_id_embedding else None
+        )
+        self.history = (
+            nn.EmbeddingBag(n_item_ids + 1, cfg.dim, mode="sum", padding_idx=0) if cfg.user_history else None
+        )
+        if self.user_ids is not None:
+            u_in += cfg.dim
+        if self.history is not None:
+            nn.init.normal_(self.history.weight, std=0.1)
+            with torch.no_grad():
+                self.history.weight[0].zero_()
+            u_in += cfg.dim
+        if self.item_ids is not None:
+            i_in += cfg.dim
+        if u_in == 0 or i_in == 0:
+            raise InvalidInputError(
+                "a tower has no input: give the users features, user_history or user_id_embedding, "
+                "and the items features or item_id_embedding"
+            )
+        self.user_mlp = _mlp(u_in, cfg.hidden, cfg.dim)
+        self.item_mlp = _mlp(i_in, cfg.hidden, cfg.dim)
+
+    def user_tower(
+        self,
+        feats: dict[str, torch.Tensor],
+        uid: torch.Tensor,
+        hist_idx: torch.Tensor,
+        hist_off: torch.Tensor,
+        hist_w: torch.Tensor,
+    ) -> torch.Tensor:
+        parts = self.user_features(feats)
+        if self.user_ids is not None:
+            parts.append(self.user_ids(uid))
+        if self.history is not None:
+            if hist_idx.dtype == torch.float32:  # dense weights (small catalogue): one matmul
+                parts.append(hist_idx @ self.history.weight)
+            else:
+                parts.append(self.history(hist_idx, hist_off, per_sample_weights=hist_w))
+        return nn.functional.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=1)
+
+    def item_tower(self, feats: dict[str, torch.Tensor], iid: torch.Tensor) -> torch.Tensor:
+        parts = self.item_features(feats)
+        if self.item_ids is not None:
+            parts.append(self.item_ids(iid))
+        return nn.functional.normalize(self.item_mlp(torch.cat(parts, dim=1)), dim=1)
+
+
+def _feature_tensors(table: FeatureTable, positions: npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
+    out = {}
+    for s in table.specs:
+        col = table.column(s.name)[positions]
+        out[s.name] = torch.from_numpy(np.ascontiguousarray(col))
+    return out
+
+
+#: Up to this many entries (batch x catalogue), the history bag is a dense matrix product, which is
+#: several times faster on CPU than ``EmbeddingBag`` with per-sample weights; above it, a bag.
+_DENSE_HISTORY_LIMIT = 1 << 25
+
+
+def _history_bags(
+    hist: sp.csr_matrix,
+    rows: npt.NDArray[np.int64],
+    leave_out: npt.NDArray[np.int64] | None,
+    drop: float,
+    rng: np.random.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean-pooling inputs for history rows (``-1``: no history).
+
+    Returns ``(indices, offsets, weights)`` for an ``EmbeddingBag`` (indices are item position + 1),
+    or, for small catalogues, ``(dense weights (n, n_items + 1), empty, empty)``.
+    """
+    indptr = hist.indptr
+    valid = rows >= 0
+    r = np.where(valid, rows, 0)
+    lengths = np.where(valid, indptr[r + 1] - indptr[r], 0)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    total = int(lengths.sum())
+    starts = np.repeat(indptr[r] - offsets, lengths)
+    flat = hist.indices[np.arange(total) + starts].astype(np.int64)
+    owner = np.repeat(np.arange(rows.shape[0]), lengths)
+    keep = np.ones(total, dtype=bool)
+    if leave_out is not None:
+        keep &= flat != leave_out[owner]
+    if drop > 0 and rng is not None:
+        keep &= rng.random(total) >= drop
+    counts = np.bincount(owner[keep], minlength=rows.shape[0]).astype(np.float32)
+    w = np.where(keep, 1.0 / np.maximum(counts[owner], 1.0), 0.0).astype(np.float32)
+    n_cols = hist.shape[1] + 1
+    if rows.shape[0] * n_cols <= _DENSE_HISTORY_LIMIT:
+        dense = np.zeros((rows.shape[0], n_cols), dtype=np.float32)
+        dense[owner, flat + 1] = w  # (row, item) pairs are unique: a CSR row has no repeated column
+        empty = torch.zeros(0, dtype=torch.int64)
+        return torch.from_numpy(dense), empty, empty
+    return torch.from_numpy(flat + 1), torch.from_numpy(offsets), torch.from_numpy(w)
+
+
+def in_batch_softmax_loss(
+    user_vecs: torch.Tensor,
+    item_vecs: torch.Tensor,
+    items: torch.Tensor,
+    *,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
+    logq: LogQ = "subtract",
+    mask_accidental_hits: bool = True,
+) -> torch.Tensor:
+    """In-batch sampled softmax: row ``i``'s positive is column ``i``; the other columns are negatives.
+
+    Args:
+        user_vecs, item_vecs: ``(B, d)`` tower outputs (row ``i`` of each is one training pair).
+        items: ``(B,)`` item ids of the batch (to find accidental hits).
+        temperature: logits are ``u . v / temperature``.
+        log_q: ``(B,)`` log sampling probability of each batch item.
+        logq: ``"subtract"`` applies Yi et al.'s correction ``logit - log q`` (the correct sign),
+            ``"add"`` the wrong sign (ablation), ``"none"`` ignores ``log_q``.
+        mask_accidental_hits: a column holding the same item as row ``i``'s positive (other than
+            the positive itself) is not a negative: its logit is masked out.
+
+    Example:
+        >>> u = torch.eye(2)
+        >>> round(float(in_batch_softmax_loss(u, u, torch.tensor([0, 1]), temperature=1.0)), 4)
+        0.3133
+    """
+    logits = (user_vecs @ item_vecs.T) / temperature
+    if log_q is not None and logq != "none":
+        # Yi et al. 2019: s_c(x, y) = s(x, y) - log p(y). "add" is the wrong sign, kept for ablations.
+        logits = logits - log_q[None, :] if logq == "subtract" else logits + log_q[None, :]
+    if mask_accidental_hits:
+        same = items[:, None] == items[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
+    return nn.functional.cross_entropy(logits, torch.arange(items.shape[0]))
+
+
+class TwoTowerModel:
+    """A trained two-tower model: ``fit``, ``encode_users``, ``encode_items``, ``save``/``load``.
+
+    Args:
+        config: :class:`TwoTowerConfig`.
+
+    After :meth:`fit`, :attr:`space` is the :class:`EmbeddingSpace` of both towers' outputs
+    (``name`` from the config, ``version`` a hash of the trained weights, metric ``"ip"`` over
+    unit-norm vectors).
+
+    Example:
+        >>> import numpy as np
+        >>> from mlsys.recsys import FeatureSpec, FeatureTable, Interactions
+        >>> items = FeatureTable(np.arange(3), {"g": np.eye(3)}, [FeatureSpec("g", "multi_hot", 3)])
+        >>> m = TwoTowerModel(TwoTowerConfig(dim=4, epochs=1)).fit(
+        ...     Interactions(users=[1, 2], items=[0, 1]), items=items, progress=False)
+        >>> m.encode_users([1]).dtype
+        dtype('float32')
+    """
+
+    def __init__(self, config: TwoTowerConfig | None = None) -> None:
+        self.config = config or TwoTowerConfig()
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        train: Interactions,
+        *,
+        items: FeatureTable,
+        users: FeatureTable | None = None,
+        progress: bool | None = None,
+    ) -> TwoTowerModel:
+        """Train on ``train`` (implicit positives); ``items`` must describe every training item.
+
+        ``users`` (optional) must describe every training user. ``progress`` shows a tqdm bar
+        (default: only on a terminal). Empty interactions raise
+        :class:`~mlsys.common.errors.EmptyIndexError`; items or users missing from their tables
+        raise :class:`~mlsys.common.errors.UnknownIdError`.
+        """
+        cfg = self.config
+        train.require_nonempty("training interactions")
+        if not isinstance(items, FeatureTable):
+            raise InvalidInputError(f"items must be a FeatureTable, got {type(items).__name__}")
+        if users is not None and not isinstance(users, FeatureTable):
+            raise InvalidInputError(f"users must be a FeatureTable or None, got {type(users).__name__}")
+        items.index.positions(train.items)  # every training item needs features
+        if users is not None:
+            users.index.positions(train.users)
+        item_vocab = IdIndex(np.unique(train.items))
+        user_vocab = IdIndex(np.unique(train.users))
+        hist = train.to_csr(user_vocab, item_vocab)
+        user_specs = users.specs if users is not None else ()
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            net = _TwoTowerNet(cfg, user_specs, items.specs, len(user_vocab), len(item_vocab))
+        rng = np.random.default_rng(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+
+        # One training example per distinct (user, item) pair.
+        coo = hist.tocoo()
+        ex_user, ex_item = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        item_rows = items.index.positions(item_vocab.ids)
+        user_rows = users.index.positions(user_vocab.ids) if users is not None else None
+        counts = np.bincount(ex_item, minlength=len(item_vocab)).astype(np.float64)
+        estimator: StaticFrequencyEstimator | StreamingFrequencyEstimator
+        if cfg.frequency == "static":
+            estimator = StaticFrequencyEstimator(counts)
+        else:
+            estimator = StreamingFrequencyEstimator(cfg.streaming_buckets, cfg.streaming_alpha, seed=cfg.seed)
+
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        n = ex_user.shape[0]
+        steps = (n + cfg.batch_size - 1) // cfg.batch_size
+        # disable=None: tqdm shows the bar only on a terminal.
+        disable = None if progress is None else not progress
+        bar = tqdm(total=cfg.epochs * steps, desc=f"{cfg.name} training", disable=disable, leave=False)
+        self.loss_history_: list[float] = []
+        net.train()
+        t0 = time.perf_counter()
+        for _epoch in range(cfg.epochs):
+            perm = torch.randperm(n, generator=gen).numpy()
+            total = 0.0
+            for step in range(steps):
+                b = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                bu, bi = ex_user[b], ex_item[b]
+                loss = self._step(
+                    net, opt, estimator, items, users, item_rows, user_rows, hist, bu, bi, rng, gen
+                )
+                total += loss * b.shape[0]
+                bar.update(1)
+            self.loss_history_.append(total / n)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        bar.close()
+        self.train_seconds_ = time.perf_counter() - t0
+        net.eval()
+        self.net_ = net
+        self.item_vocab_ = item_vocab
+        self.user_vocab_ = user_vocab
+        self.history_ = hist
+        self.users_ = users
+        self.item_specs_ = items.specs
+        self.space = self._make_space()
+        return self
+
+    def _step(
+        self,
+        net: _TwoTowerNet,
+        opt: torch.optim.Optimizer,
+        estimator: StaticFrequencyEstimator | StreamingFrequencyEstimator,
+        items: FeatureTable,
+        users: FeatureTable | None,
+        item_rows: npt.NDArray[np.int64],
+        user_rows: npt.NDArray[np.int64] | None,
+        hist: sp.csr_matrix,
+        bu: npt.NDArray[np.int64],
+        bi: npt.NDArray[np.int64],
+        rng: np.random.Generator,
+        gen: torch.Generator,
+    ) -> float:
+        cfg = self.config
+        ufeats = _feature_tensors(users, user_rows[bu]) if users is not None and user_rows is not None else {}
+        hidx, hoff, hw = (
+            _history_bags(hist, bu, bi, cfg.history_dropout, rng)
+            if cfg.user_history
+            else (
+                torch.zeros(0, dtype=torch.int64),
+                torch.zeros(bu.shape[0], dtype=torch.int64),
+                torch.zeros(0),
+            )
+        )
+        u = net.user_tower(ufeats, torch.from_numpy(bu + 1), hidx, hoff, hw)
+        iid = torch.from_numpy(bi + 1)
+        if cfg.item_id_embedding and cfg.item_id_dropout > 0:
+            drop = torch.rand(bi.shape[0], generator=gen) < cfg.item_id_dropout
+            iid = torch.where(drop, torch.zeros_like(iid), iid)
+        v = net.item_tower(_feature_tensors(items, item_rows[bi]), iid)
+        estimator.update(bi)
+        log_q = torch.from_numpy(estimator.log_prob(bi).astype(np.float32)) if cfg.logq != "none" else None
+        loss = in_batch_softmax_loss(
+            u,
+            v,
+            torch.from_numpy(bi),
+            temperature=cfg.temperature,
+            log_q=log_q,
+            logq=cfg.logq,
+            mask_accidental_hits=cfg.mask_accidental_hits,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def _make_space(self) -> EmbeddingSpace:
+        h = hashlib.sha256()
+        for k, t in sorted(self.net_.state_dict().items()):
+            h.update(k.encode())
+            h.update(t.detach().cpu().numpy().tobytes())
+        return EmbeddingSpace(
+            self.config.name, f"sha256:{h.hexdigest()[:12]}", self.config.dim, metric="ip", normalized=True
+        )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise NotFittedError(
+                "TwoTowerModel is not fitted; call fit(train, items=...) or TwoTowerModel.load(path)"
+            )
+
+    # ------------------------------------------------------------------ encoding
+    def knows_user(self, users: Any) -> npt.NDArray[np.bool_]:
+        """Which users have a training history."""
+        self._check_fitted()
+        return self.user_vocab_.contains(users)
+
+    def encode_users(
+        self, users: Any, *, features: FeatureTable | None = None, batch_size: int = 4096
+    ) -> npt.NDArray[np.float32]:
+        """User vectors ``(n, dim)`` float32, unit norm.
+
+        Known users use their training history (and id embedding); user features come from
+        ``features`` when given, else from the table seen at fit. A user with no history needs a
+        feature row (or a user tower without features): otherwise :class:`UnknownIdError`.
+        """
+        self._check_fitted()
+        ids = as_ids(users, name="users")
+        table = features if features is not None else self.users_
+        user_specs = self.net_.user_features.specs
+        if table is not None:
+            table.check_schema(user_specs, what="user features")
+        rows_hist = self.user_vocab_.positions(ids, missing="mask")
+        if table is not None and user_specs:
+            feat_rows = table.index.positions(ids, missing="mask")
+            missing = feat_rows < 0
+            if missing.any():
+                raise UnknownIdError(
+                    f"users {ids[missing][:5].tolist()} have no feature row; expected ids of the user feature table"
+                )
+        else:
+            feat_rows = np.zeros(ids.shape[0], dtype=np.int64)
+            if not self.config.user_history and not self.config.user_id_embedding:
+                raise InvalidInputError("this model's user tower has no input")
+        out = np.empty((ids.shape[0], self.config.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, ids.shape[0], batch_size):
+                sl = slice(s, s + batch_size)
+                r = rows_hist[sl]
+                feats = _feature_tensors(table, feat_rows[sl]) if table is not None and user_specs else {}
+                hidx, hoff, hw = _history_bags(self.history_, r, None, 0.0, None)
+                uid = torch.from_numpy(np.where(r >= 0, r + 1, 0))
+                out[sl] = self.net_.user_tower(feats, uid, hidx, hoff, hw).numpy()
+        return out
+
+    def encode_items(
+        self, items: FeatureTable, *, use_ids: bool = True, batch_size: int = 8192
+    ) -> npt.NDArray[np.float32]:
+        """Item vectors ``(items.n, dim)`` float32, unit norm, in the table's row order.
+
+        Items seen in training also use their id embedding (unless ``use_ids=False``); any other
+        item is encoded from its features alone. The table must have the training schema.
+        """
+        self._check_fitted()
+        if not isinstance(items, FeatureTable):
+            raise InvalidInputError(f"items must be a FeatureTable, got {type(items).__name__}")
+        items.check_schema(self.item_specs_, what="item features")
+        pos = self.item_vocab_.positions(items.ids, missing="mask")
+        iid = np.where((pos >= 0) & use_ids, pos + 1, 0)
+        out = np.empty((items.n, self.config.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, items.n, batch_size):
+                rows = np.arange(s, min(items.n, s + batch_size))
+                out[rows] = self.net_.item_tower(
+                    _feature_tensors(items, rows), torch.from_numpy(iid[rows])
+                ).numpy()
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a directory: ``manifest.json`` + ``weights.safetensors`` + ``.npy`` state (no pickle)."""
+        self._check_fitted()
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        payloads: dict[str, bytes] = {}
+        state = {k: v.detach().contiguous() for k, v in self.net_.state_dict().items()}
+        tmp = out / "weights.safetensors"
+        save_file(state, str(tmp))
+        payloads["weights.safetensors"] = tmp.read_bytes()
+        arrays = {
+            "item_vocab.npy": self.item_vocab_.ids,
+            "user_vocab.npy": self.user_vocab_.ids,
+            "history_indptr.npy": self.history_.indptr.astype(np.int64),
+            "history_indices.npy": self.history_.indices.astype(np.int64),
+        }
+        if self.users_ is not None:
+            arrays["users_ids.npy"] = self.users_.ids
+            for s in self.users_.specs:
+                arrays[f"users_col_{s.name}.npy"] = self.users_.column(s.name)
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            payloads[name] = buf.getvalue()
+            (out / name).write_bytes(payloads[name])
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "class": "mlsys.recsys.TwoTowerModel",
+            "config": asdict(self.config),
+            "space": self.space.to_dict(),
+            "user_specs": [s.to_dict() for s in self.net_.user_features.specs],
+            "item_specs": [s.to_dict() for s in self.item_specs_],
+            "has_user_table": self.users_ is not None,
+            "checksums": {k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()},
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TwoTowerModel:
+        """Load a model written by :meth:`save`, verifying format version, class, checksums and space."""
+        from safetensors.torch import load as load_safetensors
+
+        base = Path(path)
+        try:
+            manifest = json.loads((base / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CorruptFileError(f"cannot read {base / 'manifest.json'}: {exc}") from exc
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{base} has format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
+        if manifest.get("class") != "mlsys.recsys.TwoTowerModel":
+            raise CorruptFileError(
+                f"{base} holds {manifest.get('class')!r}, expected 'mlsys.recsys.TwoTowerModel'"
+            )
+        blobs: dict[str, bytes] = {}
+        for name, digest in manifest["checksums"].items():
+            p = base / name
+            if not p.is_file():
+                raise CorruptFileError(f"{p} is missing (listed in the manifest)")
+            data = p.read_bytes()
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise CorruptFileError(f"{p} fails its sha256 checksum; the file is corrupt or was modified")
+            blobs[name] = data
+
+        def arr(name: str) -> np.ndarray:
+            return np.load(io.BytesIO(blobs[name]), allow_pickle=False)
+
+        cfg = TwoTowerConfig.from_dict(manifest["config"])
+        user_specs = [FeatureSpec(**s) for s in manifest["user_specs"]]
+        item_specs = [FeatureSpec(**s) for s in manifest["item_specs"]]
+        item_vocab = IdIndex(arr("item_vocab.npy"))
+        user_vocab = IdIndex(arr("user_vocab.npy"))
+        indices = arr("history_indices.npy")
+        hist = sp.csr_matrix(
+            (np.ones(indices.shape[0], np.float32), indices, arr("history_indptr.npy")),
+            shape=(len(user_vocab), len(item_vocab)),
+        )
+        users = None
+        if manifest["has_user_table"]:
+            users = FeatureTable(
+                arr("users_ids.npy"), {s.name: arr(f"users_col_{s.name}.npy") for s in user_specs}, user_specs
+            )
+        net = _TwoTowerNet(cfg, user_specs, item_specs, len(user_vocab), len(item_vocab))
+        try:
+            net.load_state_dict(load_safetensors(blobs["weights.safetensors"]))
+        except RuntimeError as exc:
+            raise CorruptFileError(
+                f"{base}: weights do not match the manifest's architecture: {exc}"
+            ) from exc
+        net.eval()
+        model = cls(cfg)
+        model.net_ = net
+        model.item_vocab_ = item_vocab
+        model.user_vocab_ = user_vocab
+        model.history_ = hist
+        model.users_ = users
+        model.item_specs_ = tuple(item_specs)
+        model.space = model._make_space()
+        expected = EmbeddingSpace.from_dict(manifest["space"])
+        expected.check_same(model.space, what="the loaded weights")
+        return model

@@ -1,0 +1,91 @@
+"""Splits: the reference protocol reproduced by an independent loop, seeding, disjointness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlsys.common.errors import EmptyIndexError, InvalidInputError
+from mlsys.recsys import Interactions, item_cold_start, random_holdout, temporal_holdout, young_user
+
+
+def _rows(x: Interactions) -> set[tuple[int, int, int]]:
+    return set(zip(x.users.tolist(), x.items.tolist(), x.timestamps.tolist()))
+
+
+@given(st.integers(0, 1000), st.integers(1, 8), st.integers(0, 3))
+@settings(max_examples=25, deadline=None)
+def test_random_holdout_matches_reference_loop(data_seed: int, n_users: int, seed: int) -> None:
+    rng = np.random.default_rng(data_seed)
+    users = rng.integers(1, n_users + 1, 60)
+    items = rng.integers(1, 1000, 60)
+    ts = np.arange(60)  # unique, so rows are identifiable
+    x = Interactions(users=users, items=items, timestamps=ts)
+    split = random_holdout(x, seed=seed)
+    # The reference, written independently: users in id order, rows in file order, permute, floor(0.8 n).
+    ref_rng = np.random.default_rng(seed)
+    train, test = set(), set()
+    for u in sorted(set(users.tolist())):
+        rows = [(int(u), int(i), int(t)) for uu, i, t in zip(users, items, ts) if uu == u]
+        perm = ref_rng.permutation(len(rows))
+        n_train = math.floor(0.8 * len(rows))
+        train |= {rows[p] for p in perm[:n_train]}
+        test |= {rows[p] for p in perm[n_train:]}
+    assert _rows(split.train) == train and _rows(split.test) == test
+    assert len(split.train) + len(split.test) == len(x)
+
+
+def test_random_holdout_seeded() -> None:
+    x = Interactions(users=np.repeat(np.arange(10), 10), items=np.tile(np.arange(10), 10))
+    a, b, c = random_holdout(x, seed=1), random_holdout(x, seed=1), random_holdout(x, seed=2)
+    assert _rows(a.test) == _rows(b.test) and _rows(a.test) != _rows(c.test)
+    assert "default_rng(1)" in a.description and a.name == "random_80_20"
+    with pytest.raises(InvalidInputError):
+        random_holdout(x, train_fraction=1.0)
+    with pytest.raises(EmptyIndexError):
+        random_holdout(Interactions(users=[], items=[]))
+
+
+def test_temporal_holdout_keeps_latest_events_for_test() -> None:
+    rng = np.random.default_rng(0)
+    users = np.repeat([1, 2, 3], 10)
+    ts = rng.permutation(30)
+    x = Interactions(users=users, items=np.arange(30), timestamps=ts)
+    s = temporal_holdout(x)
+    for u in (1, 2, 3):
+        tr = s.train.timestamps[s.train.users == u]
+        te = s.test.timestamps[s.test.users == u]
+        assert len(tr) == 8 and len(te) == 2 and tr.max() < te.min()
+
+
+def test_item_cold_start_removes_items_from_training() -> None:
+    x = Interactions(users=np.repeat(np.arange(20), 5), items=np.random.default_rng(0).integers(0, 50, 100))
+    s = item_cold_start(x, catalogue=np.arange(50), cold_fraction=0.2, seed=3)
+    assert s.candidate_items is not None and len(s.candidate_items) == 10
+    assert not np.isin(s.train.items, s.candidate_items).any()
+    assert np.isin(s.test.items, s.candidate_items).all()
+    assert len(s.train) + len(s.test) == len(x)
+    again = item_cold_start(x, catalogue=np.arange(50), cold_fraction=0.2, seed=3)
+    assert again.candidate_items is not None and (again.candidate_items == s.candidate_items).all()
+    with pytest.raises(InvalidInputError, match="holds out no item"):
+        item_cold_start(x, catalogue=[1, 2], cold_fraction=0.2)
+
+
+def test_young_user_history_is_the_earliest_events() -> None:
+    users = np.repeat([1, 2, 3, 4], 6)
+    ts = np.tile([50, 10, 40, 20, 30, 60], 4)
+    x = Interactions(users=users, items=np.arange(24), timestamps=ts)
+    s = young_user(x, history=2)
+    assert sorted(s.train.timestamps[s.train.users == 1].tolist()) == [10, 20]
+    assert len(s.test) == 16
+    partial = young_user(x, history=2, user_fraction=0.5, seed=0)
+    young = np.unique(partial.test.users)
+    assert len(young) == 2
+    for u in set(range(1, 5)) - set(young.tolist()):
+        assert (partial.train.users == u).sum() == 6
+    with pytest.raises(InvalidInputError):
+        young_user(x, history=0)
