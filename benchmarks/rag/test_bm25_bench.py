@@ -66,7 +66,9 @@ def test_bm25_query_throughput_vs_bm25s(benchmark: Any, dataset: Callable[[str],
     ref = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
 
     def ref_index() -> None:
-        ref.index(bm25s.tokenize(docs, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+        ref.index(
+            bm25s.tokenize(docs, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+        )
 
     t_ref_index = _time(ref_index)
     ours.search(queries[:2], K)  # builds the weight matrix (lazy, once per change)

@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help="evaluate BM25 / dense / hybrid retrieval on a BEIR folder")
     ev.add_argument("--beir", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     ev.add_argument("--split", default="test")
-    ev.add_argument("--systems", default="bm25,dense,hybrid")
+    ev.add_argument("--systems", default="bm25,dense,hybrid,weighted")
     ev.add_argument("--embedder", default="minilm", choices=["minilm", "hashing"])
     ev.add_argument("--chunker", default="none", help="none | KIND:SIZE[:UNIT[:OVERLAP]]")
     ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS))

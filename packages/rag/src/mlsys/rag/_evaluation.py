@@ -173,7 +173,7 @@ class BeirEvaluation:
         return "\n".join(lines)
 
 
-SYSTEMS = ("bm25", "dense", "hybrid")
+SYSTEMS = ("bm25", "dense", "hybrid", "weighted")
 
 
 def evaluate_beir(
@@ -181,7 +181,7 @@ def evaluate_beir(
     embedder: Embedder,
     *,
     split: str = "test",
-    systems: Sequence[str] = SYSTEMS,
+    systems: Sequence[str] = ("bm25", "dense", "hybrid"),
     chunker: Chunker | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     k: int = 100,
@@ -194,7 +194,8 @@ def evaluate_beir(
         root: the BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         embedder: the dense model (use an :class:`~mlsys.rag.EmbeddingCache` to avoid re-encoding).
         split: qrels split.
-        systems: any of ``"bm25"``, ``"dense"``, ``"hybrid"`` (RRF of the two).
+        systems: any of ``"bm25"``, ``"dense"``, ``"hybrid"`` (RRF of the two) and ``"weighted"``
+            (min-max normalised score fusion, equal weights).
         chunker: ``None`` indexes each document whole (BEIR convention); otherwise results are
             folded to documents (max over chunks).
         metrics, k: what to compute, run depth.
@@ -218,6 +219,7 @@ def evaluate_beir(
         "bm25": store.bm25_retriever,
         "dense": store.dense_retriever,
         "hybrid": lambda: store.hybrid_retriever(rrf_k=rrf_k, depth=max(k, 100)),
+        "weighted": lambda: store.hybrid_retriever(fusion="weighted", depth=max(k, 100), name="weighted"),
     }
     results: dict[str, EvalResult] = {}
     qps: dict[str, float] = {}
