@@ -315,6 +315,7 @@ class SlidingWindowChunker(_BaseChunker):
 
 
 _WS_THEN_WORD = re.compile(r"\s(?=\S)")
+_HAS_SPACE = re.compile(r"\s")
 
 
 def _boundary_ok(units: Units, pos: int) -> bool:
@@ -356,7 +357,12 @@ def _add_overlap(units: Units, spans: list[Span], fits: Fits, overlap: int) -> l
             continue
         lo = units.cut(lo_unit)
         m = _WS_THEN_WORD.search(text, max(lo - 1, prev_a), a)
-        new_a = m.start() + 1 if (m is not None and m.start() + 1 < a) else lo
+        if m is not None and m.start() + 1 < a:
+            new_a = m.start() + 1  # the earliest word start inside the overlap window
+        elif _HAS_SPACE.search(text, prev_a, a) is None:
+            new_a = lo  # text without spaces (long tokens, CJK): overlap by units
+        else:
+            new_a = a  # no word starts in the window: no overlap rather than half a word
         if new_a <= prev_a or not _boundary_ok(units, new_a) or not fits(new_a, b):
             new_a = a
         out.append((new_a, b))
@@ -376,8 +382,9 @@ class RecursiveChunker(_BaseChunker):
     Args:
         size: units per chunk, overlap included.
         length: ``"chars"``, ``"words"``, ``"minilm"`` or a :class:`LengthFunction`.
-        overlap: fraction of ``size`` that a chunk may repeat from the end of the previous one
-            (extended back to a word start; at most ``round(overlap*size)`` units).
+        overlap: fraction of ``size`` that a chunk may repeat from the end of the previous one:
+            at most ``round(overlap*size)`` units, starting at the earliest word start in that
+            window (none if the window holds no word start; by units in text without spaces).
         separators: literal strings, coarsest first.
 
     Example:
