@@ -387,9 +387,13 @@ class Trainer:
         *,
         resume: bool = False,
         eval_every_steps: int = 0,
+        until_epoch: int | None = None,
     ) -> TrainHistory:
         """Train on ``(x, y)``; evaluate on ``(x_val, y_val)`` after each epoch (and every
         ``eval_every_steps`` steps when > 0). Returns the history (also kept in ``self.history``).
+
+        ``resume=True`` continues from ``checkpoint_dir``; ``until_epoch`` stops after that epoch
+        (the learning-rate schedule still spans ``config.epochs``), so a job can be split.
         """
         from tqdm.auto import tqdm
 
@@ -412,7 +416,8 @@ class Trainer:
         self.history.threads = torch.get_num_threads()
         log = self._log or (tqdm.write if self.progress else (lambda s: None))
         self.model.train()
-        while self.epoch < cfg.epochs:
+        stop = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
+        while self.epoch < stop:
             perm = torch.randperm(n, generator=self.generator)
             bar = tqdm(
                 range(steps_per_epoch),
