@@ -17,6 +17,13 @@ Example:
 """
 
 from mlsys.common.ann._base import BaseIndex, CommonConfig
+from mlsys.common.ann._calibrate import (
+    CalibrationResult,
+    CalibrationStep,
+    calibrate,
+    recall_at_k,
+    search_knob,
+)
 from mlsys.common.ann._exact import ExactConfig, ExactIndex
 from mlsys.common.ann._faiss import FaissConfig, FaissIndex
 from mlsys.common.ann._hnsw import HNSWConfig, HNSWIndex
@@ -29,6 +36,8 @@ from mlsys.common.ann._topk import exact_topk
 __all__ = [
     "FORMAT_VERSION",
     "BaseIndex",
+    "CalibrationResult",
+    "CalibrationStep",
     "CommonConfig",
     "ExactConfig",
     "ExactIndex",
@@ -39,10 +48,13 @@ __all__ = [
     "RWLock",
     "SearchResult",
     "VectorIndex",
+    "calibrate",
     "exact_topk",
     "index_class",
     "list_indexes",
     "load_index",
     "make_index",
+    "recall_at_k",
     "register_index",
+    "search_knob",
 ]

@@ -8,16 +8,19 @@ before they take the write lock and touch the index, so a rejected call leaves i
 Filtered search (``allow``/``deny``) is planned here once for all backends:
 
 1. the filter is reduced to the live ids it concerns;
-2. an allowed set of at most ``filter_exact_threshold`` ids is searched exactly from the stored
-   vectors (a selective filter is where graph and IVF indexes fail, and where exact search is
-   cheapest);
+2. a selective filter is answered by exact search over the allowed ids' stored vectors: always
+   when at most ``filter_exact_threshold`` ids pass, and also when the backend's cost model says
+   exact is cheaper than a widened approximate search (graphs: ``n_allowed**2 <= ef * M * n``;
+   IVF: ``n_allowed <= n * sqrt(nprobe / nlist)``). A selective filter is exactly where graph and
+   IVF indexes fail, and where exact search is cheapest;
 3. a small ``deny`` set is handled by over-fetching ``k + len(deny)`` unfiltered results and
    dropping the denied ones;
-4. otherwise the backend's native filtered search runs (faiss ``IDSelector``, hnswlib ``filter``);
-   rows that come back with fewer than ``min(k, n_allowed)`` results are searched again with
-   ef / nprobe doubled, up to ``max_widen`` times the configured value, and any row still short is
-   answered exactly. Padding with ``-1`` therefore only appears when fewer than ``k`` items are
-   allowed.
+4. otherwise the backend's native filtered search runs (faiss ``IDSelector``, hnswlib ``filter``)
+   with ef / nprobe multiplied by ``n / n_allowed`` (a filter that passes 1 item in 50 needs about
+   50 times the candidates to find as many neighbours); rows that still come back with fewer than
+   ``min(k, n_allowed)`` results are searched again with the knob doubled, up to ``max_widen``
+   times the configured value, and any row still short is answered exactly. Padding with ``-1``
+   therefore only appears when fewer than ``k`` items are allowed.
 """
 
 from __future__ import annotations
@@ -69,11 +72,13 @@ class CommonConfig:
     Args:
         filter_exact_threshold: a filter that leaves at most this many live ids is answered by
             exact search over those ids (exact, and cheaper than a graph walk that rejects most
-            of what it visits).
+            of what it visits); larger allowed sets too when the backend's cost model favours
+            exact search. ``0`` turns the exact shortcut off (always filter natively).
         deny_overfetch_limit: a ``deny`` set of at most this many live ids is applied by fetching
             ``k + len(deny)`` unfiltered results and dropping the denied ones.
-        max_widen: how far ef / nprobe may be multiplied (by doubling) for rows that a filtered
-            search returned short, before those rows are answered exactly.
+        max_widen: how far ef / nprobe may be multiplied for a selective filter (by
+            ``n / n_allowed``, then doubling for rows that came back short), before short rows are
+            answered exactly.
         rebuild_threshold: fraction of tombstoned slots at which the index is compacted/rebuilt.
         progress: show a tqdm bar while adding large batches; ``None`` = only on a terminal.
     """
@@ -472,7 +477,7 @@ class BaseIndex(ABC):
             n_allowed = int(allowed.size)
             if n_allowed == 0:
                 return padding(q.shape[0], k)
-            if n_allowed <= cfg.filter_exact_threshold:
+            if self._plan_exact(n_allowed):
                 return self._exact_over(q, k, allowed)
             return self._native_with_widening(q, k, allowed, None, n_allowed)
         assert deny_ids is not None
@@ -482,21 +487,34 @@ class BaseIndex(ABC):
         n_allowed = len(self._live) - int(denied.size)
         if n_allowed == 0:
             return padding(q.shape[0], k)
-        if n_allowed <= cfg.filter_exact_threshold:
+        if self._plan_exact(n_allowed):
             live = self._live_ids()
             return self._exact_over(q, k, live[~np.isin(live, denied, assume_unique=True)])
         if denied.size <= cfg.deny_overfetch_limit:
             ids, scores = self._search_all(q, min(k + int(denied.size), len(self._live)))
             ids, scores = drop_denied(ids, scores, denied, k)
-            return self._complete_rows(q, k, ids, scores, None, denied, n_allowed, widen=1)
+            return self._complete_rows(q, k, ids, scores, None, denied, n_allowed, tried=1)
         return self._native_with_widening(q, k, None, denied, n_allowed)
+
+    def _plan_exact(self, n_allowed: int) -> bool:
+        threshold = self._config.filter_exact_threshold
+        return threshold > 0 and (n_allowed <= threshold or n_allowed <= self._exact_cost_limit())
+
+    def _exact_cost_limit(self) -> float:
+        """Allowed-set size below which exact search beats the backend's filtered search."""
+        return 0.0
+
+    def _widen_limit(self) -> int:
+        """The largest useful multiplier of the backend's search knob (1: nothing to widen)."""
+        return 1
 
     def _native_with_widening(
         self, q: F32, k: int, allowed: I64 | None, denied: I64 | None, n_allowed: int
     ) -> SearchResult:
-        res = self._search_native(q, k, allowed, denied, 1)
-        assert res is not None
-        return self._complete_rows(q, k, res[0], res[1], allowed, denied, n_allowed, widen=2)
+        limit = max(1, min(self._config.max_widen, self._widen_limit()))
+        widen = max(1, min(limit, math.ceil(len(self._live) / n_allowed)))
+        ids, scores = self._search_native(q, k, allowed, denied, widen)
+        return self._complete_rows(q, k, ids, scores, allowed, denied, n_allowed, tried=widen)
 
     def _complete_rows(
         self,
@@ -508,18 +526,18 @@ class BaseIndex(ABC):
         denied: I64 | None,
         n_allowed: int,
         *,
-        widen: int,
+        tried: int,
     ) -> SearchResult:
         """Re-search rows with fewer than ``min(k, n_allowed)`` results, widening, then exactly."""
         need = min(k, n_allowed)
         short = np.flatnonzero(ids[:, need - 1] < 0)
-        while short.size and widen <= self._config.max_widen:
-            res = self._search_native(q[short], k, allowed, denied, widen)
-            if res is None:
-                break
-            ids[short], scores[short] = res
-            short = short[res[0][:, need - 1] < 0]
-            widen *= 2
+        limit = max(1, min(self._config.max_widen, self._widen_limit()))
+        widen = tried
+        while short.size and widen < limit:
+            widen = min(limit, widen * 2)
+            res_i, res_s = self._search_native(q[short], k, allowed, denied, widen)
+            ids[short], scores[short] = res_i, res_s
+            short = short[res_i[:, need - 1] < 0]
         if short.size:
             if allowed is None:
                 live = self._live_ids()
@@ -558,8 +576,8 @@ class BaseIndex(ABC):
     @abstractmethod
     def _search_native(
         self, q: F32, k: int, allowed: I64 | None, denied: I64 | None, widen: int
-    ) -> SearchResult | None:
-        """Backend-native filtered search with ef/nprobe multiplied by ``widen``; ``None`` if it can't."""
+    ) -> SearchResult:
+        """Backend-native filtered search with ef / nprobe multiplied by ``widen`` (padded rows allowed)."""
 
     @abstractmethod
     def _vectors(self, ids: I64) -> F32:

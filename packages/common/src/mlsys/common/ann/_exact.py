@@ -176,7 +176,7 @@ class ExactIndex(BaseIndex):
 
     def _search_native(
         self, q: F32, k: int, allowed: I64 | None, denied: I64 | None, widen: int
-    ) -> SearchResult | None:
+    ) -> SearchResult:
         ext = self._ext[: self._hi]
         valid = ext >= 0
         if allowed is not None:

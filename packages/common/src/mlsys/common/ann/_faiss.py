@@ -19,6 +19,7 @@ How ids, deletes and filters map onto faiss:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -352,9 +353,7 @@ class FaissIndex(BaseIndex):
         if self._pending is not None:
             return self._pending._search_all(q, k)
         if self._n_tomb:
-            res = self._search_native(q, k, None, None, 1)
-            assert res is not None
-            ids, scores = res
+            ids, scores = self._search_native(q, k, None, None, 1)
         else:
             d, labels = self._index.search(q, k)
             ids = self._ext[labels] if self._mode == "tombstone" else labels
@@ -366,7 +365,7 @@ class FaissIndex(BaseIndex):
                 return ids, scores
             scores[ids < 0] = _NEG_INF
         n = len(self._live)
-        return self._complete_rows(q, k, ids, scores, None, None, n, widen=2)
+        return self._complete_rows(q, k, ids, scores, None, None, n, tried=1)
 
     def _selector(self, allowed: I64 | None, denied: I64 | None) -> tuple[Any, list[Any]]:
         """A faiss IDSelector over this index's labels, plus the objects it keeps pointers to."""
@@ -400,7 +399,7 @@ class FaissIndex(BaseIndex):
 
     def _search_native(
         self, q: F32, k: int, allowed: I64 | None, denied: I64 | None, widen: int
-    ) -> SearchResult | None:
+    ) -> SearchResult:
         if self._pending is not None:
             return self._pending._search_native(q, k, allowed, denied, widen)
         fx = self._fx
@@ -408,23 +407,35 @@ class FaissIndex(BaseIndex):
         sel, keep = self._selector(allowed, denied)
         ntotal = self._index.ntotal
         if self._hnsw is not None:
-            if widen > 1 and cfg.ef_search * (widen // 2) >= ntotal:
-                return None
-            params = fx.SearchParametersHNSW(sel=sel, efSearch=cfg.ef_search * widen)
+            params = fx.SearchParametersHNSW(sel=sel, efSearch=min(max(ntotal, k), cfg.ef_search * widen))
         elif self._ivf is not None:
-            nlist = self._ivf.nlist
-            if widen > 1 and cfg.nprobe * (widen // 2) >= nlist:
-                return None
-            params = fx.SearchParametersIVF(sel=sel, nprobe=min(nlist, cfg.nprobe * widen))
+            params = fx.SearchParametersIVF(sel=sel, nprobe=min(self._ivf.nlist, cfg.nprobe * widen))
         else:
-            if widen > 1:
-                return None
             params = fx.SearchParameters(sel=sel)
         d, labels = self._index.search(q, k, params=params)
         del keep  # the selector's buffers must outlive the search call
         ids, scores = self._finish(d, labels)
         scores[ids < 0] = _NEG_INF
         return ids, scores
+
+    def _widen_limit(self) -> int:
+        if self._pending is not None:
+            return 1
+        if self._hnsw is not None:
+            return math.ceil(max(self._index.ntotal, 1) / self._config.ef_search)
+        if self._ivf is not None:
+            return math.ceil(self._ivf.nlist / self._config.nprobe)
+        return 1
+
+    def _exact_cost_limit(self) -> float:
+        if self._pending is not None:
+            return math.inf
+        n = len(self._live)
+        if self._hnsw is not None:
+            return math.sqrt(self._config.ef_search * self._hnsw.nb_neighbors(0) * n)
+        if self._ivf is not None:
+            return n * math.sqrt(min(1.0, self._config.nprobe / self._ivf.nlist))
+        return 0.0
 
     def _vectors(self, ids: I64) -> F32:
         if self._pending is not None:

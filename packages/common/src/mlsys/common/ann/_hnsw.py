@@ -13,6 +13,7 @@ hnswlib is an optional extra (it builds from source on some platforms):
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -207,9 +208,8 @@ class HNSWIndex(BaseIndex):
         try:
             labels, d = self._index.knn_query(q, kk)
         except RuntimeError:  # a row found fewer than kk live items (deleted slots, tiny ef)
-            res = self._search_native(q, k, None, None, 1)
-            assert res is not None
-            return self._complete_rows(q, k, res[0], res[1], None, None, n, widen=2)
+            ids, scores = self._search_native(q, k, None, None, 1)
+            return self._complete_rows(q, k, ids, scores, None, None, n, tried=1)
         # hnswlib reports 1 - ip and squared L2; scores are "higher is better", computed in place
         if self._l2:
             np.negative(d, out=d)
@@ -224,11 +224,8 @@ class HNSWIndex(BaseIndex):
 
     def _search_native(
         self, q: F32, k: int, allowed: I64 | None, denied: I64 | None, widen: int
-    ) -> SearchResult | None:
+    ) -> SearchResult:
         cfg = self._config
-        n_total = int(self._index.element_count)
-        if widen > 1 and cfg.ef * (widen // 2) >= n_total:
-            return None
         if allowed is not None:
             n_ok = int(allowed.shape[0])
             flt: Any = set(allowed.tolist()).__contains__
@@ -271,6 +268,13 @@ class HNSWIndex(BaseIndex):
         else:
             np.subtract(1.0, sub, out=sub, where=valid)
         return ids, scores
+
+    def _widen_limit(self) -> int:
+        return math.ceil(max(int(self._index.element_count), 1) / self._config.ef)
+
+    def _exact_cost_limit(self) -> float:
+        # hnswlib's filter is a Python callback per visited node: count it as 4x the graph work
+        return math.sqrt(4 * self._config.ef * self._config.M * len(self._live))
 
     def _vectors(self, ids: I64) -> F32:
         out = self._index.get_items(ids.astype(np.uint64), return_type="numpy")
