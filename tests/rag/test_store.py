@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlsys.common.errors import (
     CorruptFileError,
@@ -284,3 +286,67 @@ def test_store_rejects_bad_construction() -> None:
     with pytest.raises(InvalidInputError, match="none of the separators"):
         store.upsert({"a": "x" * 50})
     assert len(store) == 0 and len(store.index) == 0
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["upsert", "delete", "events"]),
+        st.lists(st.tuples(st.integers(0, 6), st.integers(0, 40)), min_size=1, max_size=4),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _text(variant: int) -> str:
+    rng = np.random.default_rng(variant)
+    return " ".join(
+        " ".join(rng.choice(WORDS, size=5).tolist()).capitalize() + f" v{variant % 5}s{j}." for j in range(4)
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_store_matches_a_model_under_random_writes(ops: list[tuple[str, list[tuple[int, int]]]]) -> None:
+    emb = HashingEmbedder(dim=64)
+    store = DocumentStore(emb, chunker=SentenceChunker(size=60), progress=False)
+    model: dict[str, str] = {}
+    for op, items in ops:
+        pairs = {f"d{i}": _text(v) for i, v in items}
+        if op == "upsert":
+            store.upsert(pairs)
+            model.update(pairs)
+        elif op == "delete":
+            ids = sorted(pairs)
+            if all(d in model for d in ids):
+                store.delete(ids)
+                for d in ids:
+                    del model[d]
+            else:
+                before = snapshot(store)
+                with pytest.raises(UnknownIdError):
+                    store.delete(ids)
+                assert snapshot(store) == before
+        else:
+            events = [
+                ChangeEvent("delete", d)
+                if (d in model and v % 3 == 0)
+                else ChangeEvent("upsert", d, _text(v))
+                for (i, v), d in ((iv, f"d{iv[0]}") for iv in items)
+            ]
+            store.apply(events)
+            for ev in events:
+                if ev.op == "delete":
+                    model.pop(ev.doc_id, None)
+                else:
+                    assert ev.text is not None
+                    model[ev.doc_id] = ev.text
+        # invariants: same documents, same chunks everywhere, every vector embeds its chunk's text
+        assert {d: store.document(d).text for d in store.doc_ids()} == model
+        all_ids = sorted(c for d in model for c in store.chunk_ids(d))
+        assert sorted(store.index.ids().tolist()) == all_ids == sorted(store.bm25.ids().tolist())
+        for d, text in model.items():
+            chunks = store.chunks(d)
+            assert [(c.start, c.end) for c in chunks] == store.chunker.spans(text)  # type: ignore[union-attr]
+            vecs = store.index.get_vectors(np.array(store.chunk_ids(d), np.int64))
+            np.testing.assert_allclose(vecs, emb.embed_documents([c.text for c in chunks]), atol=1e-6)
