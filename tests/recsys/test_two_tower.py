@@ -111,8 +111,16 @@ def test_seeded_training_is_deterministic(synth) -> None:  # type: ignore[no-unt
     assert a.space == b.space and a.space != c.space
     assert not np.allclose(a.encode_items(synth.items), c.encode_items(synth.items))
     vecs = a.encode_items(synth.items)
-    assert vecs.dtype == np.float32 and vecs.flags.c_contiguous
-    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    assert vecs.dtype == np.float32 and vecs.flags.c_contiguous and vecs.shape[1] == a.space.dim == 17
+    np.testing.assert_allclose(np.linalg.norm(vecs[:, :16], axis=1), 1.0, rtol=1e-5)  # [v, bias]
+    q = a.encode_users([1, 2])
+    np.testing.assert_allclose(q[:, 16], 1.0)
+    np.testing.assert_allclose(np.linalg.norm(q[:, :16], axis=1), 1 / cfg.temperature, rtol=1e-5)
+    nb = TwoTowerModel(TwoTowerConfig(**FAST, item_bias=False)).fit(
+        synth.interactions, items=synth.items, progress=False
+    )
+    assert nb.space.dim == 16 and nb.space.normalized
+    np.testing.assert_allclose(np.linalg.norm(nb.encode_items(synth.items), axis=1), 1.0, rtol=1e-5)
     assert a.loss_history_[-1] < a.loss_history_[0]
 
 

@@ -31,6 +31,7 @@ from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequency
 from mlsys.recsys._movielens import RecsysDataset, load_movielens
 from mlsys.recsys._serving import FallbackChain, FallbackStage, RoutedRecommendations, TwoTowerRetriever
 from mlsys.recsys._splits import Split, item_cold_start, random_holdout, temporal_holdout, young_user
+from mlsys.recsys._synthetic import synthetic_dataset
 from mlsys.recsys._two_tower import TwoTowerConfig, TwoTowerModel, in_batch_softmax_loss
 
 __version__ = "0.1.0"
@@ -67,6 +68,7 @@ __all__ = [
     "load_movielens",
     "random_holdout",
     "split_qrels",
+    "synthetic_dataset",
     "temporal_holdout",
     "top_k",
     "young_user",

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -84,7 +84,6 @@ class IdIndex:
         return pos
 
 
-@dataclass(frozen=True, eq=False)
 class Interactions:
     """Implicit feedback: one row per (user, item) event, with optional timestamp and weight.
 
@@ -105,21 +104,27 @@ class Interactions:
 
     users: npt.NDArray[np.int64]
     items: npt.NDArray[np.int64]
-    timestamps: npt.NDArray[np.int64] = field(default=None)  # type: ignore[assignment,arg-type]
-    weights: npt.NDArray[np.float32] = field(default=None)  # type: ignore[assignment,arg-type]
+    timestamps: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float32]
 
-    def __post_init__(self) -> None:
-        users = as_ids(self.users, name="users")
-        items = as_ids(self.items, name="items", n=users.shape[0])
-        n = users.shape[0]
-        if self.timestamps is None:
+    def __init__(
+        self,
+        users: npt.ArrayLike,
+        items: npt.ArrayLike,
+        timestamps: npt.ArrayLike | None = None,
+        weights: npt.ArrayLike | None = None,
+    ) -> None:
+        u = as_ids(users, name="users")
+        i = as_ids(items, name="items", n=u.shape[0])
+        n = u.shape[0]
+        if timestamps is None:
             ts = np.zeros(n, dtype=np.int64)
         else:
-            ts = as_ids(self.timestamps, name="timestamps", n=n)
-        if self.weights is None:
+            ts = as_ids(timestamps, name="timestamps", n=n)
+        if weights is None:
             w = np.ones(n, dtype=np.float32)
         else:
-            w_raw = np.asarray(self.weights)
+            w_raw = np.asarray(weights)
             if w_raw.ndim != 1 or w_raw.shape[0] != n:
                 raise InvalidInputError(f"weights must have shape ({n},), got {w_raw.shape}")
             if not (np.issubdtype(w_raw.dtype, np.floating) or np.issubdtype(w_raw.dtype, np.integer)):
@@ -129,9 +134,12 @@ class Interactions:
                 raise InvalidInputError(
                     "weights must be finite and > 0 (an implicit event has positive weight)"
                 )
-        for name, value in (("users", users), ("items", items), ("timestamps", ts), ("weights", w)):
-            value.setflags(write=False)
-            object.__setattr__(self, name, value)
+        for value in (u, i, ts, w):
+            value.setflags(write=False)  # shared by selections and models: never mutated
+        self.users, self.items, self.timestamps, self.weights = u, i, ts, w
+
+    def __repr__(self) -> str:
+        return f"Interactions({len(self)} events, {self.n_users} users, {self.n_items} items)"
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
@@ -341,6 +349,21 @@ class FeatureTable:
             raise InvalidInputError(
                 f"{what} have schema {self.schema()}, expected {[s.to_dict() for s in specs]}"
             )
+
+    def select(self, names: Sequence[str]) -> FeatureTable:
+        """A table with only the columns ``names`` (in that order); unknown names raise.
+
+        Example:
+            >>> import numpy as np
+            >>> t = FeatureTable([1], {"a": [0], "b": [1]}, [FeatureSpec("a", "categorical", 2), FeatureSpec("b", "categorical", 2)])
+            >>> [s.name for s in t.select(["b"]).specs]
+            ['b']
+        """
+        by_name = {s.name: s for s in self.specs}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise InvalidInputError(f"no feature columns {unknown}; columns are {list(by_name)}")
+        return FeatureTable(self.ids, {n: self._columns[n] for n in names}, [by_name[n] for n in names])
 
     def take(self, positions: Any) -> FeatureTable:
         """Rows at ``positions`` (dense indices) as a new table."""

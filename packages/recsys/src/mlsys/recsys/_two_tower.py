@@ -19,8 +19,8 @@ Example:
     >>> items = FeatureTable(np.arange(4), {"g": np.eye(4)}, [FeatureSpec("g", "multi_hot", 4)])
     >>> x = Interactions(users=[0, 0, 1, 1], items=[0, 1, 2, 3])
     >>> m = TwoTowerModel(TwoTowerConfig(dim=8, epochs=2, batch_size=4)).fit(x, items=items, progress=False)
-    >>> m.encode_items(items).shape, m.space.dim
-    ((4, 8), 8)
+    >>> m.encode_items(items).shape, m.space.dim  # dim 8 plus the item bias
+    ((4, 9), 9)
 """
 
 from __future__ import annotations
@@ -76,12 +76,17 @@ class TwoTowerConfig:
         mask_accidental_hits: do not treat another copy of the positive item in the batch as a negative.
         item_id_embedding: give warm items an id embedding on top of their features.
         item_id_dropout: probability of dropping a training item's id embedding (0..1).
+        item_bias: the item tower also outputs a scalar bias (popularity prior from features, and
+            id when present): score = ``u . v / temperature + b``. Served exactly by inner-product
+            search on ``[u / temperature, 1]`` and ``[v, b]`` (the space then has ``dim + 1``).
         user_id_embedding: give users an id embedding.
         user_history: pool the embeddings of the user's training items into the user tower.
         history_dropout: probability of dropping each history item during training.
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         seed: seeds initialisation, shuffling and dropout.
         name: model name of the :class:`EmbeddingSpace`.
+        item_features, user_features: the feature columns the towers use (``None``: every column
+            of the table given to ``fit``); tables with more columns are accepted and narrowed.
 
     Example:
         >>> TwoTowerConfig(dim=32).temperature
@@ -99,6 +104,7 @@ class TwoTowerConfig:
     mask_accidental_hits: bool = True
     item_id_embedding: bool = True
     item_id_dropout: float = 0.5
+    item_bias: bool = True
     user_id_embedding: bool = False
     user_history: bool = True
     history_dropout: float = 0.0
@@ -108,6 +114,8 @@ class TwoTowerConfig:
     weight_decay: float = 0.0
     seed: int = 0
     name: str = "two-tower"
+    item_features: tuple[str, ...] | None = None
+    user_features: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for f in ("dim", "feature_dim", "epochs", "batch_size", "streaming_buckets"):
@@ -145,6 +153,14 @@ class TwoTowerConfig:
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise InvalidInputError(f"TwoTowerConfig.seed must be an int, got {self.seed!r}")
+        for f in ("item_features", "user_features"):
+            v = getattr(self, f)
+            if v is not None:
+                if isinstance(v, str) or not all(isinstance(n, str) for n in v):
+                    raise InvalidInputError(
+                        f"TwoTowerConfig.{f} must be a tuple of column names or None, got {v!r}"
+                    )
+                object.__setattr__(self, f, tuple(v))
         if not isinstance(self.name, str) or not self.name:
             raise InvalidInputError(f"TwoTowerConfig.name must be a non-empty string, got {self.name!r}")
 
@@ -154,6 +170,10 @@ class TwoTowerConfig:
         known = {f.name for f in fields(cls)}
         if set(data) - known:
             raise InvalidInputError(f"unknown TwoTowerConfig fields {sorted(set(data) - known)}")
+        data = dict(data)
+        for f in ("item_features", "user_features"):
+            if data.get(f) is not None:
+                data[f] = tuple(data[f])
         return cls(**data)
 
 
@@ -233,7 +253,7 @@ class _TwoTowerNet(nn.Module):
                 "and the items features or item_id_embedding"
             )
         self.user_mlp = _mlp(u_in, cfg.hidden, cfg.dim)
-        self.item_mlp = _mlp(i_in, cfg.hidden, cfg.dim)
+        self.item_mlp = _mlp(i_in, cfg.hidden, cfg.dim + (1 if cfg.item_bias else 0))
 
     def user_tower(
         self,
@@ -253,11 +273,16 @@ class _TwoTowerNet(nn.Module):
                 parts.append(self.history(hist_idx, hist_off, per_sample_weights=hist_w))
         return nn.functional.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=1)
 
-    def item_tower(self, feats: dict[str, torch.Tensor], iid: torch.Tensor) -> torch.Tensor:
+    def item_tower(
+        self, feats: dict[str, torch.Tensor], iid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unit-norm item vectors and, with ``item_bias``, a scalar bias per item."""
         parts = self.item_features(feats)
         if self.item_ids is not None:
             parts.append(self.item_ids(iid))
-        return nn.functional.normalize(self.item_mlp(torch.cat(parts, dim=1)), dim=1)
+        out = self.item_mlp(torch.cat(parts, dim=1))
+        vec = nn.functional.normalize(out[:, : self.cfg.dim], dim=1)
+        return vec, (out[:, self.cfg.dim] if self.cfg.item_bias else None)
 
 
 def _feature_tensors(table: FeatureTable, positions: npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
@@ -319,6 +344,7 @@ def in_batch_softmax_loss(
     log_q: torch.Tensor | None = None,
     logq: LogQ = "subtract",
     mask_accidental_hits: bool = True,
+    item_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch sampled softmax: row ``i``'s positive is column ``i``; the other columns are negatives.
 
@@ -331,6 +357,7 @@ def in_batch_softmax_loss(
             ``"add"`` the wrong sign (ablation), ``"none"`` ignores ``log_q``.
         mask_accidental_hits: a column holding the same item as row ``i``'s positive (other than
             the positive itself) is not a negative: its logit is masked out.
+        item_bias: ``(B,)`` optional per-item bias added to every logit of its column.
 
     Example:
         >>> u = torch.eye(2)
@@ -338,6 +365,8 @@ def in_batch_softmax_loss(
         0.3133
     """
     logits = (user_vecs @ item_vecs.T) / temperature
+    if item_bias is not None:
+        logits = logits + item_bias[None, :]
     if log_q is not None and logq != "none":
         # Yi et al. 2019: s_c(x, y) = s(x, y) - log p(y). "add" is the wrong sign, kept for ablations.
         logits = logits - log_q[None, :] if logq == "subtract" else logits + log_q[None, :]
@@ -355,8 +384,8 @@ class TwoTowerModel:
         config: :class:`TwoTowerConfig`.
 
     After :meth:`fit`, :attr:`space` is the :class:`EmbeddingSpace` of both towers' outputs
-    (``name`` from the config, ``version`` a hash of the trained weights, metric ``"ip"`` over
-    unit-norm vectors).
+    (``name`` from the config, ``version`` a hash of the trained weights, metric ``"ip"``; ``dim``
+    is ``config.dim + 1`` with ``item_bias``).
 
     Example:
         >>> import numpy as np
@@ -393,6 +422,10 @@ class TwoTowerModel:
             raise InvalidInputError(f"items must be a FeatureTable, got {type(items).__name__}")
         if users is not None and not isinstance(users, FeatureTable):
             raise InvalidInputError(f"users must be a FeatureTable or None, got {type(users).__name__}")
+        if cfg.item_features is not None:
+            items = items.select(cfg.item_features)
+        if users is not None and cfg.user_features is not None:
+            users = users.select(cfg.user_features)
         items.index.positions(train.items)  # every training item needs features
         if users is not None:
             users.index.positions(train.users)
@@ -484,7 +517,7 @@ class TwoTowerModel:
         if cfg.item_id_embedding and cfg.item_id_dropout > 0:
             drop = torch.rand(bi.shape[0], generator=gen) < cfg.item_id_dropout
             iid = torch.where(drop, torch.zeros_like(iid), iid)
-        v = net.item_tower(_feature_tensors(items, item_rows[bi]), iid)
+        v, bias = net.item_tower(_feature_tensors(items, item_rows[bi]), iid)
         estimator.update(bi)
         log_q = torch.from_numpy(estimator.log_prob(bi).astype(np.float32)) if cfg.logq != "none" else None
         loss = in_batch_softmax_loss(
@@ -495,6 +528,7 @@ class TwoTowerModel:
             log_q=log_q,
             logq=cfg.logq,
             mask_accidental_hits=cfg.mask_accidental_hits,
+            item_bias=bias,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -506,8 +540,13 @@ class TwoTowerModel:
         for k, t in sorted(self.net_.state_dict().items()):
             h.update(k.encode())
             h.update(t.detach().cpu().numpy().tobytes())
+        bias = self.config.item_bias
         return EmbeddingSpace(
-            self.config.name, f"sha256:{h.hexdigest()[:12]}", self.config.dim, metric="ip", normalized=True
+            self.config.name,
+            f"sha256:{h.hexdigest()[:12]}",
+            self.config.dim + (1 if bias else 0),
+            metric="ip",
+            normalized=not bias,
         )
 
     def _check_fitted(self) -> None:
@@ -525,7 +564,7 @@ class TwoTowerModel:
     def encode_users(
         self, users: Any, *, features: FeatureTable | None = None, batch_size: int = 4096
     ) -> npt.NDArray[np.float32]:
-        """User vectors ``(n, dim)`` float32, unit norm.
+        """User vectors ``(n, space.dim)`` float32: unit norm, or ``[u / temperature, 1]`` with ``item_bias``.
 
         Known users use their training history (and id embedding); user features come from
         ``features`` when given, else from the table seen at fit. A user with no history needs a
@@ -535,6 +574,8 @@ class TwoTowerModel:
         ids = as_ids(users, name="users")
         table = features if features is not None else self.users_
         user_specs = self.net_.user_features.specs
+        if table is not None and self.config.user_features is not None and table is not self.users_:
+            table = table.select(self.config.user_features)
         if table is not None:
             table.check_schema(user_specs, what="user features")
         rows_hist = self.user_vocab_.positions(ids, missing="mask")
@@ -549,7 +590,8 @@ class TwoTowerModel:
             feat_rows = np.zeros(ids.shape[0], dtype=np.int64)
             if not self.config.user_history and not self.config.user_id_embedding:
                 raise InvalidInputError("this model's user tower has no input")
-        out = np.empty((ids.shape[0], self.config.dim), dtype=np.float32)
+        cfg = self.config
+        out = np.ones((ids.shape[0], cfg.dim + (1 if cfg.item_bias else 0)), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, ids.shape[0], batch_size):
                 sl = slice(s, s + batch_size)
@@ -557,13 +599,15 @@ class TwoTowerModel:
                 feats = _feature_tensors(table, feat_rows[sl]) if table is not None and user_specs else {}
                 hidx, hoff, hw = _history_bags(self.history_, r, None, 0.0, None)
                 uid = torch.from_numpy(np.where(r >= 0, r + 1, 0))
-                out[sl] = self.net_.user_tower(feats, uid, hidx, hoff, hw).numpy()
+                u = self.net_.user_tower(feats, uid, hidx, hoff, hw).numpy()
+                # With an item bias the score is u.v / T + b: queries carry 1/T and a constant 1.
+                out[sl, : cfg.dim] = u / cfg.temperature if cfg.item_bias else u
         return out
 
     def encode_items(
         self, items: FeatureTable, *, use_ids: bool = True, batch_size: int = 8192
     ) -> npt.NDArray[np.float32]:
-        """Item vectors ``(items.n, dim)`` float32, unit norm, in the table's row order.
+        """Item vectors ``(items.n, space.dim)`` float32 in the table's row order: unit norm, or ``[v, b]`` with ``item_bias``.
 
         Items seen in training also use their id embedding (unless ``use_ids=False``); any other
         item is encoded from its features alone. The table must have the training schema.
@@ -571,16 +615,20 @@ class TwoTowerModel:
         self._check_fitted()
         if not isinstance(items, FeatureTable):
             raise InvalidInputError(f"items must be a FeatureTable, got {type(items).__name__}")
+        if self.config.item_features is not None:
+            items = items.select(self.config.item_features)
         items.check_schema(self.item_specs_, what="item features")
         pos = self.item_vocab_.positions(items.ids, missing="mask")
         iid = np.where((pos >= 0) & use_ids, pos + 1, 0)
-        out = np.empty((items.n, self.config.dim), dtype=np.float32)
+        cfg = self.config
+        out = np.empty((items.n, cfg.dim + (1 if cfg.item_bias else 0)), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, items.n, batch_size):
                 rows = np.arange(s, min(items.n, s + batch_size))
-                out[rows] = self.net_.item_tower(
-                    _feature_tensors(items, rows), torch.from_numpy(iid[rows])
-                ).numpy()
+                vec, bias = self.net_.item_tower(_feature_tensors(items, rows), torch.from_numpy(iid[rows]))
+                out[rows, : cfg.dim] = vec.numpy()
+                if bias is not None:
+                    out[rows, cfg.dim] = bias.numpy()
         return out
 
     # ------------------------------------------------------------------ persistence

@@ -1,0 +1,245 @@
+"""Run every model on MovieLens-100K under the reference protocol and print the tables.
+
+    python -m mlsys.recsys.evaluate --data /path/to/ml-100k [--threads 2] [--skip-two-tower]
+
+Warm table: per-user random 80/20 holdout (``default_rng(0)``), full ranking over all 1,682 items
+with training items masked, K=10 and 20. Cold table: item cold start (20% of items removed from
+training, ``default_rng(seed)`` for seeds 0, 1, 2), ranking among the held-out items only, mean
+over the seeds. ``implicit``'s ALS runs side by side when the package imports (never required).
+MovieLens: F. M. Harper and J. A. Konstan, ACM TiiS 5(4), 2015.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from mlsys.recsys._base import Recommender
+from mlsys.recsys._baselines import (
+    EASE,
+    ContentBased,
+    DemographicPrior,
+    ItemKNN,
+    Popularity,
+    RandomRecommender,
+)
+from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
+from mlsys.recsys._evaluation import EvaluationResult, evaluate_recommender, format_table
+from mlsys.recsys._movielens import RecsysDataset, load_movielens
+from mlsys.recsys._serving import TwoTowerRetriever
+from mlsys.recsys._splits import item_cold_start, random_holdout
+from mlsys.recsys._two_tower import TwoTowerConfig, TwoTowerModel
+
+__all__ = ["COLD_CONFIG", "WARM_CONFIG", "ImplicitALS", "main", "run_cold", "run_warm"]
+
+#: Two-tower configuration for warm users (tuned on the random 80/20 split).
+WARM_CONFIG = TwoTowerConfig(dim=64, hidden=256, temperature=0.1, epochs=15, batch_size=512, lr=5e-3)
+#: Two-tower configuration for the item cold-start split (items served from features alone).
+COLD_CONFIG = TwoTowerConfig(
+    dim=64, hidden=256, temperature=0.1, epochs=4, batch_size=512, lr=5e-3, item_id_embedding=False
+)
+
+WARM_COLUMNS = (
+    "ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10", "novelty@10",
+)  # fmt: skip
+COLD_COLUMNS = ("ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "coverage@10")
+
+
+class ImplicitALS(Recommender):
+    """``implicit``'s AlternatingLeastSquares behind the :class:`Recommender` contract (benchmark only).
+
+    Raises :class:`~mlsys.common.errors.MissingDependencyError` when ``implicit`` is not installed.
+    """
+
+    def __init__(self, factors: int = 64, iterations: int = 15, seed: int = 0, threads: int = 0) -> None:
+        self.factors = factors
+        self.iterations = iterations
+        self.seed = seed
+        self.threads = threads
+        self.name = f"implicit_als_{factors}"
+
+    def _fit(
+        self,
+        train: Interactions,
+        seen: sp.csr_matrix,
+        user_index: IdIndex,
+        item_index: IdIndex,
+        *,
+        users: FeatureTable | None,
+        items: FeatureTable | None,
+    ) -> None:
+        from mlsys.common._optional import import_optional
+
+        als = import_optional("implicit.als", package="implicit")
+        model = als.AlternatingLeastSquares(
+            factors=self.factors, iterations=self.iterations, random_state=self.seed, num_threads=self.threads
+        )
+        model.fit(seen.astype(np.float32).tocsr(), show_progress=False)
+        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
+
+    def _score(self, user_ids: npt.NDArray[np.int64], positions: npt.NDArray[np.int64]) -> np.ndarray:
+        return self.user_factors_[positions] @ self.item_factors_.T
+
+
+def _implicit_available() -> bool:
+    try:
+        import implicit.als  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _demographics(users: FeatureTable) -> tuple[str, ...]:
+    """``("age", "gender")`` for MovieLens; otherwise every categorical user column."""
+    names = {s.name for s in users.specs if s.kind == "categorical"}
+    wanted = tuple(f for f in ("age", "gender") if f in names)
+    return wanted or tuple(sorted(names))
+
+
+def _timed_fit(fit: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fit()
+    return out, time.perf_counter() - t0
+
+
+def run_warm(
+    ds: RecsysDataset,
+    *,
+    two_tower: bool = True,
+    config: TwoTowerConfig = WARM_CONFIG,
+    progress: bool | None = None,
+    ks: Sequence[int] = (10, 20),
+) -> list[EvaluationResult]:
+    """Every model on the per-user random 80/20 split (``default_rng(0)``)."""
+    split = random_holdout(ds.interactions, train_fraction=0.8, seed=0)
+    cat = ds.items.ids
+    models: list[Recommender] = [
+        RandomRecommender(seed=0),
+        Popularity(),
+        Popularity(half_life=30 * 86400.0),
+        ItemKNN(neighbors=100),
+        EASE(l2=500.0),
+        ContentBased(),
+        DemographicPrior(features=_demographics(ds.users)),
+    ]
+    if _implicit_available():
+        models.append(ImplicitALS(factors=64))
+    results = []
+    for m in models:
+        t0 = time.perf_counter()
+        m.fit(split.train, catalogue=cat, users=ds.users, items=ds.items)
+        secs = time.perf_counter() - t0
+        results.append(evaluate_recommender(m, split, ks=ks, fit_seconds=secs))
+    if two_tower:
+        tt, secs = _timed_fit(
+            lambda: TwoTowerModel(config).fit(split.train, items=ds.items, users=ds.users, progress=progress)
+        )
+        results.append(evaluate_recommender(TwoTowerRetriever(tt, ds.items), split, ks=ks, fit_seconds=secs))
+    return results
+
+
+def run_cold(
+    ds: RecsysDataset,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    two_tower: bool = True,
+    config: TwoTowerConfig = COLD_CONFIG,
+    progress: bool | None = None,
+    ks: Sequence[int] = (10,),
+) -> list[EvaluationResult]:
+    """Item cold start (20% of items held out), mean over ``seeds``, ranking among held-out items."""
+    makers: list[tuple[str, Callable[[], Any]]] = [
+        ("random", lambda: RandomRecommender(seed=0)),
+        ("content_genres", lambda: ContentBased(features=["genres"])),
+        ("content_all", lambda: ContentBased()),
+    ]
+    if two_tower:
+        makers.append(("two_tower_features_only", lambda: TwoTowerModel(config)))
+    per_model: dict[str, list[EvaluationResult]] = {name: [] for name, _ in makers}
+    for seed in seeds:
+        split = item_cold_start(ds.interactions, catalogue=ds.items.ids, cold_fraction=0.2, seed=seed)
+        for name, make in makers:
+            model = make()
+            t0 = time.perf_counter()
+            if isinstance(model, TwoTowerModel):
+                model.fit(split.train, items=ds.items, users=ds.users, progress=progress)
+                rec: Any = TwoTowerRetriever(model, ds.items)
+            else:
+                rec = model.fit(split.train, catalogue=ds.items.ids, users=ds.users, items=ds.items)
+            secs = time.perf_counter() - t0
+            per_model[name].append(evaluate_recommender(rec, split, ks=ks, name=name, fit_seconds=secs))
+    out = []
+    for name, runs in per_model.items():
+        keys = runs[0].metrics.keys()
+        protocol = runs[0].protocol.replace(
+            f"default_rng({seeds[0]})", "default_rng(seed), mean of seeds " + ",".join(map(str, seeds))
+        )
+        out.append(
+            EvaluationResult(
+                model=name,
+                split="item_cold_start",
+                protocol=protocol,
+                metrics={k: float(np.mean([r.metrics[k] for r in runs])) for k in keys},
+                n_users=int(np.mean([r.n_users for r in runs])),
+                fit_seconds=float(np.mean([r.fit_seconds or 0.0 for r in runs])),
+                per_user={},
+            )
+        )
+    return out
+
+
+def machine_facts() -> str:
+    """Threads, CPU count and load average, printed with every table."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return (
+        f"python {platform.python_version()}, torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mlsys.recsys.evaluate", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--data", required=True, help="folder holding u.data, u.item, u.user, u.genre")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--skip-two-tower", action="store_true", help="baselines only")
+    parser.add_argument("--skip-cold", action="store_true", help="warm table only")
+    parser.add_argument("--progress", action="store_true", help="show training progress bars")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    ds = load_movielens(args.data)
+    print(
+        f"MovieLens-100K (Harper & Konstan 2015): {len(ds.interactions)} events, {ds.users.n} users, {ds.items.n} items"
+    )
+    print(machine_facts())
+    print("\n## Warm users\n")
+    warm = run_warm(ds, two_tower=not args.skip_two_tower, progress=args.progress or None)
+    print(format_table(warm, columns=WARM_COLUMNS))
+    if not _implicit_available():
+        print("\n(implicit is not installed: ALS row skipped)")
+    if not args.skip_cold:
+        print("\n## Item cold start\n")
+        cold = run_cold(ds, two_tower=not args.skip_two_tower, progress=args.progress or None)
+        print(format_table(cold, columns=COLD_COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
