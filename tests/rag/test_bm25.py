@@ -127,3 +127,23 @@ def test_analyzer_stems_and_drops_stopwords() -> None:
     r = BM25Retriever()
     r.add([7], ["running studies"])
     assert r.search(["studied runs"], k=1)[0].tolist() == [[7]]
+
+
+def test_bm25s_mask_lets_masked_documents_back_ours_does_not() -> None:
+    bm25s = pytest.importorskip("bm25s")
+    docs = ["red apple", "green pear", "yellow banana", "red cherry", "blue berry"]
+    ref = bm25s.BM25()
+    ref.index(bm25s.tokenize(docs, show_progress=False), show_progress=False)
+    mask = np.array([0, 1, 1, 0, 1], dtype=float)  # the two "red" documents are masked out
+    res, _ = ref.retrieve(
+        bm25s.tokenize(["red"], show_progress=False), k=3, weight_mask=mask, show_progress=False
+    )
+    masked = {0, 3}
+    leaked = masked & set(res[0].tolist())
+    ours = BM25Index(BM25Config(analyzer=AnalyzerConfig(stemmer=None)))
+    ours.add(np.arange(5), docs)
+    ids, _ = ours.search(["red"], k=3, allow=[1, 2, 4])
+    assert not masked & set(ids[0].tolist())
+    assert ids[0].tolist() == [-1, -1, -1]  # nothing allowed matches "red"
+    # bm25s (0.3.x) returns a masked document here, with score 0
+    assert leaked, "bm25s no longer leaks masked documents; update this comparison"
