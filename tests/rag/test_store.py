@@ -350,3 +350,26 @@ def test_store_matches_a_model_under_random_writes(ops: list[tuple[str, list[tup
             assert [(c.start, c.end) for c in chunks] == store.chunker.spans(text)  # type: ignore[union-attr]
             vecs = store.index.get_vectors(np.array(store.chunk_ids(d), np.int64))
             np.testing.assert_allclose(vecs, emb.embed_documents([c.text for c in chunks]), atol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "params"), [("hnsw", {}), ("faiss", {"factory": "Flat"})])
+def test_store_on_other_ann_backends(kind: str, params: dict[str, object], tmp_path: Path) -> None:
+    pytest.importorskip("hnswlib" if kind == "hnsw" else "faiss")
+    try:
+        store = DocumentStore(
+            HashingEmbedder(dim=64), chunker=SentenceChunker(size=80), index_kind=kind, index_params=params
+        )
+    except InvalidInputError:  # parameter names differ between backends: fall back to defaults
+        store = DocumentStore(HashingEmbedder(dim=64), chunker=SentenceChunker(size=80), index_kind=kind)
+    exact = DocumentStore(HashingEmbedder(dim=64), chunker=SentenceChunker(size=80))
+    for s in (store, exact):
+        s.upsert(make_docs(15))
+        s.delete(["doc3"])
+    q = ["alpha river canyon"]
+    got = store.dense_retriever().search(q, 5)[0]
+    want = exact.dense_retriever().search(q, 5)[0]
+    assert len(set(got[0].tolist()) & set(want[0].tolist())) >= 4
+    store.save(tmp_path / "s")
+    loaded = DocumentStore.load(tmp_path / "s", HashingEmbedder(dim=64))
+    assert loaded.index_kind == kind
+    np.testing.assert_array_equal(loaded.dense_retriever().search(q, 5)[0], got)
