@@ -21,7 +21,7 @@ from sklearn.metrics import ndcg_score
 from mlsys.common.metrics import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _reference import trec_order
+from metrics_testlib import trec_order
 
 EXPLICIT = {"missing_queries": "ignore", "extra_queries": "ignore", "empty_queries": "zero"}
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mlsys.common.metrics import evaluate, evaluate_ranked
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _reference import all_metric_names, pytrec_values, reference_ndcg, to_arrays, trec_order
+from metrics_testlib import all_metric_names, pytrec_values, reference_ndcg, to_arrays, trec_order
 
 TOL = 1e-9
 POLICY = {"missing_queries": "ignore", "extra_queries": "ignore", "empty_queries": "zero"}
