@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -225,3 +226,17 @@ def test_minilm_token_invariants_on_random_text(text: str, size: int, kind: str)
     tok = minilm_token_length()
     chunker = CHUNKERS[kind](size, tok)
     check_invariants(text, chunker.chunk(text), size, tok)
+
+
+def test_chunk_file_streams_and_reports_bad_bytes(tmp_path: Path) -> None:
+    text = "".join(f"Sentence number {i} about ünïcode. " for i in range(20_000))  # ~0.7 MB
+    path = tmp_path / "big.txt"
+    path.write_text(text, encoding="utf-8")
+    chunker = RecursiveChunker(size=300, overlap=0.2)
+    chunks = list(chunker.chunk_file(path, block_size=4096, window=50_000))
+    check_invariants(text, chunks, 300, chunker.length)
+    assert chunks[0].doc_id == str(path)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"valid text " * 100 + b"\xff\xfe broken")
+    with pytest.raises(InvalidInputError, match="byte offset 1100"):
+        list(FixedSizeChunker(size=50).chunk_file(bad, block_size=64))

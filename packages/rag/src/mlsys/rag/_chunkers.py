@@ -17,13 +17,15 @@ An empty document has no chunks. Whitespace between chunks belongs to the chunk 
 from __future__ import annotations
 
 import bisect
+import codecs
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from mlsys.common.errors import InvalidInputError
+from mlsys.common.errors import DatasetNotFoundError, InvalidInputError
 from mlsys.rag._chunk import Chunk, LengthFunction, Units, resolve_length
 from mlsys.rag._embedders import check_texts
 
@@ -184,6 +186,58 @@ class _BaseChunker(ABC):
             items = tqdm(items, desc="chunking", unit="doc")
         for doc_id, text in items:
             yield from self.chunk(text, doc_id=doc_id)
+
+    def chunk_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        doc_id: str | None = None,
+        encoding: str = "utf-8",
+        block_size: int = 1 << 20,
+        window: int = 1 << 20,
+    ) -> Iterator[Chunk]:
+        """Chunk a text file of any size in bounded memory (see :meth:`chunk_stream`).
+
+        The file is decoded incrementally; bytes that are not valid ``encoding`` raise
+        :class:`InvalidInputError` naming the byte offset (chunks before it have been yielded).
+        Offsets are character offsets into the decoded text.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+            >>> _ = p.write_text("abcdefghij", encoding="utf-8")
+            >>> [c.text for c in FixedSizeChunker(size=4).chunk_file(p)]
+            ['abcd', 'efgh', 'ij']
+        """
+        _check_size(block_size, "block_size")
+        p = os.fspath(path)
+        if not os.path.isfile(p):
+            raise DatasetNotFoundError(f"text file not found: {p}")
+        try:
+            decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        except LookupError as exc:
+            raise InvalidInputError(f"unknown encoding {encoding!r}") from exc
+
+        def blocks() -> Iterator[str]:
+            consumed = 0
+            with open(p, "rb") as f:
+                while True:
+                    raw = f.read(block_size)
+                    final = not raw
+                    try:
+                        text = decoder.decode(raw, final=final)
+                    except UnicodeDecodeError as exc:
+                        raise InvalidInputError(
+                            f"{p}: bytes {exc.object[exc.start : exc.end]!r} at byte offset "
+                            f"{consumed + exc.start} are not valid {encoding}; expected {encoding} text"
+                        ) from exc
+                    consumed += len(raw)
+                    if text:
+                        yield text
+                    if final:
+                        return
+
+        return self.chunk_stream(blocks(), doc_id=doc_id if doc_id is not None else p, window=window)
 
     def chunk_stream(
         self,
