@@ -132,14 +132,16 @@ def _check_policy(value: object, allowed: tuple[str, ...], name: str) -> None:
         )
 
 
-def _warn(default_used: bool, what: str, ids: Sequence[str], consequence: str, arg: str) -> None:
+def _warn(
+    default_used: bool, what: str, ids: Sequence[str], consequence: str, arg: str, *, stacklevel: int = 3
+) -> None:
     if default_used and ids:
         shown = ", ".join(map(repr, list(ids)[:5])) + (" ..." if len(ids) > 5 else "")
         warnings.warn(
-            f"{len(ids)} quer{'y' if len(ids) == 1 else 'ies'} {what} ({shown}) {consequence} "
-            f"(trec_eval's default); pass {arg} explicitly to choose and silence this warning",
+            f"{what}: {len(ids)} ({shown}); {consequence} (trec_eval's default); "
+            f"pass {arg} explicitly to choose and silence this warning",
             MetricsPolicyWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -175,10 +177,11 @@ def _empty_policy(
         )
     _warn(
         empty_queries is None,
-        "have no relevant judgement",
+        "queries without a relevant judgement",
         empty_ids,
-        "score 0 in every metric",
+        "they score 0 in every metric and count in the mean",
         "empty_queries='zero'|'skip'|'error'",
+        stacklevel=4,
     )
     keep = ~empty if (empty_queries == "skip" and empty_ids) else None
     return keep, empty_ids
@@ -506,16 +509,16 @@ def evaluate(
         )
     _warn(
         missing_queries is None,
-        "of the qrels are not in the run",
+        "queries of the qrels missing from the run",
         missing,
-        "are left out of the mean",
+        "they are left out of the mean",
         "missing_queries='ignore'|'zero'|'error'",
     )
     _warn(
         extra_queries is None,
-        "of the run are not in the qrels",
+        "queries of the run missing from the qrels",
         extra,
-        "are left out",
+        "they are left out",
         "extra_queries='ignore'|'error'",
     )
     zero_missing = missing_queries == "zero"
@@ -541,8 +544,8 @@ def evaluate(
     empty_run: dict[str, float] = {}
     run_view = {q: run.get(q, empty_run) for q in qids}
     max_r = int(num_rel.max()) if num_rel.size else 0
-    rel, n_ret = _rank_dict_run(run_view, qrels, qids, lambda width: needed_depth(specs, max_r, width), ties)
     keep, empty_ids = _empty_policy(num_rel, qids, empty_queries)
+    rel, n_ret = _rank_dict_run(run_view, qrels, qids, lambda width: needed_depth(specs, max_r, width), ties)
     values = compute(rel, n_ret, judged, specs, gain=g, level=level)
     notes: dict[str, Any] = {
         "missing_from_run": missing,
