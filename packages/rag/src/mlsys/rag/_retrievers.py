@@ -372,41 +372,72 @@ class HybridRetriever(BaseRetriever):
     def _search(self, queries: list[str], k: int, allow: Any, deny: Any) -> tuple[I64, F32, Provenance]:
         depth = max(k, self.depth)
         lists = [r._search(queries, depth, allow, deny)[:2] for r in self.retrievers]
-        nq = len(queries)
+        return self.fuse(lists, len(queries), k)
+
+    def fuse(self, lists: Sequence[tuple[I64, F32]], n_queries: int, k: int) -> tuple[I64, F32, Provenance]:
+        """Fuse per-retriever ``(ids, scores)`` arrays (one pair per retriever, best first).
+
+        Vectorised over all queries: every ``(query, id)`` pair becomes one group, contributions
+        are summed with ``bincount`` and each query's top ``k`` is taken after one ``lexsort``.
+        """
+        nq = n_queries
+        rows, ids, contrib, ranks, owner, raw = [], [], [], [], [], []
+        for r, ((lid, lsc), w) in enumerate(zip(lists, self.weights)):
+            valid = lid >= 0
+            rank = np.broadcast_to(np.arange(1, lid.shape[1] + 1), lid.shape)
+            if self.fusion == "rrf":
+                c = w / (self.rrf_k + rank.astype(np.float64))
+            else:
+                sc = lsc.astype(np.float64)
+                lo = np.where(valid, sc, np.inf).min(axis=1, keepdims=True)
+                hi = np.where(valid, sc, -np.inf).max(axis=1, keepdims=True)
+                span = hi - lo
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    c = w * np.where(span > 0, (sc - lo) / np.where(span > 0, span, 1.0), 1.0)
+            qrow = np.broadcast_to(np.arange(nq)[:, None], lid.shape)
+            rows.append(qrow[valid])
+            ids.append(lid[valid])
+            contrib.append(c[valid])
+            ranks.append(rank[valid])
+            owner.append(np.full(int(valid.sum()), r))
+            raw.append(lsc[valid])
         out_ids = np.full((nq, k), -1, dtype=np.int64)
         out_scores = np.full((nq, k), -np.inf, dtype=np.float32)
         prov: Provenance = {
             r.name: (np.zeros((nq, k), np.int64), np.full((nq, k), -np.inf, np.float32))
             for r in self.retrievers
         }
-        for qi in range(nq):
-            fused: dict[int, float] = {}
-            best: dict[int, int] = {}
-            per: list[dict[int, tuple[int, float]]] = []
-            for (ids, scores), w in zip(lists, self.weights):
-                row_ids, row_scores = ids[qi], scores[qi]
-                valid = row_ids >= 0
-                row_ids, row_scores = row_ids[valid], row_scores[valid]
-                ranks = np.arange(1, row_ids.shape[0] + 1)
-                if self.fusion == "rrf":
-                    contrib = w / (self.rrf_k + ranks)
-                else:
-                    lo, hi = (float(row_scores.min()), float(row_scores.max())) if row_scores.size else (0, 0)
-                    contrib = w * ((row_scores - lo) / (hi - lo) if hi > lo else np.ones_like(row_scores))
-                mine = {}
-                for cid, rank, c, s in zip(
-                    row_ids.tolist(), ranks.tolist(), contrib.tolist(), row_scores.tolist()
-                ):
-                    fused[cid] = fused.get(cid, 0.0) + c
-                    best[cid] = min(best.get(cid, rank), rank)
-                    mine[cid] = (rank, s)
-                per.append(mine)
-            top = sorted(fused, key=lambda c: (-fused[c], best[c], c))[:k]
-            for r, cid in enumerate(top):
-                out_ids[qi, r] = cid
-                out_scores[qi, r] = fused[cid]
-                for retr, mine in zip(self.retrievers, per):
-                    if cid in mine:
-                        prov[retr.name][0][qi, r] = mine[cid][0]
-                        prov[retr.name][1][qi, r] = mine[cid][1]
+        all_ids = np.concatenate(ids)
+        if all_ids.size == 0:
+            return out_ids, out_scores, prov
+        all_rows = np.concatenate(rows).astype(np.int64)
+        uniq, code = np.unique(all_ids, return_inverse=True)
+        key = all_rows * uniq.shape[0] + code
+        groups, inv = np.unique(key, return_inverse=True)
+        fused = np.bincount(inv, weights=np.concatenate(contrib), minlength=groups.shape[0])
+        best = np.full(groups.shape[0], np.iinfo(np.int64).max, dtype=np.int64)
+        all_ranks = np.concatenate(ranks).astype(np.int64)
+        np.minimum.at(best, inv, all_ranks)
+        g_row = groups // uniq.shape[0]
+        g_id = uniq[groups % uniq.shape[0]]
+        order = np.lexsort((g_id, best, -fused, g_row))
+        srow = g_row[order]
+        first = np.searchsorted(srow, np.arange(nq))
+        pos = np.arange(order.shape[0]) - first[srow]
+        keep = pos < k
+        sel, r_sel, p_sel = order[keep], srow[keep], pos[keep]
+        out_ids[r_sel, p_sel] = g_id[sel]
+        out_scores[r_sel, p_sel] = fused[sel]
+        # provenance: each retriever's own rank and score of every returned id
+        slot = np.full(groups.shape[0], -1, dtype=np.int64)
+        slot[sel] = np.arange(sel.shape[0])
+        all_owner = np.concatenate(owner)
+        all_raw = np.concatenate(raw)
+        for r, retr in enumerate(self.retrievers):
+            m = all_owner == r
+            s_idx = slot[inv[m]]
+            hit = s_idx >= 0
+            pr, ps = prov[retr.name]
+            pr[r_sel[s_idx[hit]], p_sel[s_idx[hit]]] = all_ranks[m][hit]
+            ps[r_sel[s_idx[hit]], p_sel[s_idx[hit]]] = all_raw[m][hit]
         return out_ids, out_scores, prov
