@@ -72,6 +72,7 @@ def export_onnx(
         with torch.no_grad(), warnings.catch_warnings():
             # shape checks at the model boundary are constants for a fixed-shape trace
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose
             torch.onnx.export(
                 model,
                 (example,),
