@@ -69,6 +69,28 @@ def test_dict_path_equals_pytrec_eval(
             assert abs(v - ref[name][q]) <= TOL, (name, q, v, ref[name][q])
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=run_and_qrels(), cut=st.sampled_from([(1,), (2, 3), (1, 5)]), ties=st.sampled_from(["trec", "input"])
+)
+def test_cutoff_only_metrics_take_the_partition_path_and_stay_exact(
+    data: tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]], cut: tuple[int, ...], ties: str
+) -> None:
+    # with cutoffs only, each query is first cut to its top k by a partition threshold (ragged
+    # rows, ties at the threshold); the values must not change
+    run, qrels = data
+    names = [n for n in all_metric_names(cut) if "@" in n]
+    res = evaluate(run, qrels, names, ties=ties, **POLICY)  # type: ignore[arg-type]
+    full = evaluate(run, qrels, [*names, "map"], ties=ties, **POLICY)  # type: ignore[arg-type]
+    for name in names:
+        np.testing.assert_array_equal(res.per_query[name], full.per_query[name])
+    if ties == "trec":
+        ref = pytrec_values(run, qrels, names)
+        for name in names:
+            for q, v in zip(res.query_ids, res.per_query[name].tolist(), strict=True):
+                assert abs(v - ref[name][q]) <= TOL, (name, q, v, ref[name][q])
+
+
 @settings(max_examples=100, deadline=None)
 @given(data=run_and_qrels(), level=st.sampled_from([1, 2]), gain=st.sampled_from(["linear", "exponential"]))
 def test_array_path_equals_dict_path(
