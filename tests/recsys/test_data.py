@@ -130,3 +130,17 @@ def test_feature_table_concat_pads_tokens_and_checks_schema() -> None:
         a.concat(other)
     with pytest.raises(DuplicateIdError):
         a.concat(a)
+
+
+def test_select_columns_and_synthetic_generator() -> None:
+    from mlsys.recsys import synthetic_dataset
+
+    t = FeatureTable([10, 20], _cols(), SPECS)
+    assert [s.name for s in t.select(["tok", "cat"]).specs] == ["tok", "cat"]
+    with pytest.raises(InvalidInputError, match="no feature columns"):
+        t.select(["zzz"])
+    ds = synthetic_dataset(n_users=10, n_items=8, per_user=3, seed=1)
+    again = synthetic_dataset(n_users=10, n_items=8, per_user=3, seed=1)
+    assert len(ds.interactions) == 30 and (ds.interactions.items == again.interactions.items).all()
+    with pytest.raises(InvalidInputError):
+        synthetic_dataset(n_items=3, per_user=5)

@@ -200,3 +200,20 @@ def test_bad_input(synth) -> None:  # type: ignore[no-untyped-def]
         m.encode_items(other)
     with pytest.raises(UnknownIdError, match="feature row"):
         m.encode_users([424242])
+
+
+def test_feature_column_selection(synth) -> None:  # type: ignore[no-untyped-def]
+    cfg = TwoTowerConfig(**FAST, item_features=("genres", "year"), user_features=("fav",))
+    m = TwoTowerModel(cfg).fit(synth.interactions, items=synth.items, users=synth.users, progress=False)
+    assert [s.name for s in m.item_specs_] == ["genres", "year"]
+    full = m.encode_items(synth.items)  # a wider table is narrowed to the configured columns
+    narrow = m.encode_items(synth.items.select(["genres", "year"]))
+    np.testing.assert_array_equal(full, narrow)
+    with pytest.raises(InvalidInputError, match="no feature columns"):
+        m.encode_items(synth.items.select(["genres"]))
+    with pytest.raises(InvalidInputError):
+        TwoTowerConfig(item_features="genres")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="no feature columns"):
+        TwoTowerModel(TwoTowerConfig(**FAST, item_features=("nope",))).fit(
+            synth.interactions, items=synth.items
+        )
