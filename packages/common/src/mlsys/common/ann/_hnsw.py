@@ -248,26 +248,27 @@ class HNSWIndex(BaseIndex):
             try:
                 try:
                     labels, d = self._index.knn_query(q, kk, num_threads=1, filter=flt)
-                    ids[:, :kk] = labels.view(np.int64)
-                    scores[:, :kk] = d
+                    ids[:, :kk] = labels.view(_I64)
+                    scores[:, :kk] = self._to_scores(d)
                 except RuntimeError:  # some row found fewer than kk: answer rows one by one
                     for r in range(q.shape[0]):
                         try:
                             labels, d = self._index.knn_query(q[r : r + 1], kk, num_threads=1, filter=flt)
                         except RuntimeError:
                             continue  # stays padded; widened or answered exactly by the caller
-                        ids[r, :kk] = labels[0].view(np.int64)
-                        scores[r, :kk] = d[0]
+                        ids[r, :kk] = labels[0].view(_I64)
+                        scores[r, :kk] = self._to_scores(d)[0]
             finally:
                 if widen > 1:
                     self._index.set_ef(cfg.ef)
-        valid = ids[:, :kk] >= 0
-        sub = scores[:, :kk]
-        if self._l2:
-            np.negative(sub, out=sub, where=valid)
-        else:
-            np.subtract(1.0, sub, out=sub, where=valid)
         return ids, scores
+
+    def _to_scores(self, d: F32) -> F32:
+        # on hnswlib's own contiguous output: numpy 2.4 miscomputes some in-place ufuncs on
+        # strided views of a larger array
+        if self._l2:
+            return np.negative(d, out=d)
+        return np.subtract(_ONE, d, out=d)
 
     def _widen_limit(self) -> int:
         return math.ceil(max(int(self._index.element_count), 1) / self._config.ef)
