@@ -157,14 +157,24 @@ def test_langchain_offsets_are_wrong_on_repeated_text_ours_exact() -> None:
     assert len({c.start for c in ours}) == len(ours)
 
 
-def test_chonkie_offsets_checked_side_by_side() -> None:
+def test_chonkie_budget_and_overlap_side_by_side() -> None:
     chonkie = pytest.importorskip("chonkie")
-    text = "the cat. " * 40
-    chunks = chonkie.RecursiveChunker(chunk_size=16)(text)
-    ours = RecursiveChunker(size=16).chunk(text)
-    check_invariants(text, ours, 16, len)
-    # chonkie's reported spans must at least be self-consistent here; record how they compare.
-    assert all(text[c.start_index : c.end_index] == c.text for c in chunks)
+    # chonkie 1.7's SentenceChunker: a text without a sentence boundary comes back as one chunk of
+    # 29 characters for a budget of 8, and the configured overlap is not applied.
+    text = " ".join(["ab"] * 10)
+    theirs = chonkie.SentenceChunker(tokenizer="character", chunk_size=8, chunk_overlap=4)(text)
+    assert max(len(c.text) for c in theirs) > 8
+    ours = SentenceChunker(size=8).chunk(text)
+    check_invariants(text, ours, 8, len)
+    sentences = "The cat sat. " * 4 + "The cat sat."
+    theirs = chonkie.SentenceChunker(tokenizer="character", chunk_size=20, chunk_overlap=10)(sentences)
+    assert all(a.end_index <= b.start_index for a, b in itertools.pairwise(theirs))  # no overlap at all
+    ours = SentenceChunker(size=26, overlap_sentences=1).chunk(sentences)
+    check_invariants(sentences, ours, 26, len)
+    assert all(b.start < a.end for a, b in itertools.pairwise(ours))  # one sentence shared
+    # chonkie's recursive offsets are right on this text; ours are right by construction
+    rec = chonkie.RecursiveChunker(chunk_size=16)("the cat. " * 40)
+    assert all(("the cat. " * 40)[c.start_index : c.end_index] == c.text for c in rec)
 
 
 def test_no_separator_text_is_hard_split() -> None:

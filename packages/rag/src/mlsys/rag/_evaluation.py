@@ -10,17 +10,17 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mlsys.common.errors import InvalidInputError, UnknownNameError
-from mlsys.common.metrics import EvalResult, evaluate
 from mlsys.common.validation import check_k
 from mlsys.rag._chunkers import Chunker
 from mlsys.rag._embedders import Embedder
 from mlsys.rag._retrievers import Retriever
 from mlsys.rag._store import Document, DocumentStore
+
+if TYPE_CHECKING:
+    from mlsys.common.metrics import EvalResult
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -118,6 +118,8 @@ def evaluate_retriever(
             f"none of the {len(queries)} queries has judgements in the qrels ({len(qrels)} queries); "
             "expected overlapping query ids"
         )
+    from mlsys.common.metrics import evaluate  # imported here: mlsys.rag imports without it
+
     run = retrieval_run(retriever, judged, k=k, doc_of=doc_of, chunk_depth=chunk_depth)
     qrels_judged = {q: dict(qrels[q]) for q in judged}
     return evaluate(run, qrels_judged, list(metrics), missing_queries="zero", empty_queries="zero")
@@ -238,7 +240,3 @@ def evaluate_beir(
         )
         qps[name] = len(queries) / max(time.perf_counter() - t, 1e-9)
     return BeirEvaluation(results, qps, len(store), store.n_chunks, len(queries), build, store)
-
-
-def _mean_table(results: Mapping[str, EvalResult]) -> dict[str, dict[str, float]]:
-    return {n: {m: float(np.round(v, 6)) for m, v in r.mean.items()} for n, r in results.items()}
