@@ -29,12 +29,12 @@ Example:
 
 from mlsys.common.metrics._beyond import catalog_coverage, intra_list_diversity, novelty, serendipity
 from mlsys.common.metrics._compare import Comparison, compare
-from mlsys.common.metrics._evaluate import (
-    EvalResult,
-    MetricsPolicyWarning,
+from mlsys.common.metrics._evaluate import evaluate, evaluate_ranked
+from mlsys.common.metrics._qrels import Qrels
+from mlsys.common.metrics._ranking import METRIC_FAMILIES, MetricSpec
+from mlsys.common.metrics._result import EvalResult, MetricsPolicyWarning
+from mlsys.common.metrics._single import (
     average_precision,
-    evaluate,
-    evaluate_ranked,
     hit_rate,
     mrr,
     ndcg,
@@ -42,8 +42,6 @@ from mlsys.common.metrics._evaluate import (
     r_precision,
     recall,
 )
-from mlsys.common.metrics._qrels import Qrels
-from mlsys.common.metrics._ranking import METRIC_FAMILIES, MetricSpec
 
 __all__ = [
     "METRIC_FAMILIES",

@@ -24,8 +24,8 @@ import numpy.typing as npt
 from scipy import stats
 
 from mlsys.common.errors import InvalidInputError, UnknownNameError
-from mlsys.common.metrics._evaluate import EvalResult
 from mlsys.common.metrics._ranking import MetricSpec
+from mlsys.common.metrics._result import EvalResult
 
 __all__ = ["Comparison", "compare"]
 

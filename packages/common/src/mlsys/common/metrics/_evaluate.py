@@ -25,103 +25,30 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import chain, repeat
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import DuplicateIdError, InvalidInputError, UnknownNameError
-from mlsys.common.metrics._qrels import Qrels, _as_mapping, _relevance_array
+from mlsys.common.metrics._dict_run import Ties, qrels_values, rank_dict_run
+from mlsys.common.metrics._qrels import Qrels, _as_mapping
 from mlsys.common.metrics._ranking import (
     Gain,
     JudgedStats,
-    MetricSpec,
     check_gain,
     check_level,
     compute,
     needed_depth,
     parse_metrics,
 )
+from mlsys.common.metrics._result import EvalResult, MetricsPolicyWarning
 
-__all__ = [
-    "EvalResult",
-    "MetricsPolicyWarning",
-    "average_precision",
-    "evaluate",
-    "evaluate_ranked",
-    "hit_rate",
-    "mrr",
-    "ndcg",
-    "precision",
-    "r_precision",
-    "recall",
-]
+__all__ = ["EmptyPolicy", "ExtraPolicy", "MissingPolicy", "evaluate", "evaluate_ranked"]
 
 MissingPolicy = Literal["ignore", "zero", "error"]
 ExtraPolicy = Literal["ignore", "error"]
 EmptyPolicy = Literal["zero", "skip", "error"]
-Ties = Literal["trec", "input"]
-
-
-class MetricsPolicyWarning(UserWarning):
-    """A default query policy (trec_eval's) dropped queries or scored them 0; pass it explicitly to silence."""
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Per-query values and means of a set of metrics.
-
-    Attributes:
-        query_ids: the evaluated queries, in the order of ``per_query`` arrays.
-        per_query: ``{metric: float64 array aligned with query_ids}``.
-        mean: ``{metric: mean over query_ids}``.
-        notes: the queries each policy touched: ``"missing_from_run"`` (in qrels, not in run),
-            ``"not_in_qrels"`` (in run, not in qrels), ``"no_relevant"`` (no relevant judgement),
-            each a tuple of query ids, plus the policies applied under ``"policy"``.
-
-    Example:
-        >>> r = evaluate({"q": {"a": 1.0, "b": 0.5}}, {"q": {"b": 1}}, ["mrr@10"])
-        >>> r["mrr@10"], r.per_query["mrr@10"].tolist(), r.query_ids
-        (0.5, [0.5], ['q'])
-    """
-
-    query_ids: list[str]
-    per_query: dict[str, npt.NDArray[np.float64]]
-    mean: dict[str, float]
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def __getitem__(self, metric: str) -> float:
-        """Mean of ``metric`` (e.g. ``result["ndcg@10"]``)."""
-        if metric in self.mean:
-            return self.mean[metric]
-        try:
-            name = MetricSpec.parse(metric).name
-        except (UnknownNameError, InvalidInputError):
-            name = metric
-        if name not in self.mean:
-            raise UnknownNameError(f"metric {metric!r} was not evaluated; evaluated: {sorted(self.mean)}")
-        return self.mean[name]
-
-    @property
-    def metrics(self) -> list[str]:
-        """Names of the evaluated metrics, in request order."""
-        return list(self.mean)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: means, per-query values keyed by query id, notes."""
-        return {
-            "mean": dict(self.mean),
-            "per_query": {
-                m: dict(zip(self.query_ids, v.tolist(), strict=True)) for m, v in self.per_query.items()
-            },
-            "notes": {k: list(v) if isinstance(v, tuple) else v for k, v in self.notes.items()},
-        }
-
-    def __repr__(self) -> str:
-        means = ", ".join(f"{k}={v:.4f}" for k, v in self.mean.items())
-        return f"EvalResult(n_queries={len(self.query_ids)}, {means})"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -291,147 +218,6 @@ def evaluate_ranked(
     return _finish(qrels.query_ids, values, keep, notes)
 
 
-# ---------------------------------------------------------------------------- dict path
-def _flatten_scores(
-    run: Mapping[str, Mapping[str, Any]], qids: list[str], lengths: npt.NDArray[np.int64]
-) -> Any:
-    total = int(lengths.sum())
-    try:
-        scores = np.fromiter(
-            chain.from_iterable(run[q].values() for q in qids), dtype=np.float64, count=total
-        )
-    except (TypeError, ValueError) as exc:
-        for q in qids:
-            for d, v in run[q].items():
-                try:
-                    float(v)
-                except (TypeError, ValueError):
-                    raise InvalidInputError(
-                        f"score of doc {d!r} in query {q!r} is {v!r}; expected a number"
-                    ) from exc
-        raise InvalidInputError(f"run scores must be numbers: {exc}") from exc
-    nan = np.isnan(scores)
-    if nan.any():
-        j = int(np.flatnonzero(nan)[0])
-        offsets = np.cumsum(lengths)
-        r = int(np.searchsorted(offsets, j, side="right"))
-        local = j - (int(offsets[r - 1]) if r else 0)
-        doc = list(run[qids[r]])[local]
-        raise InvalidInputError(
-            f"run score of doc {doc!r} in query {qids[r]!r} is NaN ({int(nan.sum())} NaN scores in total); "
-            "expected finite scores (or ±inf)"
-        )
-    return scores
-
-
-_NUMBER_TYPES = (int, float, bool, np.integer, np.floating, np.bool_)
-
-
-def _qrels_values(qrels: Mapping[str, Mapping[str, Any]], total: int) -> npt.NDArray[np.int64]:
-    """All judged relevance values of a dict qrels, validated (integers >= 0, no strings)."""
-    for t in {type(v) for judged in qrels.values() for v in judged.values()}:
-        if not issubclass(t, _NUMBER_TYPES):
-            q, d, v = next(
-                (q, d, v) for q, judged in qrels.items() for d, v in judged.items() if type(v) is t
-            )
-            raise InvalidInputError(
-                f"relevance of doc {d!r} in query {q!r} is {v!r}; expected an integer >= 0"
-            )
-    flat = np.fromiter(chain.from_iterable(v.values() for v in qrels.values()), np.float64, total)
-    return _relevance_array(flat, where="qrels")
-
-
-def _rank_dict_run(
-    run: Mapping[str, Mapping[str, Any]],
-    qrels: Mapping[str, Mapping[str, Any]],
-    qids: list[str],
-    depth_of: Any,
-    ties: Ties,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Relevance of the top documents of each query in trec_eval order, only as deep as needed.
-
-    Returns ``(rel, n_ret)``: the ``(n, depth)`` judged relevance by rank and the number of
-    retrieved documents per query. Sorting is one ``numpy.lexsort`` over the candidates of every
-    query at once (score descending, stable); only runs of equal scores are then re-sorted by doc
-    id descending in Python. Documents that cannot reach the needed depth are dropped first with a
-    per-row partition threshold (ties at the threshold are kept, so the tie order stays exact).
-    """
-    n = len(qids)
-    lengths = np.fromiter((len(run[q]) for q in qids), dtype=np.int64, count=n)
-    scores = _flatten_scores(run, qids, lengths)
-    if ties == "trec":
-        # trec_eval keeps scores as C ``float`` (TEXT_RESULTS.sim in trec_format.h): scores that
-        # differ only beyond single precision tie there, and then the doc id decides.
-        scores = scores.astype(np.float32).astype(np.float64)
-    width = int(lengths.max()) if n else 0
-    depth = int(depth_of(width))
-    starts = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    uniform = n > 0 and bool((lengths == width).all())
-    if depth == 0:
-        cand = np.empty(0, dtype=np.int64)
-    elif depth >= width:
-        cand = np.arange(scores.shape[0], dtype=np.int64)
-    elif uniform:
-        mat = scores.reshape(n, width)
-        thr = np.partition(mat, width - depth, axis=1)[:, width - depth]  # depth-th largest
-        cand = np.flatnonzero(mat >= thr[:, None])
-    else:
-        row_all = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        padded = np.full((n, width), -np.inf)
-        padded[row_all, np.arange(scores.shape[0], dtype=np.int64) - starts[:-1][row_all]] = scores
-        long_rows = lengths > depth
-        row_thr = np.full(n, -np.inf)
-        row_thr[long_rows] = np.partition(padded[long_rows], width - depth, axis=1)[:, width - depth]
-        del padded
-        cand = np.flatnonzero(scores >= row_thr[row_all])
-    c_row = cand // max(width, 1) if uniform else np.searchsorted(starts, cand, side="right") - 1
-    # Sort each query's candidates by score descending with one row-wise stable argsort of a
-    # padded (n, max candidates) matrix: many small sorts are far faster than one lexsort.
-    c_counts = np.bincount(c_row, minlength=n)
-    c_starts = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(c_counts, out=c_starts[1:])
-    cmax = int(c_counts.max()) if n else 0
-    if n and bool((c_counts == cmax).all()):  # the usual case: no ragged rows, no padding
-        neg = (-scores[cand]).reshape(n, cmax)
-        idx = cand.reshape(n, cmax)
-    else:
-        col = np.arange(cand.shape[0], dtype=np.int64) - c_starts[:-1][c_row]
-        neg = np.full((n, cmax), np.inf)  # padding sorts last; stable sort keeps real +inf keys first
-        neg[c_row, col] = -scores[cand]
-        idx = np.full((n, cmax), -1, dtype=np.int64)
-        idx[c_row, col] = cand
-    idx = np.take_along_axis(idx, np.argsort(neg, axis=1, kind="stable"), axis=1)
-    flat = idx[idx >= 0]
-    r_sorted = np.repeat(np.arange(n, dtype=np.int64), c_counts)
-    del neg, idx
-    docs_all = list(chain.from_iterable(run[q] for q in qids))
-    if ties == "trec" and flat.shape[0] > 1:
-        s_sorted = scores[flat]
-        same = (s_sorted[1:] == s_sorted[:-1]) & (r_sorted[1:] == r_sorted[:-1])
-        if same.any():
-            brk = np.flatnonzero(np.r_[True, ~same, True])
-            sizes = np.diff(brk)
-            for a, b in zip(brk[:-1][sizes > 1].tolist(), brk[1:][sizes > 1].tolist(), strict=True):
-                seg = flat[a:b].tolist()
-                seg.sort(key=docs_all.__getitem__, reverse=True)  # doc ids are unique within a query
-                flat[a:b] = seg
-    # rank of each candidate within its query; keep the first `depth`
-    pos = np.arange(flat.shape[0], dtype=np.int64) - c_starts[:-1][r_sorted]
-    keep = pos < depth
-    flat, r_kept, pos = flat[keep], r_sorted[keep], pos[keep]
-    bounds = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r_kept, minlength=n), out=bounds[1:])
-    flat_l, bounds_l = flat.tolist(), bounds.tolist()
-    getdoc = docs_all.__getitem__
-    rel_flat: list[int] = []
-    for i, q in enumerate(qids):  # C-level maps; no per-document Python bytecode
-        rel_flat.extend(map(qrels[q].get, map(getdoc, flat_l[bounds_l[i] : bounds_l[i + 1]]), repeat(0)))
-    rel = np.zeros((n, depth), dtype=np.int64)
-    rel[r_kept, pos] = rel_flat
-    return rel, lengths
-
-
 def evaluate(
     run: Mapping[str, Mapping[str, Any]],
     qrels: Mapping[str, Mapping[str, Any]],
@@ -496,7 +282,7 @@ def evaluate(
     q_lengths = np.fromiter(
         (len(_as_mapping(v, f"qrels[{q!r}]")) for q, v in qrels.items()), np.int64, len(qrels)
     )
-    rels_all = _qrels_values(qrels, int(q_lengths.sum()))
+    rels_all = qrels_values(qrels, int(q_lengths.sum()))
     missing = tuple(q for q in qrels if q not in run)
     extra = tuple(q for q in run if q not in qrels)
     if missing and missing_queries == "error":
@@ -545,7 +331,7 @@ def evaluate(
     run_view = {q: run.get(q, empty_run) for q in qids}
     max_r = int(num_rel.max()) if num_rel.size else 0
     keep, empty_ids = _empty_policy(num_rel, qids, empty_queries)
-    rel, n_ret = _rank_dict_run(run_view, qrels, qids, lambda width: needed_depth(specs, max_r, width), ties)
+    rel, n_ret = rank_dict_run(run_view, qrels, qids, lambda width: needed_depth(specs, max_r, width), ties)
     values = compute(rel, n_ret, judged, specs, gain=g, level=level)
     notes: dict[str, Any] = {
         "missing_from_run": missing,
@@ -561,93 +347,3 @@ def evaluate(
         },
     }
     return _finish(qids, values, keep, notes)
-
-
-# ---------------------------------------------------------------------------- one-metric helpers
-def _one(family: str, ranked_ids: Any, qrels: Qrels, k: int | None, **kw: Any) -> npt.NDArray[np.float64]:
-    name = family if k is None else f"{family}@{k}"
-    kw.setdefault("empty_queries", "zero")
-    res = evaluate_ranked(ranked_ids, qrels, [name], **kw)
-    return np.array(res.per_query[MetricSpec.parse(name).name])
-
-
-def ndcg(
-    ranked_ids: Any, qrels: Qrels, k: int | None = None, *, gain: Gain = "linear"
-) -> npt.NDArray[np.float64]:
-    """Per-query nDCG@k (``k=None``: whole list) of ranked id arrays; IDCG from the qrels.
-
-    Queries without relevant documents score 0 (trec_eval); use :func:`evaluate_ranked` for
-    other policies.
-
-    Example:
-        >>> import numpy as np
-        >>> ndcg(np.array([[2, 1]]), Qrels.from_lists([np.array([1])]), k=2).round(4).tolist()
-        [0.6309]
-    """
-    return _one("ndcg", ranked_ids, qrels, k, gain=gain)
-
-
-def mrr(ranked_ids: Any, qrels: Qrels, k: int | None = None) -> npt.NDArray[np.float64]:
-    """Per-query reciprocal rank of the first relevant document within the top k (else 0).
-
-    Example:
-        >>> import numpy as np
-        >>> mrr(np.array([[2, 1]]), Qrels.from_lists([np.array([1])]), k=10).tolist()
-        [0.5]
-    """
-    return _one("mrr", ranked_ids, qrels, k)
-
-
-def recall(ranked_ids: Any, qrels: Qrels, k: int | None = None) -> npt.NDArray[np.float64]:
-    """Per-query fraction of the relevant documents found in the top k.
-
-    Example:
-        >>> import numpy as np
-        >>> recall(np.array([[2, 1]]), Qrels.from_lists([np.array([1, 5])]), k=2).tolist()
-        [0.5]
-    """
-    return _one("recall", ranked_ids, qrels, k)
-
-
-def precision(ranked_ids: Any, qrels: Qrels, k: int | None = None) -> npt.NDArray[np.float64]:
-    """Per-query relevant documents in the top k divided by k (``k=None``: by the number retrieved).
-
-    Example:
-        >>> import numpy as np
-        >>> precision(np.array([[2, 1, -1]]), Qrels.from_lists([np.array([1])]), k=4).tolist()
-        [0.25]
-    """
-    return _one("precision", ranked_ids, qrels, k)
-
-
-def average_precision(ranked_ids: Any, qrels: Qrels, k: int | None = None) -> npt.NDArray[np.float64]:
-    """Per-query average precision over the top k (trec_eval ``map_cut_k``; ``k=None``: ``map``).
-
-    Example:
-        >>> import numpy as np
-        >>> average_precision(np.array([[2, 1]]), Qrels.from_lists([np.array([1, 2])])).tolist()
-        [1.0]
-    """
-    return _one("map", ranked_ids, qrels, k)
-
-
-def hit_rate(ranked_ids: Any, qrels: Qrels, k: int | None = None) -> npt.NDArray[np.float64]:
-    """Per-query 1.0 if a relevant document is in the top k, else 0.0.
-
-    Example:
-        >>> import numpy as np
-        >>> hit_rate(np.array([[2, 1]]), Qrels.from_lists([np.array([1])]), k=1).tolist()
-        [0.0]
-    """
-    return _one("hit_rate", ranked_ids, qrels, k)
-
-
-def r_precision(ranked_ids: Any, qrels: Qrels) -> npt.NDArray[np.float64]:
-    """Per-query precision at rank R, R = the number of relevant documents of the query.
-
-    Example:
-        >>> import numpy as np
-        >>> r_precision(np.array([[2, 1, 3]]), Qrels.from_lists([np.array([1, 3])])).tolist()
-        [0.5]
-    """
-    return _one("r_precision", ranked_ids, qrels, None)
