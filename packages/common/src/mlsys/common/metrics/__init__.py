@@ -11,8 +11,14 @@ Metric names: ``ndcg@k``, ``mrr@k``, ``recall@k``, ``precision@k``, ``map@k``, `
 and ``r_precision``; a bare name (``"ndcg"``, ``"map"``, ...) means no cutoff. Gains are linear
 (trec_eval) unless ``gain="exponential"``; the ideal DCG always comes from the qrels. Ties are
 broken as trec_eval does (score descending, then doc id descending as strings) unless
-``ties="input"``. The query policies (queries missing from the run, queries only in the run,
-queries without relevant documents) are explicit arguments; see :mod:`._evaluate`.
+``ties="input"``; like trec_eval, scores are compared as C floats in that mode.
+
+Query policies are explicit arguments, each defaulting to trec_eval's choice (checked against
+pytrec_eval) with a :class:`MetricsPolicyWarning` when it changed the result:
+``missing_queries`` (in the qrels, not in the run: ``"ignore"`` = trec_eval, ``"zero"`` =
+``trec_eval -c``, ``"error"``), ``extra_queries`` (in the run only: ``"ignore"``, ``"error"``)
+and ``empty_queries`` (no relevant judgement: ``"zero"`` = trec_eval, ``"skip"``, ``"error"``).
+Every affected query is listed in :attr:`EvalResult.notes`.
 
 :func:`compare` gives a paired bootstrap interval, a randomisation test and a t-test for two
 systems; :func:`catalog_coverage`, :func:`intra_list_diversity`, :func:`novelty` and
