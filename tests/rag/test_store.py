@@ -170,6 +170,9 @@ def test_delete_and_events(store: DocumentStore) -> None:
     )
     assert "e1" in store and "e2" not in store and "doc5" not in store
     assert store.document("e1").text == "Event one text, final version."
+    meta = store.document("doc6").metadata
+    store.apply([ChangeEvent("upsert", "doc6", "Rewritten text only.")])
+    assert store.document("doc6").metadata == meta and store.document("doc6").text == "Rewritten text only."
     assert report.added == 1 and report.deleted == 1
     hits = store.bm25_retriever().retrieve(["final version"], k=1)[0].hits
     assert hits[0].doc_id == "e1"

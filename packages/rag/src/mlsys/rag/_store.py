@@ -68,7 +68,10 @@ class Document:
 
 @dataclass(frozen=True)
 class ChangeEvent:
-    """A change to apply: ``ChangeEvent("upsert", id, text, metadata)`` or ``ChangeEvent("delete", id)``."""
+    """A change to apply: ``ChangeEvent("upsert", id, text, metadata)`` or ``ChangeEvent("delete", id)``.
+
+    An upsert without ``metadata`` keeps the document's current metadata.
+    """
 
     op: Literal["upsert", "delete"]
     doc_id: str
@@ -524,7 +527,13 @@ class DocumentStore:
                 raise InvalidInputError(f"events[{i}] is {type(ev).__name__}, expected a ChangeEvent")
             if ev.op == "upsert":
                 assert ev.text is not None
-                final[ev.doc_id] = _as_documents([Document(ev.doc_id, ev.text, ev.metadata or {})])[0]
+                meta = ev.metadata
+                if meta is None:  # text-only change: keep the metadata the document has
+                    prev = final.get(ev.doc_id) or (
+                        self.document(ev.doc_id) if ev.doc_id in self._docs else None
+                    )
+                    meta = prev.metadata if prev is not None else {}
+                final[ev.doc_id] = _as_documents([Document(ev.doc_id, ev.text, meta)])[0]
             else:
                 if ev.doc_id not in self._docs and final.get(ev.doc_id) is None:
                     raise UnknownIdError(
