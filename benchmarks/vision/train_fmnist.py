@@ -22,6 +22,8 @@ import torch
 
 from mlsys.common.data import load_fashion_mnist
 from mlsys.vision import (
+    DynamicTokenPruning,
+    PruningLoss,
     RandomCropFlip,
     TrainConfig,
     Trainer,
@@ -29,6 +31,7 @@ from mlsys.vision import (
     ViTConfig,
     evaluate,
     images_to_tensor,
+    load_model,
     save_model,
 )
 
@@ -60,6 +63,10 @@ def main() -> None:
     ap.add_argument("--train-subset", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument(
+        "--prune", type=float, default=None, help="fine-tune a pruned student with this keep ratio"
+    )
+    ap.add_argument("--teacher", type=Path, default=CACHE / "fmnist_vit")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -69,6 +76,9 @@ def main() -> None:
     xt, yt = images_to_tensor(x_tr, MEAN, STD), torch.from_numpy(y_tr.astype(np.int64))
     xv, yv = images_to_tensor(x_te, MEAN, STD), torch.from_numpy(y_te.astype(np.int64))
 
+    if args.prune is not None:
+        fine_tune_pruned(args, xt, yt, xv, yv)
+        return
     out = args.out or CACHE / "fmnist_vit"
     cfg = ViTConfig.fashion_mnist(embed_dim=args.dim, depth=args.depth, num_heads=args.heads)
     torch.manual_seed(args.seed)
@@ -84,7 +94,12 @@ def main() -> None:
     )
     aug = RandomCropFlip(pad=2, flip=True, fill=(0.0 - MEAN) / STD)
     trainer = Trainer(
-        model, tcfg, augment=aug, checkpoint_dir=out / "checkpoint", progress=args.progress, log=print
+        model,
+        tcfg,
+        augment=aug,
+        checkpoint_dir=out / "checkpoint",
+        progress=args.progress,
+        log=lambda line: print(line, flush=True),
     )
     t0 = time.perf_counter()
     hist = trainer.fit(xt, yt, xv[:2000], yv[:2000], resume=args.resume, eval_every_steps=200)
@@ -106,6 +121,60 @@ def main() -> None:
     save_model(model, out, extra=result)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+
+
+def fine_tune_pruned(
+    args: argparse.Namespace, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor
+) -> None:
+    """DynamicViT fine-tuning of a pruned student from the trained teacher (distillation + keep-ratio loss)."""
+    teacher = load_model(args.teacher)
+    assert isinstance(teacher, ViT)
+    teacher_result = json.loads((args.teacher / "result.json").read_text())
+    out = args.out or CACHE / f"fmnist_vit_prune{args.prune}"
+    torch.manual_seed(args.seed)
+    student = DynamicTokenPruning.from_vit(teacher, keep_ratio=args.prune)
+    untuned = evaluate(student.eval(), xv, yv)  # random scorers, top-k pruning, no fine-tuning
+    loss = PruningLoss(teacher, ratio_weight=2.0, distill_weight=0.5, token_weight=0.5)
+    tcfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch,
+        lr=args.lr,
+        min_lr=args.lr / 10,
+        warmup_steps=20,
+        seed=args.seed,
+        time_limit_s=args.time_limit_min * 60,
+    )
+    aug = RandomCropFlip(pad=2, flip=True, fill=(0.0 - MEAN) / STD)
+    trainer = Trainer(
+        student,
+        tcfg,
+        loss_fn=loss,
+        augment=aug,
+        checkpoint_dir=out / "checkpoint",
+        progress=args.progress,
+        log=lambda line: print(line, flush=True),
+    )
+    hist = trainer.fit(xt, yt, xv[:1000], yv[:1000], eval_every_steps=50)
+    res = evaluate(student, xv, yv)
+    result = {
+        "pruning_config": student.config.to_dict(),
+        "train_config": tcfg.to_dict(),
+        "train_images": int(xt.shape[0]),
+        "loss_weights": {"ratio": 2.0, "distill_kl": 0.5, "token": 0.5},
+        "threads": torch.get_num_threads(),
+        "train_wall_seconds": hist.wall_seconds,
+        "train_cpu_seconds": hist.cpu_seconds,
+        "test_accuracy": res.accuracy,
+        "teacher_test_accuracy": teacher_result["test_accuracy"],
+        "accuracy_drop_points": 100 * (teacher_result["test_accuracy"] - res.accuracy),
+        "untuned_test_accuracy": untuned.accuracy,
+        "last_loss_terms": loss.last,
+        "history": hist.epochs,
+        "load_average": os.getloadavg(),
+    }
+    save_model(student, out, extra=result)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2), flush=True)
 
 
 if __name__ == "__main__":

@@ -237,7 +237,12 @@ class DynamicTokenPruning(nn.Module):
             mode=mode,
             threshold=threshold,
         )
-        return cls(cfg, copy.deepcopy(vit) if copy_weights else vit)
+        backbone = vit
+        if copy_weights:
+            backbone = copy.deepcopy(vit)
+            for p in backbone.parameters():  # the source may be a frozen teacher
+                p.requires_grad_(True)
+        return cls(cfg, backbone)
 
     # -- masked (training-mode) forward --------------------------------------------------------
     def forward_masked(self, x: Tensor, *, sample: bool | None = None, tau: float = 1.0) -> PruningOutput:
