@@ -56,6 +56,10 @@ class AnalyzerConfig:
         token_pattern: regex of a token (default: 2+ word characters, as scikit-learn and bm25s).
         stopwords: ``"en"`` (Lucene's English list), ``None``, or an explicit tuple of words.
         stemmer: a Snowball language for PyStemmer (``"english"``) or ``None``.
+
+    Example:
+        >>> Analyzer(AnalyzerConfig(stemmer=None)).terms("The Running dogs")
+        ['running', 'dogs']
     """
 
     lowercase: bool = True
@@ -144,6 +148,10 @@ class BM25Config:
             as Lucene >= 8), ``"robertson"`` (idf ``log((N - df + .5)/(df + .5))`` floored at 0)
             or ``"atire"`` (idf ``log(N/df)``, tf part times ``k1 + 1``).
         analyzer: how text becomes terms.
+
+    Example:
+        >>> BM25Config(k1=0.9, b=0.4).method
+        'lucene'
     """
 
     k1: float = 1.5

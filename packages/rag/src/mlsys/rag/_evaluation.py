@@ -142,7 +142,12 @@ def compare_retrievers(
 
 
 def beir_documents(corpus: Mapping[str, Mapping[str, str]]) -> list[Document]:
-    """BEIR corpus entries as :class:`Document` s: text ``(title + " " + text).strip()``, title in metadata."""
+    """BEIR corpus entries as :class:`Document` s: text ``(title + " " + text).strip()``, title in metadata.
+
+    Example:
+        >>> beir_documents({"d1": {"title": "T", "text": "body"}})[0].text
+        'T body'
+    """
     out = []
     for doc_id, d in corpus.items():
         title, text = d.get("title", "") or "", d.get("text", "") or ""

@@ -53,6 +53,10 @@ class Hit:
         score: the retriever's (fused) score; higher is better.
         doc_id, seq, text, start, end: the chunk, when the retriever has a catalog.
         provenance: per retriever that found this id: ``(rank, score)`` in its own list.
+
+    Example:
+        >>> Hit(7, 1, 0.03, provenance={"bm25": (2, 11.5), "dense": (1, 0.8)}).provenance["dense"]
+        (1, 0.8)
     """
 
     id: int

@@ -71,6 +71,13 @@ class ChangeEvent:
     """A change to apply: ``ChangeEvent("upsert", id, text, metadata)`` or ``ChangeEvent("delete", id)``.
 
     An upsert without ``metadata`` keeps the document's current metadata.
+
+    Example:
+        >>> from mlsys.rag import HashingEmbedder
+        >>> store = DocumentStore(HashingEmbedder(dim=16))
+        >>> store.apply([ChangeEvent("upsert", "a", "first"), ChangeEvent("upsert", "b", "second"),
+        ...              ChangeEvent("delete", "b")]).added
+        1
     """
 
     op: Literal["upsert", "delete"]
@@ -87,7 +94,12 @@ class ChangeEvent:
 
 @dataclass(frozen=True)
 class UpsertReport:
-    """What a write did (document and chunk counts)."""
+    """What a write did (document and chunk counts).
+
+    Example:
+        >>> UpsertReport(added=1, chunks_embedded=3).chunks_embedded
+        3
+    """
 
     added: int = 0
     updated: int = 0
@@ -743,6 +755,16 @@ class Migration:
     Evaluate it side by side with :meth:`dense_retriever` / :meth:`hybrid_retriever` (or
     :func:`mlsys.rag.compare_retrievers`), then :meth:`commit` swaps it in atomically (chunks
     written since the migration started are embedded first), or just drop it.
+
+    Example:
+        >>> from mlsys.rag import HashingEmbedder
+        >>> store = DocumentStore(HashingEmbedder(dim=16))
+        >>> _ = store.upsert({"a": "alpha", "b": "beta"})
+        >>> m = store.migrate(HashingEmbedder(dim=32, seed=1))
+        >>> m.dense_retriever().search(["alpha"], k=1)[0].tolist()  # evaluate before swapping
+        [[0]]
+        >>> m.commit().space.dim
+        32
     """
 
     def __init__(
