@@ -230,6 +230,10 @@ class DocumentStore:
         bm25: :class:`BM25Config`.
         progress: show progress bars while embedding (default: when attached to a terminal).
 
+    Writes (``upsert``, ``delete``, ``apply``, ``Migration.commit``) are serialised by a lock and
+    are all-or-nothing. Searches do not take that lock: run them from the writing thread, or guard
+    reads and writes together, when both happen at once.
+
     Example:
         >>> from mlsys.rag import HashingEmbedder, RecursiveChunker
         >>> store = DocumentStore(HashingEmbedder(dim=64), chunker=RecursiveChunker(size=40))
