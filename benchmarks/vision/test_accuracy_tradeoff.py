@@ -40,7 +40,7 @@ from mlsys.vision import (
 )
 
 CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
-THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "2"))
+THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "1"))
 N_EVAL = size(2000, 64)
 BATCH = size(32, 8)
 REPEATS = size(5, 1)

@@ -41,7 +41,7 @@ from mlsys.vision import (
 )
 
 CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
-THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "2"))
+THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "1"))
 N_IMAGES = size(300, 8)
 MEAN, STD = 0.2860, 0.3530
 PRE_STAGES = ("decode", "resize", "crop", "normalize")
