@@ -307,6 +307,18 @@ class BM25Index:
             self._dirty = True
 
     # -- scoring ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Build the weight matrix now (otherwise the first search after a change builds it).
+
+        Example:
+            >>> bm = BM25Index()
+            >>> bm.add([1], ["some text"])
+            >>> bm.refresh()
+        """
+        with self._lock:
+            if self._dirty:
+                self._rebuild()
+
     def _rebuild(self) -> None:
         sp = import_optional("scipy.sparse", package="scipy")
         n = len(self._docs)
