@@ -143,3 +143,12 @@ def test_fallback_chain_routes_by_history_and_reports_sources(model, synth) -> N
         FallbackChain([], history=x)
     with pytest.raises(DuplicateIdError):
         FallbackChain([("a", Popularity().fit(x), 0), ("a", Popularity().fit(x), 0)], history=x)
+
+
+def test_unknown_item_ids_in_allow_are_ignored(model, synth) -> None:  # type: ignore[no-untyped-def]
+    r = TwoTowerRetriever(model, synth.items)
+    ids, _ = r.recommend([1], 3, allow=[100, 101, 555_555])
+    assert set(ids[0][ids[0] >= 0].tolist()) <= {100, 101}
+    ease = EASE(l2=5.0).fit(synth.interactions, catalogue=synth.items.ids)
+    ids, sc = ease.recommend([1], 3, allow=[555_555], exclude_seen=False)
+    assert ids.tolist() == [[-1, -1, -1]] and np.isneginf(sc).all()

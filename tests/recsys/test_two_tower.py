@@ -153,11 +153,12 @@ def test_logq_sign_flip_hurts_recall(make_synth) -> None:  # type: ignore[no-unt
         "item_id_dropout": 0.0,
     }
     recall = {}
-    for sign in ("subtract", "add"):
+    for sign in ("subtract", "none", "add"):
         m = TwoTowerModel(TwoTowerConfig(**cfg, logq=sign)).fit(split.train, items=data.items, progress=False)  # type: ignore[arg-type]
         res = evaluate_recommender(Retriever(m, data.items), split, ks=(10,))
         recall[sign] = res.metrics["recall@10"]
-    assert recall["subtract"] > recall["add"] + 0.03, recall
+    # Measured: subtract 0.51, none 0.18, add 0.04 (seeds 0 and 1 agree within 0.02).
+    assert recall["subtract"] > recall["none"] + 0.1 > recall["add"] + 0.1, recall
 
 
 def test_save_load_round_trip_and_corruption(synth, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -452,7 +452,10 @@ class TwoTowerModel:
         else:
             estimator = StreamingFrequencyEstimator(cfg.streaming_buckets, cfg.streaming_alpha, seed=cfg.seed)
 
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        try:  # the fused CPU kernel is ~3x faster than the per-parameter loop
+            opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n = ex_user.shape[0]
         steps = (n + cfg.batch_size - 1) // cfg.batch_size
         # disable=None: tqdm shows the bar only on a terminal.
