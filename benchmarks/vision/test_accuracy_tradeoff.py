@@ -44,7 +44,7 @@ THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "1"))
 N_EVAL = size(2000, 64)
 BATCH = size(32, 8)
 REPEATS = size(5, 1)
-MERGE_R = (4, 8, 16, 24, 32) if not SMOKE else (2, 4)
+MERGE_R = (4, 8, 16, 24) if not SMOKE else (2, 4)
 MEAN, STD = 0.2860, 0.3530
 
 

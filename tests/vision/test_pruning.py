@@ -209,3 +209,11 @@ def test_ratio_loss_is_zero_at_target(tiny_vit: ViT) -> None:
     assert loss_fn.last["ratio"] == pytest.approx(0.0)
     assert loss_fn.last["kl"] == pytest.approx(0.0, abs=1e-5)
     assert loss_fn.last["token"] == pytest.approx(0.0, abs=1e-8)
+
+
+def test_scorer_starts_at_the_target_keep_rate(tiny_vit: ViT) -> None:
+    m = DynamicTokenPruning.from_vit(tiny_vit, keep_ratio=0.7).train()
+    torch.manual_seed(0)
+    out = m.forward_masked(torch.randn(64, 1, 16, 16))
+    kept = [float(p.mean()) for p in out.policies]
+    assert kept == pytest.approx([0.7, 0.49, 0.343], abs=0.06)

@@ -19,6 +19,7 @@ The CLS token is never pruned.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -139,10 +140,12 @@ class TokenScorer(nn.Module):
     not influence it.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, keep_prior: float = 0.5) -> None:
         super().__init__()
         if dim < 4:
             raise InvalidInputError(f"TokenScorer needs embed_dim >= 4, got {dim}")
+        if not 0.0 < keep_prior <= 1.0:
+            raise InvalidInputError(f"TokenScorer.keep_prior must be in (0, 1], got {keep_prior}")
         self.in_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
         half = dim // 2
         self.split = half
@@ -153,6 +156,13 @@ class TokenScorer(nn.Module):
             nn.GELU(),
             nn.Linear(max(1, dim // 4), 2),
         )
+        # Start at the target keep rate: keep probability = keep_prior before any training, so the
+        # Gumbel decisions of the first fine-tuning steps already prune as much as inference will.
+        last = self.out[-1]
+        assert isinstance(last, nn.Linear)
+        p = min(keep_prior, 0.999)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([math.log(p / (1.0 - p)), 0.0]))
 
     def forward(self, tokens: Tensor, policy: Tensor | None = None) -> Tensor:
         h = self.in_proj(tokens)
@@ -212,7 +222,9 @@ class DynamicTokenPruning(nn.Module):
             )
         self.config = config
         self.backbone = backbone if backbone is not None else ViT(config.vit)
-        self.scorers = nn.ModuleList(TokenScorer(config.vit.embed_dim) for _ in config.keep_ratios)
+        self.scorers = nn.ModuleList(
+            TokenScorer(config.vit.embed_dim, keep_prior=config.keep_ratio) for _ in config.keep_ratios
+        )
         # 0-based index of the block *before* which stage s runs.
         self._stage_at = {b: s for s, b in enumerate(config._stages)}
 
