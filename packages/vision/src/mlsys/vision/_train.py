@@ -120,7 +120,8 @@ class TrainConfig:
             default loss only); 0 disables it. Evaluation always sees all tokens.
         seed: seeds shuffling, augmentation and ``torch.manual_seed`` (dropout, Gumbel noise).
         eval_batch_size: batch size of evaluation.
-        time_limit_s: stop (after checkpointing) once training has run this long; None = no limit.
+        time_limit_s: stop (after checkpointing) once training has run this long; the interrupted
+            epoch counts as done, so ``resume`` continues with the next one. None = no limit.
 
     Example:
         >>> TrainConfig(epochs=2, lr=1e-3).batch_size
