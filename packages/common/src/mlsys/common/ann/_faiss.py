@@ -42,6 +42,8 @@ __all__ = ["FaissConfig", "FaissIndex"]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 _NEG_INF = np.float32(-np.inf)
+_F32 = np.dtype(np.float32)
+_isfinite = math.isfinite
 
 
 def _faiss() -> Any:
@@ -366,6 +368,62 @@ class FaissIndex(BaseIndex):
             scores[ids < 0] = _NEG_INF
         n = len(self._live)
         return self._complete_rows(q, k, ids, scores, None, None, n, tried=1)
+
+    def search(
+        self,
+        queries: Any,
+        k: int,
+        *,
+        allow: Any = None,
+        deny: Any = None,
+        space: EmbeddingSpace | None = None,
+    ) -> SearchResult:
+        """Top-``k`` ids and scores per query; see :meth:`BaseIndex.search <mlsys.common.ann.BaseIndex.search>`.
+
+        An unfiltered search of ready queries (C-contiguous float32 of the right width) on a
+        trained index without tombstones runs in this one Python frame around faiss's
+        ``search``: the raw call, one fancy-index from labels to ids (graph indexes), and a
+        negation for L2. Anything else takes the general path.
+
+        Example:
+            >>> from mlsys.common.spaces import EmbeddingSpace
+            >>> idx = FaissIndex(EmbeddingSpace("demo", "1", 2, metric="ip"), "Flat")
+            >>> idx.add([4, 5], np.eye(2, dtype=np.float32))
+            >>> idx.search(np.array([[1.0, 0.0]], dtype=np.float32), k=1)[0].tolist()
+            [[4]]
+        """
+        if (
+            allow is None
+            and deny is None
+            and space is None
+            and type(queries) is np.ndarray
+            and queries.dtype is _F32
+            and queries.ndim == 2
+            and queries.shape[1] == self._dim
+            and queries.shape[0]
+            and queries.flags.c_contiguous
+            and type(k) is int
+            and k > 0
+            and not self._normalize_queries
+        ):
+            lock = self._lock
+            lock._active.append(None)  # RWLock reader fast path, inlined (see RWLock)
+            try:
+                if not lock._writer and self._pending is None and not self._n_tomb and self._live:
+                    d, labels = self._index.search(queries, k)
+                    if (labels.item(-1) >= 0) if queries.shape[0] == 1 else (labels[:, -1].min() >= 0):
+                        ids = self._ext[labels] if self._mode == "tombstone" else labels
+                        if self._metric == "l2":
+                            np.negative(d, d)
+                        if queries.shape[0] == 1 and _isfinite(d.item(0)):
+                            return ids, d
+                        if queries.shape[0] > 1 and np.isfinite(d[:, 0]).all():
+                            return ids, d
+                        as_vectors(queries, dim=self._dim, name="queries")  # raises for NaN/inf
+                        return ids, d
+            finally:
+                lock.release_read()
+        return BaseIndex.search(self, queries, k, allow=allow, deny=deny, space=space)
 
     def _selector(self, allowed: I64 | None, denied: I64 | None) -> tuple[Any, list[Any]]:
         """A faiss IDSelector over this index's labels, plus the objects it keeps pointers to."""

@@ -30,6 +30,7 @@ from mlsys.common.ann._protocol import SearchResult
 from mlsys.common.ann._registry import register_index
 from mlsys.common.errors import CorruptFileError, InvalidInputError
 from mlsys.common.spaces import EmbeddingSpace
+from mlsys.common.validation import as_vectors
 
 __all__ = ["HNSWConfig", "HNSWIndex"]
 
@@ -38,6 +39,8 @@ I64 = npt.NDArray[np.int64]
 _NEG_INF = np.float32(-np.inf)
 _ONE = np.float32(1.0)
 _I64 = np.dtype(np.int64)
+_F32 = np.dtype(np.float32)
+_isfinite = math.isfinite
 
 
 def _hnswlib() -> Any:
@@ -221,6 +224,65 @@ class HNSWIndex(BaseIndex):
             pi, ps = padding(q.shape[0], k - kk)
             return np.concatenate([ids, pi], axis=1), np.concatenate([d, ps], axis=1)
         return ids, d
+
+    def search(
+        self,
+        queries: Any,
+        k: int,
+        *,
+        allow: Any = None,
+        deny: Any = None,
+        space: EmbeddingSpace | None = None,
+    ) -> SearchResult:
+        """Top-``k`` ids and scores per query; see :meth:`BaseIndex.search <mlsys.common.ann.BaseIndex.search>`.
+
+        An unfiltered search of ready queries (C-contiguous float32 of the right width, ``k`` no
+        larger than the index) runs in this one Python frame around ``knn_query``: everything
+        after the library call runs on caches the graph walk just evicted, so every bytecode
+        counts. Anything else takes the general path.
+
+        Example:
+            >>> from mlsys.common.spaces import EmbeddingSpace
+            >>> idx = HNSWIndex(EmbeddingSpace("demo", "1", 2, metric="ip"))
+            >>> idx.add([4, 5], np.eye(2, dtype=np.float32))
+            >>> idx.search(np.array([[1.0, 0.0]], dtype=np.float32), k=1)[0].tolist()
+            [[4]]
+        """
+        if (
+            allow is None
+            and deny is None
+            and space is None
+            and type(queries) is np.ndarray
+            and queries.dtype is _F32
+            and queries.ndim == 2
+            and queries.shape[1] == self._dim
+            and queries.shape[0]
+            and queries.flags.c_contiguous
+            and type(k) is int
+            and 0 < k <= len(self._live)
+            and not self._normalize_queries
+        ):
+            lock = self._lock
+            lock._active.append(None)  # RWLock reader fast path, inlined (see RWLock)
+            try:
+                if not lock._writer:
+                    labels, d = self._index.knn_query(queries, k)
+                    if self._l2:
+                        np.negative(d, d)
+                    else:
+                        np.subtract(_ONE, d, d)  # positional out: measurably cheaper than out=
+                    labels.dtype = _I64
+                    if queries.shape[0] == 1 and _isfinite(d.item(0)):
+                        return labels, d
+                    if queries.shape[0] > 1 and np.isfinite(d[:, 0]).all():
+                        return labels, d
+                    as_vectors(queries, dim=self._dim, name="queries")  # raises for NaN/inf
+                    return labels, d
+            except RuntimeError:
+                pass  # fewer than k live items reachable: the general path widens
+            finally:
+                lock.release_read()
+        return BaseIndex.search(self, queries, k, allow=allow, deny=deny, space=space)
 
     def _search_native(
         self, q: F32, k: int, allowed: I64 | None, denied: I64 | None, widen: int
