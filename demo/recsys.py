@@ -39,7 +39,7 @@ def main() -> None:
     )
     from mlsys.recsys.evaluate import WARM_CONFIG
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # 2 threads were ~25x slower on the shared 2-core machine
     root = _data_root() / "movielens-100k"
     if (root / "u.data").is_file():
         ds = load_movielens(root)

@@ -82,7 +82,7 @@ def test_two_tower_targets(dataset) -> None:  # type: ignore[no-untyped-def]
 
     from mlsys.recsys.evaluate import COLD_CONFIG, WARM_CONFIG
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     ds = load_movielens(dataset("movielens-100k"))
     split = random_holdout(ds.interactions, seed=0)
     m = TwoTowerModel(WARM_CONFIG).fit(split.train, items=ds.items, users=ds.users, progress=False)
