@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from mlsys.common.errors import NotFittedError, UnknownIdError
+from mlsys.common.errors import NotFittedError
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
 
@@ -207,7 +207,3 @@ class Recommender(ABC):
             f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")
         )
         return f"{type(self).__name__}({params})"
-
-
-def _unknown_user_error(ids: npt.NDArray[np.int64]) -> UnknownIdError:
-    return UnknownIdError(f"unknown users {ids[:5].tolist()}; expected users seen at fit")
