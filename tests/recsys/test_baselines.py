@@ -75,6 +75,7 @@ def test_itemknn_matches_bruteforce_cosine(synth) -> None:  # type: ignore[no-un
             np.testing.assert_allclose(got[got > 0], sim[got > 0], rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:Method expects CSR input")
 def test_itemknn_agrees_with_implicit_cosine(synth) -> None:  # type: ignore[no-untyped-def]
     implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
     x = synth.interactions
@@ -170,3 +171,12 @@ def test_unknown_users_empty_data_and_unfitted() -> None:
         EASE(l2=0.0)
     with pytest.raises(InvalidInputError):
         ItemKNN(neighbors=0)
+
+
+def test_events_outside_catalogue_are_ignored_and_failed_fit_keeps_state() -> None:
+    x = Interactions(users=[1, 1, 2, 2], items=[5, 6, 5, 7])
+    m = Popularity().fit(x, catalogue=[5, 6])
+    assert m.item_ids_.tolist() == [5, 6] and m.item_scores_.tolist() == [2.0, 1.0]
+    with pytest.raises(EmptyIndexError):
+        m.fit(Interactions(users=[], items=[]))
+    assert m.item_ids_.tolist() == [5, 6] and m.item_scores_.tolist() == [2.0, 1.0]

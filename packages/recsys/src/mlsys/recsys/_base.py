@@ -79,7 +79,9 @@ class Recommender(ABC):
         """Learn from ``train``; rank the ``catalogue`` item ids (default: the training items).
 
         ``users``/``items`` feature tables are used by models that need them and ignored by others.
-        Empty interactions raise :class:`~mlsys.common.errors.EmptyIndexError`.
+        Training events on items outside the catalogue are ignored (documented behaviour, tested).
+        Empty interactions raise :class:`~mlsys.common.errors.EmptyIndexError`; a failed fit
+        leaves a previously fitted model unchanged.
         """
         train.require_nonempty("training interactions")
         cat = np.unique(train.items) if catalogue is None else as_ids(catalogue, name="catalogue")
