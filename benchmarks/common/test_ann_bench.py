@@ -255,3 +255,39 @@ def test_filtered_one_percent(benchmark: Any, indexes: dict[str, Any], data: Any
     benchmark(index.search, q[:1], K, allow=allowed)
     assert full == 1.0
     assert rec >= 0.99
+
+
+def test_harness_writes_json_and_plot(tmp_path: Path) -> None:
+    """The ann-benchmarks-style harness end to end at a small size (the full run is a script)."""
+    import json
+
+    from ann_harness import main as harness_main
+
+    n = size(5_000, 600)
+    assert (
+        harness_main(
+            [
+                "--n",
+                str(n),
+                "--dim",
+                "16",
+                "--queries",
+                "40",
+                "--quick",
+                "--budget",
+                "0.2",
+                "--datasets",
+                "lowrank",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "ann_lowrank.json").read_text())
+    assert (tmp_path / "ann_lowrank.png").stat().st_size > 1000
+    algos = {r["algorithm"] for r in report["results"]}
+    assert {"exact (numpy)", "faiss HNSW32", "hnswlib M16"} <= algos
+    exact = next(r for r in report["results"] if r["algorithm"] == "exact (numpy)")
+    assert exact["points"][0]["recall"] == 1.0
+    print(f"\nharness smoke: {len(report['results'])} backends on {n} x 16 {machine()}")
