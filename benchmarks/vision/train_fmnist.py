@@ -67,6 +67,7 @@ def main() -> None:
         "--prune", type=float, default=None, help="fine-tune a pruned student with this keep ratio"
     )
     ap.add_argument("--teacher", type=Path, default=CACHE / "fmnist_vit")
+    ap.add_argument("--scorer-lr-scale", type=float, default=1.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -148,6 +149,7 @@ def fine_tune_pruned(
     trainer = Trainer(
         student,
         tcfg,
+        lr_scale={"scorers.": args.scorer_lr_scale},
         loss_fn=loss,
         augment=aug,
         checkpoint_dir=out / "checkpoint",
@@ -160,6 +162,7 @@ def fine_tune_pruned(
         "pruning_config": student.config.to_dict(),
         "train_config": tcfg.to_dict(),
         "train_images": int(xt.shape[0]),
+        "scorer_lr_scale": args.scorer_lr_scale,
         "loss_weights": {"ratio": 2.0, "distill_kl": 0.5, "token": 0.5},
         "threads": torch.get_num_threads(),
         "train_wall_seconds": hist.wall_seconds,

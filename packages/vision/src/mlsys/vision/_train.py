@@ -256,6 +256,8 @@ class Trainer:
             optimizer and RNG state); None = no checkpoints.
         progress: show a tqdm bar; None = only when stderr is a terminal.
         log: called with one line per evaluation (default: tqdm.write when progress is on).
+        lr_scale: learning-rate multipliers by parameter-name prefix, e.g. ``{"scorers.": 20.0}``
+            to train fresh token scorers faster than a pre-trained backbone.
 
     Example:
         >>> import torch
@@ -278,6 +280,7 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
+        lr_scale: dict[str, float] | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise InvalidInputError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -288,20 +291,22 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._log = log
-        decay, no_decay = [], []
+        scales = dict(lr_scale or {})
+        if any(not v > 0 for v in scales.values()):
+            raise InvalidInputError(f"lr_scale multipliers must be > 0, got {scales}")
+        groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
         for name, p in model.named_parameters():
             if not p.requires_grad:
                 continue
-            if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token")):
-                no_decay.append(p)
-            else:
-                decay.append(p)
-        if not decay and not no_decay:
+            no_wd = p.ndim <= 1 or name.endswith(("pos_embed", "cls_token"))
+            scale = next((v for k, v in scales.items() if name.startswith(k)), 1.0)
+            groups.setdefault((no_wd, scale), []).append(p)
+        if not groups:
             raise InvalidInputError("model has no trainable parameters")
         self.optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
+                {"params": ps, "weight_decay": 0.0 if no_wd else config.weight_decay, "lr_scale": scale}
+                for (no_wd, scale), ps in groups.items()
             ],
             lr=config.lr,
         )
@@ -434,7 +439,7 @@ class Trainer:
                     xb = self.augment(xb, self.generator)
                 lr = self._lr_at(self.step, total)
                 for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g["lr_scale"]
                 loss, logits = loss_fn(self.model, xb, yb)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
