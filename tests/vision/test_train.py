@@ -154,3 +154,20 @@ def test_validation() -> None:
         t.fit(x, y.int())
     with pytest.raises(InvalidInputError):
         t.fit(x, y, x_val=x)
+
+
+def test_lr_scale_by_parameter_prefix() -> None:
+    x, y = _toy_data(32)
+    m = DynamicTokenPruning.from_vit(_tiny(), keep_ratio=0.7)
+    loss = PruningLoss(_tiny())
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, warmup_steps=0)
+    t = Trainer(m, cfg, loss_fn=loss, progress=False, lr_scale={"scorers.": 10.0})
+    t.fit(x, y)
+    by_scale = {g["lr_scale"]: g["lr"] for g in t.optimizer.param_groups}
+    assert set(by_scale) == {1.0, 10.0}
+    assert by_scale[10.0] == pytest.approx(10.0 * by_scale[1.0])
+    scorer_ids = {id(p) for p in m.scorers.parameters()}
+    for g in t.optimizer.param_groups:
+        assert all((id(p) in scorer_ids) == (g["lr_scale"] == 10.0) for p in g["params"])
+    with pytest.raises(InvalidInputError):
+        Trainer(m, cfg, lr_scale={"scorers.": 0.0})
