@@ -116,7 +116,7 @@ def _metrics() -> None:
     res = evaluate_ranked(ranked, qrels, ["ndcg@10", "mrr@10", "recall@100"])
     print(
         f"   nDCG@10 {res['ndcg@10']:.4f} MRR@10 {res['mrr@10']:.4f} R@100 {res['recall@100']:.4f} "
-        f"in {time.perf_counter() - t0:.3f} s (see benchmarks/common/METRICS.md for ranx/pytrec_eval ratios)"
+        f"in {time.perf_counter() - t0:.3f} s (see benchmarks/common/README.md for ranx/pytrec_eval ratios)"
     )
 
 

@@ -18,7 +18,7 @@ Timings are interleaved (each repeat runs every system once, in turn) and report
 ``mlsys array``. Peak memory is measured in one fresh subprocess per system: the kernel's resident
 high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs`` just before the measured
 phase and read after it, minus the resident size at the reset (this counts C allocations, which
-tracemalloc would miss for pytrec_eval and numba). Figures: benchmarks/common/METRICS.md.
+tracemalloc would miss for pytrec_eval and numba). Figures: benchmarks/common/README.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Where scikit-learn and ranx disagree with trec_eval/mlsys, and why (see benchmarks/common/METRICS.md).
+"""Where scikit-learn and ranx disagree with trec_eval/mlsys, and why (see benchmarks/common/README.md).
 
 torchmetrics is not installed here; its documented behaviour (IDCG and recall from the items
 passed in, i.e. the retrieved list; sklearn's tie averaging for nDCG since 1.3) is the
