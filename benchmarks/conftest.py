@@ -1,42 +1,25 @@
-"""Shared benchmark fixtures: locating the shared data sets and skipping when they are absent."""
+"""Benchmark helpers: smoke mode and the shared data root (the `dataset` fixture is in the root conftest).
+
+Benchmarks import these with ``from conftest import SMOKE, size`` (``benchmarks`` is on pytest's
+``pythonpath``).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from mlsys.common.data import data_root
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SMOKE = os.environ.get("MLSYS_BENCH_SMOKE") == "1"
 
 
 def shared_data_root() -> Path:
     """``$MLSYS_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("MLSYS_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data").resolve()
-
-
-@pytest.fixture(scope="session")
-def dataset() -> Callable[[str], Path]:
-    """Return a function ``dataset(name) -> Path`` that skips the test when the data set is absent.
-
-    Example::
-
-        def test_something(dataset):
-            root = dataset("movielens-100k")
-    """
-
-    def _find(name: str) -> Path:
-        path = shared_data_root() / name
-        if not path.is_dir():
-            pytest.skip(f"data set {name!r} not found at {path} (set MLSYS_DATA to the folder that holds it)")
-        return path
-
-    return _find
-
-
-SMOKE = os.environ.get("MLSYS_BENCH_SMOKE") == "1"
+    return data_root(REPO_ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,22 @@
-"""Shared test fixtures: locating the shared data sets and skipping when they are absent."""
+"""Fixtures shared by tests/ and benchmarks/: locating the shared data sets, skipping when absent."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from mlsys.common.data import data_root
 
-
-def shared_data_root() -> Path:
-    """``$MLSYS_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("MLSYS_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data").resolve()
+REPO_ROOT = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
 def dataset() -> Callable[[str], Path]:
     """Return a function ``dataset(name) -> Path`` that skips the test when the data set is absent.
+
+    Data sets are looked up under ``$MLSYS_DATA``, default ``<repo>/../shared/data``.
 
     Example::
 
@@ -28,7 +25,7 @@ def dataset() -> Callable[[str], Path]:
     """
 
     def _find(name: str) -> Path:
-        path = shared_data_root() / name
+        path = data_root(REPO_ROOT) / name
         if not path.is_dir():
             pytest.skip(f"data set {name!r} not found at {path} (set MLSYS_DATA to the folder that holds it)")
         return path
