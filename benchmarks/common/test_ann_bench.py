@@ -22,6 +22,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pytest
+
 from conftest import SMOKE, size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

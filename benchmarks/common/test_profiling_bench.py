@@ -30,8 +30,8 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from conftest import SMOKE, size
 
+from conftest import SMOKE, size
 from mlsys.common.profiling import LatencyProfiler
 
 N = size(200_000, 2_000)

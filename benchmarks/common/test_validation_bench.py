@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import size
 
+from conftest import size
 from mlsys.common.spaces import EmbeddingSpace
 from mlsys.common.validation import as_vectors
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SMOKE, size
 
+from conftest import SMOKE, size
 from mlsys.rag import Analyzer, BM25Index
 
 ROUNDS = size(7, 1)

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SMOKE, size
 
+from conftest import SMOKE, size
 from mlsys.rag import RecursiveChunker, SentenceChunker, SlidingWindowChunker
 
 ROUNDS = size(5, 1)

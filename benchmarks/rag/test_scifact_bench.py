@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SMOKE
 
+from conftest import SMOKE
 from mlsys.common.metrics import evaluate
 from mlsys.rag import EmbeddingCache, HashingEmbedder, SentenceChunker, evaluate_beir
 

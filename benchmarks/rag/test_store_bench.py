@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SMOKE, size
 
+from conftest import SMOKE, size
 from mlsys.rag import Document, DocumentStore, HashingEmbedder, RecursiveChunker, beir_documents
 
 ROUNDS = size(3, 1)

@@ -12,8 +12,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import SMOKE, size
 
+from conftest import SMOKE, size
 from mlsys.recsys import (
     EASE,
     FeatureTable,

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import SMOKE, shared_data_root, size
 
+from conftest import SMOKE, shared_data_root, size
 from mlsys.vision import (
     DynamicTokenPruning,
     TokenMerging,

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from conftest import SMOKE, shared_data_root, size
 from PIL import Image
 
+from conftest import SMOKE, shared_data_root, size
 from mlsys.common.profiling import LatencyProfiler
 from mlsys.vision import (
     BACKEND_TOLERANCE,

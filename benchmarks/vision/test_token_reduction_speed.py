@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from conftest import SMOKE, size
 
+from conftest import SMOKE, size
 from mlsys.vision import DynamicTokenPruning, TokenMerging, ViT, ViTConfig, load_model
 
 CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
