@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
+from mlsys.common.validation import as_ids
 
 __all__ = ["as_id_filter", "drop_denied", "padding"]
 
@@ -33,14 +34,7 @@ def as_id_filter(ids: Any, *, name: str) -> I64:
                 f"{name} must contain integer ids, got {type(ids).__name__}: {exc}"
             ) from exc
     else:
-        arr = np.asarray(ids)
-        if arr.ndim == 0:
-            arr = arr[None]
-        if arr.ndim != 1:
-            raise InvalidInputError(f"{name} must be a 1-D collection of ids, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidInputError(f"{name} must contain integer ids, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64, copy=False)
+        arr = as_ids(ids, name=name)
     return np.unique(arr)
 
 
