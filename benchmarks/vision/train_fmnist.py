@@ -53,6 +53,11 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument(
+        "--stem",
+        default="32,32",
+        help="comma-separated widths of the 3x3 conv stem ('' = plain patch embedding)",
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -81,7 +86,10 @@ def main() -> None:
         fine_tune_pruned(args, xt, yt, xv, yv)
         return
     out = args.out or CACHE / "fmnist_vit"
-    cfg = ViTConfig.fashion_mnist(embed_dim=args.dim, depth=args.depth, num_heads=args.heads)
+    stem = tuple(int(c) for c in args.stem.split(",") if c.strip())
+    cfg = ViTConfig.fashion_mnist(
+        embed_dim=args.dim, depth=args.depth, num_heads=args.heads, stem_channels=stem
+    )
     torch.manual_seed(args.seed)
     model = ViT(cfg)
     tcfg = TrainConfig(

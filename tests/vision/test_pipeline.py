@@ -17,6 +17,7 @@ from mlsys.vision import (
     Preprocessor,
     TokenMerging,
     ViT,
+    ViTConfig,
     check_onnx_parity,
     export_onnx,
     onnx_session,
@@ -120,6 +121,26 @@ def test_onnx_export_parity_and_pipeline(tiny_vit: ViT, tmp_path: Path) -> None:
     assert onnx_pipe.threads == {"onnxruntime_intra_op": 1}
     with pytest.raises(DimensionMismatchError):
         InferencePipeline(PreprocessConfig(resize=16, crop=16), sess)
+
+
+def test_onnx_export_of_conv_stem_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vit = ViT(
+        ViTConfig(
+            img_size=16,
+            patch_size=2,
+            in_chans=1,
+            num_classes=5,
+            embed_dim=32,
+            depth=2,
+            num_heads=4,
+            stem_channels=(8, 8),
+        )
+    )
+    vit.train()(torch.randn(8, 1, 16, 16))  # non-trivial BatchNorm running statistics
+    vit.eval()
+    sess = onnx_session(export_onnx(vit, tmp_path / "stem.onnx"), threads=1)
+    assert check_onnx_parity(vit, sess, batch=3) < 1e-4
 
 
 def test_onnx_export_of_pruned_model(tiny_vit: ViT, tmp_path: Path) -> None:

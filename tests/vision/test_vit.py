@@ -110,3 +110,36 @@ def test_load_rejects_tampering(tiny_vit: ViT, tmp_path: Path) -> None:
         load_model(d2)
     with pytest.raises(CorruptFileError, match="manifest"):
         load_model(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("stem", [(0,), (8, -1), "32", (True,)])
+def test_stem_validation(stem: object, tiny_config: Callable[..., ViTConfig]) -> None:
+    with pytest.raises(InvalidInputError, match="stem_channels"):
+        tiny_config(stem_channels=stem)
+
+
+def test_conv_stem_model(tiny_config: Callable[..., ViTConfig], tmp_path: Path) -> None:
+    cfg = tiny_config(stem_channels=[8, 12])  # a list (as in a JSON manifest) becomes a tuple
+    assert cfg.stem_channels == (8, 12) and cfg.num_patches == 64
+    torch.manual_seed(0)
+    vit = ViT(cfg)
+    names = [n for n, _ in vit.patch_embed.named_parameters()]
+    assert names[0] == "stem.0.weight" and "proj.weight" in names
+    assert vit.patch_embed.proj.in_channels == 12
+    # BatchNorm: training updates running statistics, eval mode is a deterministic function
+    x = torch.randn(4, 1, 16, 16)
+    vit.train()(x)
+    bn = vit.patch_embed.stem[1]  # type: ignore[index]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and int(bn.num_batches_tracked) == 1
+    vit.eval()
+    torch.testing.assert_close(vit(x)[2:3], vit(x[2:3]), rtol=1e-5, atol=1e-5)
+    # the stem (running statistics included) survives save/load exactly
+    loaded = load_model(save_model(vit, tmp_path / "stem"))
+    assert isinstance(loaded, ViT) and loaded.config == cfg
+    assert torch.equal(loaded(x), vit(x))
+    # pruning on a conv-stem backbone: real pruning equals the masked forward
+    m = DynamicTokenPruning.from_vit(vit, keep_ratio=0.6).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            m.forward_pruned(x).logits, m.forward_masked(x).logits, rtol=1e-5, atol=1e-5
+        )

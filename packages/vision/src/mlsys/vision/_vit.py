@@ -1,8 +1,8 @@
 """A plain Vision Transformer (ViT) written for this package.
 
 timm and torchvision cannot be installed beside the pinned CPU torch, so the model is written here:
-patch embedding (a strided convolution), a learned CLS token and position embedding, pre-norm
-transformer blocks and a linear head on the final CLS token.
+patch embedding (a strided convolution, optionally after a small convolutional stem), a learned CLS
+token and position embedding, pre-norm transformer blocks and a linear head on the final CLS token.
 
 The blocks expose the pieces that token pruning and token merging need: attention with an additive
 bias (proportional attention), attention with a keep policy (masked training of pruned models) and
@@ -45,6 +45,11 @@ class ViTConfig:
         mlp_ratio: hidden width of the MLP relative to ``embed_dim``.
         qkv_bias: whether the qkv projection has a bias.
         dropout: dropout on the MLP and attention output projections (training only).
+        stem_channels: widths of 3x3 stride-1 convolutions (each followed by BatchNorm and GELU) run
+            before the patch projection; ``()`` (the default) is the plain ViT patch embedding.
+            A small stem ("early convolutions", Xiao et al. 2021) gives every token a receptive
+            field wider than its patch, which makes tiny patches (2x2 pixels) learnable in a short
+            CPU schedule; the token count and everything after the embedding are unchanged.
 
     Example:
         >>> cfg = ViTConfig(img_size=28, patch_size=2, in_chans=1, num_classes=10, embed_dim=64,
@@ -63,8 +68,17 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     dropout: float = 0.0
+    stem_channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        stem = self.stem_channels
+        if not isinstance(stem, (tuple, list)) or any(
+            isinstance(c, bool) or not isinstance(c, int) or c <= 0 for c in stem
+        ):
+            raise InvalidInputError(
+                f"ViTConfig.stem_channels must be a sequence of positive ints, got {stem!r}"
+            )
+        object.__setattr__(self, "stem_channels", tuple(stem))  # lists from JSON manifests
         for name in ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads"):
             _positive_int(name, getattr(self, name))
         if self.img_size % self.patch_size:
@@ -100,8 +114,15 @@ class ViTConfig:
         return cls(img_size=224, patch_size=16, in_chans=3, num_classes=num_classes)
 
     @classmethod
-    def fashion_mnist(cls, embed_dim: int = 96, depth: int = 6, num_heads: int = 4) -> ViTConfig:
-        """The Fashion-MNIST model: 28x28x1, patch 2 (196 tokens), 10 classes, mlp ratio 2."""
+    def fashion_mnist(
+        cls,
+        embed_dim: int = 64,
+        depth: int = 6,
+        num_heads: int = 4,
+        stem_channels: tuple[int, ...] = (32, 32),
+    ) -> ViTConfig:
+        """The Fashion-MNIST model: 28x28x1, two 32-wide 3x3 stem convolutions, patch 2 (196 tokens),
+        10 classes, mlp ratio 2."""
         return cls(
             img_size=28,
             patch_size=2,
@@ -111,6 +132,7 @@ class ViTConfig:
             depth=depth,
             num_heads=num_heads,
             mlp_ratio=2.0,
+            stem_channels=stem_channels,
         )
 
 
@@ -218,15 +240,34 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Split an image into non-overlapping patches and project each to ``embed_dim``."""
+    """Split an image into non-overlapping patches and project each to ``embed_dim``.
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    With ``stem_channels``, 3x3 stride-1 Conv-BatchNorm-GELU layers run first (same spatial size),
+    and the patch projection reads their output.
+    """
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        stem_channels: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         self.img_size = img_size
         self.in_chans = in_chans
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for c in stem_channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
+            c_in = c
+        self.stem = nn.Sequential(*layers) if layers else None
+        self.proj = nn.Conv2d(c_in, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.stem is not None:
+            x = self.stem(x)
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
@@ -253,7 +294,9 @@ class ViT(nn.Module):
             raise InvalidInputError(f"config must be a ViTConfig, got {type(config).__name__}")
         self.config = config
         d = config.embed_dim
-        self.patch_embed = PatchEmbed(config.img_size, config.patch_size, config.in_chans, d)
+        self.patch_embed = PatchEmbed(
+            config.img_size, config.patch_size, config.in_chans, d, config.stem_channels
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.num_patches, d))
         self.blocks = nn.ModuleList(
@@ -275,10 +318,12 @@ class ViT(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        w = self.patch_embed.proj.weight
-        nn.init.trunc_normal_(w.view(w.shape[0], -1), std=math.sqrt(1.0 / w[0].numel()))
-        if self.patch_embed.proj.bias is not None:
-            nn.init.zeros_(self.patch_embed.proj.bias)
+        for m in self.patch_embed.modules():
+            if isinstance(m, nn.Conv2d):
+                w = m.weight
+                nn.init.trunc_normal_(w.view(w.shape[0], -1), std=math.sqrt(1.0 / w[0].numel()))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def check_input(self, x: Tensor) -> None:
         """Raise :class:`DimensionMismatchError` unless ``x`` is ``(B, in_chans, img_size, img_size)`` float."""

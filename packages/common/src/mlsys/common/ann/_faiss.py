@@ -43,6 +43,8 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 _NEG_INF = np.float32(-np.inf)
 _F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_empty = np.empty
 _isfinite = math.isfinite
 
 
@@ -118,6 +120,7 @@ class FaissIndex(BaseIndex):
     def __init__(self, space: EmbeddingSpace, factory: str = "HNSW32", **params: Any) -> None:
         super().__init__(space, make_config(FaissConfig, {"factory": factory, **params}))
         self._fx = _faiss()
+        self._swig_ptr = self._fx.swig_ptr
         self._metric_type = self._fx.METRIC_L2 if self._metric == "l2" else self._fx.METRIC_INNER_PRODUCT
         base = self._new_base()  # index_factory returns the concrete, owning proxy
         down = base
@@ -407,22 +410,31 @@ class FaissIndex(BaseIndex):
             and not self._normalize_queries
         ):
             lock = self._lock
-            lock._active.append(None)  # RWLock reader fast path, inlined (see RWLock)
+            active = lock._active
+            active.append(None)  # RWLock reader fast path, inlined (see RWLock)
             try:
                 if not lock._writer and self._pending is None and not self._n_tomb and self._live:
-                    d, labels = self._index.search(queries, k)
-                    if (labels.item(-1) >= 0) if queries.shape[0] == 1 else (labels[:, -1].min() >= 0):
+                    # faiss's Python ``search`` re-checks and re-converts what was checked above,
+                    # then calls the SWIG ``search_c``: call that directly (same C++ call).
+                    n = queries.shape[0]
+                    d = _empty((n, k), _F32)
+                    labels = _empty((n, k), _I64)
+                    sp = self._swig_ptr
+                    self._index.search_c(n, sp(queries), k, sp(d), sp(labels), None)
+                    if (labels.item(-1) >= 0) if n == 1 else (labels[:, -1].min() >= 0):
                         ids = self._ext[labels] if self._mode == "tombstone" else labels
                         if self._metric == "l2":
                             np.negative(d, d)
-                        if queries.shape[0] == 1 and _isfinite(d.item(0)):
+                        if n == 1 and _isfinite(d.item(0)):
                             return ids, d
-                        if queries.shape[0] > 1 and np.isfinite(d[:, 0]).all():
+                        if n > 1 and np.isfinite(d[:, 0]).all():
                             return ids, d
                         as_vectors(queries, dim=self._dim, name="queries")  # raises for NaN/inf
                         return ids, d
             finally:
-                lock.release_read()
+                active.pop()  # RWLock.release_read, inlined
+                if lock._writer:
+                    lock.wake_writer()
         return BaseIndex.search(self, queries, k, allow=allow, deny=deny, space=space)
 
     def _selector(self, allowed: I64 | None, denied: I64 | None) -> tuple[Any, list[Any]]:

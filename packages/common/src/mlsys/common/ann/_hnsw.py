@@ -41,6 +41,18 @@ _ONE = np.float32(1.0)
 _I64 = np.dtype(np.int64)
 _F32 = np.dtype(np.float32)
 _isfinite = math.isfinite
+_negative = np.negative
+_subtract = np.subtract
+_ONES: dict[int, npt.NDArray[np.float32]] = {}
+
+
+def _ones_row(k: int) -> npt.NDArray[np.float32]:
+    """A read-only ``(1, k)`` float32 row of ones (broadcasts over a batch), cached for ``k <= 4096``."""
+    row = np.ones((1, k), dtype=np.float32)
+    row.flags.writeable = False
+    if k <= 4096:
+        _ONES[k] = row
+    return row
 
 
 def _hnswlib() -> Any:
@@ -263,25 +275,34 @@ class HNSWIndex(BaseIndex):
             and not self._normalize_queries
         ):
             lock = self._lock
-            lock._active.append(None)  # RWLock reader fast path, inlined (see RWLock)
+            active = lock._active
+            active.append(None)  # RWLock reader fast path, inlined (see RWLock)
             try:
                 if not lock._writer:
                     labels, d = self._index.knn_query(queries, k)
                     if self._l2:
-                        np.negative(d, d)
+                        _negative(d, d)
                     else:
-                        np.subtract(_ONE, d, d)  # positional out: measurably cheaper than out=
+                        # 1 - d against a cached (1, k) row of ones: an array operand skips the
+                        # scalar promotion a Python or numpy scalar costs (~40% of this ufunc call)
+                        ones = _ONES.get(k)
+                        if ones is None:
+                            ones = _ones_row(k)
+                        _subtract(ones, d, d)
                     labels.dtype = _I64
-                    if queries.shape[0] == 1 and _isfinite(d.item(0)):
-                        return labels, d
-                    if queries.shape[0] > 1 and np.isfinite(d[:, 0]).all():
+                    if queries.shape[0] == 1:
+                        if _isfinite(d.item(0)):
+                            return labels, d
+                    elif np.isfinite(d[:, 0]).all():
                         return labels, d
                     as_vectors(queries, dim=self._dim, name="queries")  # raises for NaN/inf
                     return labels, d
             except RuntimeError:
                 pass  # fewer than k live items reachable: the general path widens
             finally:
-                lock.release_read()
+                active.pop()  # RWLock.release_read, inlined
+                if lock._writer:
+                    lock.wake_writer()
         return BaseIndex.search(self, queries, k, allow=allow, deny=deny, space=space)
 
     def _search_native(

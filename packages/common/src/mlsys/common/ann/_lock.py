@@ -65,8 +65,12 @@ class RWLock:
         """Unregister a reader; wakes a waiting writer."""
         self._active.pop()
         if self._writer:
-            with self._cond:
-                self._cond.notify_all()
+            self.wake_writer()
+
+    def wake_writer(self) -> None:
+        """Wake a writer waiting for readers to leave (the second half of ``release_read``)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def acquire_write(self) -> None:
         """Take the lock exclusively: waits for other writers, then for readers to leave."""
