@@ -73,6 +73,9 @@ def main() -> None:
     )
     ap.add_argument("--teacher", type=Path, default=CACHE / "fmnist_vit")
     ap.add_argument("--scorer-lr-scale", type=float, default=1.0)
+    ap.add_argument(
+        "--init-student", type=Path, default=None, help="continue fine-tuning this saved pruned student"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -143,6 +146,13 @@ def fine_tune_pruned(
     torch.manual_seed(args.seed)
     student = DynamicTokenPruning.from_vit(teacher, keep_ratio=args.prune)
     untuned = evaluate(student.eval(), xv[:2000], yv[:2000])  # random scorers, top-k pruning, no fine-tuning
+    previous: dict[str, object] | None = None
+    if args.init_student is not None:  # a second fine-tuning round, from a saved student
+        init = load_model(args.init_student)
+        assert isinstance(init, DynamicTokenPruning) and init.config == student.config
+        student = init
+        previous = json.loads((args.init_student / "result.json").read_text())
+        previous.pop("history", None)
     loss = PruningLoss(teacher, ratio_weight=2.0, distill_weight=0.5, token_weight=0.5)
     tcfg = TrainConfig(
         epochs=args.epochs,
@@ -179,6 +189,7 @@ def fine_tune_pruned(
         "teacher_test_accuracy": teacher_result["test_accuracy"],
         "accuracy_drop_points": 100 * (teacher_result["test_accuracy"] - res.accuracy),
         "untuned_accuracy_first_2000": untuned.accuracy,
+        "previous_round": previous,
         "last_loss_terms": loss.last,
         "history": hist.epochs,
         "load_average": os.getloadavg(),

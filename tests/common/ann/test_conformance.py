@@ -108,6 +108,13 @@ def test_one_dimensional_query_and_other_dtypes_are_converted(case: Any) -> None
     assert a[0].shape == (1, 3)
     np.testing.assert_array_equal(a[0], c[0])
     np.testing.assert_array_equal(b[0], c[0])
+    # strided float32 queries (every other row; the first columns of a wider array) on the fast paths
+    wide = np.concatenate([x, vectors(30, seed=9)], axis=1)
+    for strided in (x[::2], wide[::2, : x.shape[1]]):
+        assert not strided.flags.c_contiguous
+        got, want = index.search(strided, 3), index.search(np.ascontiguousarray(strided), 3)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", CASES)

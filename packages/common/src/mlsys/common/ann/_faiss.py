@@ -401,9 +401,9 @@ class FaissIndex(BaseIndex):
             and space is None
             and type(queries) is np.ndarray
             and queries.dtype is _F32
-            and queries.ndim == 2
-            and queries.shape[1] == self._dim
-            and queries.shape[0]
+            and len(shape := queries.shape) == 2
+            and shape[1] == self._dim
+            and shape[0]
             and queries.flags.c_contiguous
             and type(k) is int
             and k > 0
@@ -416,7 +416,7 @@ class FaissIndex(BaseIndex):
                 if not lock._writer and self._pending is None and not self._n_tomb and self._live:
                     # faiss's Python ``search`` re-checks and re-converts what was checked above,
                     # then calls the SWIG ``search_c``: call that directly (same C++ call).
-                    n = queries.shape[0]
+                    n = shape[0]
                     d = _empty((n, k), _F32)
                     labels = _empty((n, k), _I64)
                     sp = self._swig_ptr

@@ -248,8 +248,8 @@ class HNSWIndex(BaseIndex):
     ) -> SearchResult:
         """Top-``k`` ids and scores per query; see :meth:`BaseIndex.search <mlsys.common.ann.BaseIndex.search>`.
 
-        An unfiltered search of ready queries (C-contiguous float32 of the right width, ``k`` no
-        larger than the index) runs in this one Python frame around ``knn_query``: everything
+        An unfiltered search of ready queries (a float32 ``(nq, dim)`` array, ``k`` no larger than
+        the index) runs in this one Python frame around ``knn_query``: everything
         after the library call runs on caches the graph walk just evicted, so every bytecode
         counts. Anything else takes the general path.
 
@@ -266,14 +266,14 @@ class HNSWIndex(BaseIndex):
             and space is None
             and type(queries) is np.ndarray
             and queries.dtype is _F32
-            and queries.ndim == 2
-            and queries.shape[1] == self._dim
-            and queries.shape[0]
-            and queries.flags.c_contiguous
+            and len(shape := queries.shape) == 2
+            and shape[1] == self._dim
+            and shape[0]
             and type(k) is int
             and 0 < k <= len(self._live)
             and not self._normalize_queries
         ):
+            # no contiguity check: knn_query copies a strided float32 array itself
             lock = self._lock
             active = lock._active
             active.append(None)  # RWLock reader fast path, inlined (see RWLock)
@@ -290,7 +290,7 @@ class HNSWIndex(BaseIndex):
                             ones = _ones_row(k)
                         _subtract(ones, d, d)
                     labels.dtype = _I64
-                    if queries.shape[0] == 1:
+                    if shape[0] == 1:
                         if _isfinite(d.item(0)):
                             return labels, d
                     elif np.isfinite(d[:, 0]).all():
