@@ -105,8 +105,10 @@ class ViTConfig:
         return self.embed_dim // self.num_heads
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of the fields."""
-        return asdict(self)
+        """A JSON-serialisable dict of the fields (``stem_channels`` as a list, as JSON reads it back)."""
+        d = asdict(self)
+        d["stem_channels"] = list(self.stem_channels)
+        return d
 
     @classmethod
     def vit_small_patch16_224(cls, num_classes: int = 1000) -> ViTConfig:
@@ -193,16 +195,20 @@ class Attention(nn.Module):
         if policy is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
         else:
-            logits = (q @ k.transpose(-2, -1)) * self.scale
+            # DynamicViT's masked softmax: key j counts for query i when j is kept, and i always
+            # counts for itself (a dropped token keeps a well-defined, self-only attention):
+            #   attn_ij = exp(l_ij) w_ij / sum_k exp(l_ik) w_ik,  w_ij = p_j (j != i), 1 (j == i).
+            # Computed as a renormalised softmax (one fused kernel, forward and backward) so that no
+            # (B, 1, N, N) weight tensor is built; the value and its gradient in p are the same.
+            logits = (q * self.scale) @ k.transpose(-2, -1)
             if attn_bias is not None:
                 logits = logits + attn_bias
-            eye = torch.eye(n, dtype=policy.dtype, device=policy.device)
-            # Key j counts for query i when j is kept, and i always counts for itself, so a dropped
-            # token keeps a well-defined (self-only) attention and the softmax never divides by 0.
-            weight = policy[:, None, None, :] * (1.0 - eye) + eye
-            logits = logits - logits.amax(dim=-1, keepdim=True)
-            e = logits.exp() * weight.to(logits.dtype)
-            attn = e / e.sum(dim=-1, keepdim=True)
+            soft = logits.softmax(dim=-1)
+            pol = policy.to(soft.dtype)
+            attn = soft * pol[:, None, None, :]
+            # restore the self term of dropped queries: diag += soft_ii * (1 - p_i)
+            attn.diagonal(dim1=-2, dim2=-1).add_(soft.diagonal(dim1=-2, dim2=-1) * (1.0 - pol)[:, None, :])
+            attn = attn / attn.sum(dim=-1, keepdim=True).clamp_min(1e-30)
             out = attn @ v
         out = out.transpose(1, 2).reshape(b, n, c)
         out = self.proj_drop(self.proj(out))
