@@ -7,7 +7,10 @@ Benchmarks import these with ``from conftest import SMOKE, size`` (``benchmarks`
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +34,17 @@ def smoke() -> bool:
 def size(full: int, smoke_size: int) -> int:
     """Pick the benchmark size: ``full`` normally, ``smoke_size`` in smoke mode."""
     return smoke_size if SMOKE else full
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, inner: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each function; every repeat runs each function in turn (``inner`` calls)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - t0) / inner)
+    return times

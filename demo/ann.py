@@ -11,7 +11,6 @@ Runs on SciFact passage embeddings (all-MiniLM-L6-v2) when they are cached by
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mlsys.common.ann import ExactIndex, FaissIndex, HNSWIndex, calibrate, load_index, recall_at_k
+from mlsys.common.data import cache_root
 from mlsys.common.errors import CorruptFileError, EmbeddingSpaceMismatchError
 from mlsys.common.spaces import EmbeddingSpace
 
@@ -39,7 +39,7 @@ def _lowrank(n: int, d: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 
 def _data() -> tuple[str, np.ndarray, np.ndarray, EmbeddingSpace]:
-    cache = Path(os.environ.get("MLSYS_CACHE_DIR", Path.home() / ".cache" / "mlsys")) / "ann"
+    cache = cache_root() / "ann"
     found = sorted(glob.glob(str(cache / "scifact-minilm-*.npz")))
     if found:
         with np.load(found[-1], allow_pickle=False) as z:

@@ -8,7 +8,6 @@ generated images and random weights (reported).
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlsys.common.data import FASHION_MNIST_CLASSES, data_root, load_fashion_mnist
+from mlsys.common.data import FASHION_MNIST_CLASSES, cache_root, data_root, load_fashion_mnist
 from mlsys.vision import (
     DynamicTokenPruning,
     InferencePipeline,
@@ -33,7 +32,7 @@ from mlsys.vision import (
     onnx_session,
 )
 
-CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
+CACHE = cache_root() / "vision"
 MEAN, STD = 0.2860, 0.3530
 
 
@@ -63,7 +62,7 @@ def _models() -> tuple[ViT, torch.nn.Module, str]:
             "trained teacher, untrained scorer",
         )
     torch.manual_seed(0)
-    vit = ViT(ViTConfig.fashion_mnist(64)).eval()
+    vit = ViT(ViTConfig.fashion_mnist()).eval()
     return vit, DynamicTokenPruning.from_vit(vit, keep_ratio=0.7).eval(), "random weights (no cached model)"
 
 

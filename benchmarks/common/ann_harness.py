@@ -37,10 +37,11 @@ import numpy as np
 
 from mlsys.common.ann import ExactIndex, FaissIndex, HNSWIndex, recall_at_k
 from mlsys.common.ann._base import BaseIndex
+from mlsys.common.data import cache_root
 from mlsys.common.spaces import EmbeddingSpace
 
 HERE = Path(__file__).resolve().parent
-CACHE = Path(os.environ.get("MLSYS_CACHE_DIR", Path.home() / ".cache" / "mlsys")) / "ann"
+CACHE = cache_root() / "ann"
 K = 10
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMOKE, shared_data_root, size
+from conftest import SMOKE, interleaved, shared_data_root, size
+from mlsys.common.data import cache_root
 from mlsys.vision import (
     DynamicTokenPruning,
     TokenMerging,
@@ -39,7 +38,7 @@ from mlsys.vision import (
     load_model,
 )
 
-CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
+CACHE = cache_root() / "vision"
 THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "1"))
 N_EVAL = size(2000, 64)
 BATCH = size(32, 8)
@@ -84,19 +83,6 @@ def _setup() -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, st
     for r in MERGE_R:
         models[f"merged r={r}"] = TokenMerging(vit, r).eval()
     return models, x, y, "trained"
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each function; every repeat runs each function in turn."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def _plot(rows: dict[str, dict[str, float]], path: Path) -> None:

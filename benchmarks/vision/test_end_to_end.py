@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from conftest import SMOKE, shared_data_root, size
+from mlsys.common.data import cache_root
 from mlsys.common.profiling import LatencyProfiler
 from mlsys.vision import (
     BACKEND_TOLERANCE,
@@ -40,7 +41,7 @@ from mlsys.vision import (
     onnx_session,
 )
 
-CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
+CACHE = cache_root() / "vision"
 THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "1"))
 N_IMAGES = size(300, 8)
 MEAN, STD = 0.2860, 0.3530
@@ -79,7 +80,7 @@ def _model() -> tuple[ViT, str]:
             img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2
         )
         return ViT(tiny).eval(), "random weights (tiny)"
-    return ViT(ViTConfig.fashion_mnist(64)).eval(), "random weights"
+    return ViT(ViTConfig.fashion_mnist()).eval(), "random weights"
 
 
 def _write_files(images: np.ndarray, folder: Path) -> dict[str, list[Path]]:

@@ -18,36 +18,20 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from conftest import SMOKE, size
+from conftest import SMOKE, interleaved, size
+from mlsys.common.data import cache_root
 from mlsys.vision import DynamicTokenPruning, TokenMerging, ViT, ViTConfig, load_model
 
-CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
+CACHE = cache_root() / "vision"
 THREADS = int(os.environ.get("MLSYS_BENCH_THREADS", "1"))
 BATCH = size(32, 4)
 REPEATS = size(3, 1)
 BATCH1_REPEATS = size(15, 2)
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, inner: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each function; every repeat runs each function in turn."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - t0) / inner)
-    return times
 
 
 def _variants(kind: str) -> dict[str, torch.nn.Module]:
@@ -74,7 +58,7 @@ def _variants(kind: str) -> dict[str, torch.nn.Module]:
     vit = (
         load_model(teacher_dir)
         if (teacher_dir / "manifest.json").exists()
-        else ViT(ViTConfig.fashion_mnist(64))
+        else ViT(ViTConfig.fashion_mnist())
     )
     assert isinstance(vit, ViT)
     if (student_dir / "manifest.json").exists():

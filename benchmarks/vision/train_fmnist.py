@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlsys.common.data import load_fashion_mnist
+from mlsys.common.data import cache_root, load_fashion_mnist
 from mlsys.vision import (
     DynamicTokenPruning,
     PruningLoss,
@@ -35,7 +35,7 @@ from mlsys.vision import (
     save_model,
 )
 
-CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
+CACHE = cache_root() / "vision"
 MEAN, STD = 0.2860, 0.3530
 
 

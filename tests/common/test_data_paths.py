@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsys.common.data import data_root, find_dataset
+from mlsys.common.data import cache_root, data_root, find_dataset
 from mlsys.common.errors import DatasetNotFoundError
 
 
@@ -13,6 +13,14 @@ def test_env_var_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLSYS_DATA", str(tmp_path))
     assert data_root() == tmp_path
     assert find_dataset("toy") == tmp_path / "toy"
+
+
+def test_cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSYS_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    monkeypatch.delenv("MLSYS_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_root() == tmp_path / ".cache" / "mlsys"
 
 
 def test_missing_dataset_names_the_path(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlsys.common.data import cache_root
 from mlsys.common.errors import CorruptFileError, InvalidInputError
 from mlsys.common.spaces import EmbeddingSpace
-from mlsys.rag import BaseEmbedder, Embedder, EmbeddingCache, HashingEmbedder
+from mlsys.rag import BaseEmbedder, Embedder, EmbeddingCache, HashingEmbedder, default_cache_dir
 
 
 def test_hashing_embedder_is_deterministic_and_normalised() -> None:
@@ -121,3 +122,8 @@ def test_same_width_other_weights_is_another_space(tmp_path: Path) -> None:
     index = make_index("exact", real.space)
     with pytest.raises(EmbeddingSpaceMismatchError, match="version"):
         DenseRetriever(index, other)
+
+
+def test_default_cache_dir_is_the_common_cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSYS_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == cache_root() == tmp_path

@@ -6,19 +6,18 @@ Produce them with ``python benchmarks/vision/train_fmnist.py`` and
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from mlsys.common.data import load_fashion_mnist
+from mlsys.common.data import cache_root, load_fashion_mnist
 from mlsys.vision import DynamicTokenPruning, ViT, evaluate, images_to_tensor, load_model
 
 pytestmark = pytest.mark.slow
 
-CACHE = Path(os.environ.get("MLSYS_CACHE", Path.home() / ".cache" / "mlsys")) / "vision"
+CACHE = cache_root() / "vision"
 MEAN, STD = 0.2860, 0.3530
 
 

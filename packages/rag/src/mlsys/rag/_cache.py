@@ -20,25 +20,24 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common.data import cache_root
 from mlsys.common.errors import CorruptFileError, InvalidInputError
 from mlsys.common.spaces import EmbeddingSpace
 from mlsys.common.validation import as_vectors
 
 __all__ = ["EmbeddingCache", "default_cache_dir", "text_sha256"]
 
-CACHE_ENV_VAR = "MLSYS_CACHE_DIR"
 _SCHEMA_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$MLSYS_CACHE_DIR`` if set, else ``~/.cache/mlsys``.
+    """``$MLSYS_CACHE_DIR`` if set, else ``~/.cache/mlsys`` (:func:`mlsys.common.data.cache_root`).
 
     Example:
         >>> default_cache_dir().name in ("mlsys",) or "MLSYS_CACHE_DIR" in __import__("os").environ
         True
     """
-    env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mlsys"
+    return cache_root()
 
 
 def text_sha256(text: str) -> str:

@@ -35,7 +35,7 @@ from mlsys.common.data._movielens import (
     MovieLensUsers,
     load_movielens_100k,
 )
-from mlsys.common.data._paths import data_root, find_dataset
+from mlsys.common.data._paths import cache_root, data_root, find_dataset
 from mlsys.common.data._trec import read_trec_qrels, read_trec_run, write_trec_qrels, write_trec_run
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "MovieLens100K",
     "MovieLensItems",
     "MovieLensUsers",
+    "cache_root",
     "data_root",
     "find_dataset",
     "load_beir",

@@ -1,8 +1,9 @@
-"""Where the shared data sets live.
+"""Where the shared data sets live, and where derived artefacts are cached.
 
 Data sets are never shipped with mlsys (their licences forbid redistribution). They are found
 under ``$MLSYS_DATA`` or, when it is unset, under ``shared/data`` next to the repository checkout
-(``<repo>/../shared/data``), looked up from the current directory upwards.
+(``<repo>/../shared/data``), looked up from the current directory upwards. Caches (embeddings,
+trained checkpoints, encoded benchmark vectors) go under :func:`cache_root`, never next to the data.
 """
 
 from __future__ import annotations
@@ -12,9 +13,21 @@ from pathlib import Path
 
 from mlsys.common.errors import DatasetNotFoundError
 
-__all__ = ["data_root", "find_dataset"]
+__all__ = ["cache_root", "data_root", "find_dataset"]
 
 ENV_VAR = "MLSYS_DATA"
+CACHE_ENV_VAR = "MLSYS_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """``$MLSYS_CACHE_DIR`` if set, else ``~/.cache/mlsys``: the one root of every mlsys cache.
+
+    Example:
+        >>> cache_root().name == "mlsys" or "MLSYS_CACHE_DIR" in __import__("os").environ
+        True
+    """
+    env = os.environ.get(CACHE_ENV_VAR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mlsys"
 
 
 def data_root(start: str | os.PathLike[str] | None = None) -> Path:
