@@ -304,6 +304,9 @@ def test_bad_input_is_refused_and_leaves_index_unchanged(case: Any, tmp_path: Pa
         (InvalidInputError, lambda: index.search(vectors(1), 2.0)),  # type: ignore[arg-type]
         (InvalidInputError, lambda: index.search(vectors(1), True)),  # type: ignore[arg-type]
         (DimensionMismatchError, lambda: index.search(vectors(1, dim=9), 3)),
+        # narrower than the index: hnswlib's knn_query itself would read past the query's buffer
+        (DimensionMismatchError, lambda: index.search(vectors(1, dim=7), 3)),
+        (InvalidInputError, lambda: index.search(vectors(1, dim=4)[0], 3)),  # 1-D, not dim long
         (InvalidInputError, lambda: index.search(nan, 3)),
         (InvalidInputError, lambda: index.search(inf, 3)),
         (InvalidInputError, lambda: index.search(np.zeros((0, 8), np.float32), 3)),
