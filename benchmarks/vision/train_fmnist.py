@@ -43,6 +43,11 @@ CACHE = cache_root() / "vision"
 MEAN, STD = 0.2860, 0.3530
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """A comma-separated list of ints from the command line ('' -> ())."""
+    return tuple(int(c) for c in text.split(",") if c.strip())
+
+
 def load_data(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     d = load_fashion_mnist(root)
     return d.x_train, d.y_train, d.x_test, d.y_test
@@ -98,9 +103,8 @@ def main() -> None:
         fine_tune_pruned(args, xt, yt, xv, yv)
         return
     out = args.out or CACHE / "fmnist_vit"
-    stem = tuple(int(c) for c in args.stem.split(",") if c.strip())
     cfg = ViTConfig.fashion_mnist(
-        embed_dim=args.dim, depth=args.depth, num_heads=args.heads, stem_channels=stem
+        embed_dim=args.dim, depth=args.depth, num_heads=args.heads, stem_channels=_ints(args.stem)
     )
     torch.manual_seed(args.seed)
     model = ViT(cfg)
@@ -153,8 +157,9 @@ def fine_tune_pruned(
     teacher_result = json.loads((args.teacher / "result.json").read_text())
     out = args.out or CACHE / f"fmnist_vit_prune{args.prune}"
     torch.manual_seed(args.seed)
-    prune_after = tuple(int(b) for b in args.prune_after.split(",")) if args.prune_after else None
-    student = DynamicTokenPruning.from_vit(teacher, keep_ratio=args.prune, prune_after=prune_after)
+    student = DynamicTokenPruning.from_vit(
+        teacher, keep_ratio=args.prune, prune_after=_ints(args.prune_after) or None
+    )
     untuned = evaluate(student.eval(), xv[:2000], yv[:2000])  # random scorers, top-k pruning, no fine-tuning
     previous: dict[str, object] | None = None
     if args.init_student is not None:  # a second fine-tuning round, from a saved student
