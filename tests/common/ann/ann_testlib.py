@@ -37,6 +37,7 @@ BACKENDS: list[tuple[str, dict[str, Any], float, float]] = [
     ),
     ("faiss", {"factory": "IVF4,SQ8", "nprobe": 4, "train_size": 100}, 0.9, 0.1),
     ("hnsw", {}, 0.9, 1e-4),
+    ("hnsw", {"native": False}, 0.9, 1e-4),  # the pure-Python fast path (fallback without a compiler)
     (
         "hnsw",
         {"M": 4, "ef": 2, "initial_capacity": 8, "filter_exact_threshold": 0, "deny_overfetch_limit": 0},

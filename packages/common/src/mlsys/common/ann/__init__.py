@@ -26,7 +26,7 @@ from mlsys.common.ann._calibrate import (
 )
 from mlsys.common.ann._exact import ExactConfig, ExactIndex
 from mlsys.common.ann._faiss import FaissConfig, FaissIndex
-from mlsys.common.ann._hnsw import HNSWConfig, HNSWIndex
+from mlsys.common.ann._hnsw import HNSW_NATIVE, HNSWConfig, HNSWIndex
 from mlsys.common.ann._lock import RWLock
 from mlsys.common.ann._persist import FORMAT_VERSION
 from mlsys.common.ann._protocol import SearchResult, VectorIndex
@@ -35,6 +35,7 @@ from mlsys.common.ann._topk import exact_topk
 
 __all__ = [
     "FORMAT_VERSION",
+    "HNSW_NATIVE",
     "BaseIndex",
     "CalibrationResult",
     "CalibrationStep",
