@@ -28,13 +28,13 @@ from conftest import SMOKE, size
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ann_harness import lowrank
 
-from mlsys.common.ann import ExactIndex, FaissIndex, HNSWIndex, calibrate, recall_at_k
+from mlsys.common.ann import HNSW_NATIVE, ExactIndex, FaissIndex, HNSWIndex, calibrate, recall_at_k
 
 N = size(100_000, 2_000)
 DIM = size(128, 32)
 NQ = size(1_000, 50)
 K = 10
-REPS = size(9, 2)
+REPS = size(11, 1)
 
 
 def machine() -> str:
@@ -87,6 +87,33 @@ def interleaved_min(raw: Callable[[], Any], wrapped: Callable[[], Any], reps: in
     return best_raw, best_wrap
 
 
+def paired_ratio(raw: Callable[[], Any], wrapped: Callable[[], Any], reps: int) -> tuple[float, float, float]:
+    """Median over ``reps`` ABBA quads of ``wrapped / raw`` time, and each side's minimum.
+
+    A quad runs raw, wrapped, wrapped, raw back to back (BAAB on odd reps) and compares the sums,
+    which cancels a linear drift inside it; a quad spans well under a second, so the machine's slow
+    phases (this class of VM drifts by up to 1.5x over seconds) cancel too, and the median drops
+    the quads a phase change split.
+    """
+    ratios = []
+    best_raw = best_wrap = float("inf")
+    pc = time.perf_counter
+    for r in range(reps):
+        order = (raw, wrapped, wrapped, raw) if r % 2 == 0 else (wrapped, raw, raw, wrapped)
+        spent = {raw: 0.0, wrapped: 0.0}
+        for fn in order:
+            t0 = pc()
+            fn()
+            dt = pc() - t0
+            spent[fn] += dt
+            if fn is raw:
+                best_raw = min(best_raw, dt)
+            else:
+                best_wrap = min(best_wrap, dt)
+        ratios.append(spent[wrapped] / spent[raw])
+    return float(np.median(ratios)), best_raw, best_wrap
+
+
 def single_query_overhead(
     raw_search: Callable[[np.ndarray], Any], wrap_search: Callable[[np.ndarray], Any], q: np.ndarray
 ) -> tuple[float, float]:
@@ -124,12 +151,17 @@ def single_query_overhead(
 
 
 @pytest.mark.parametrize("ef", [16, 64])
-@pytest.mark.parametrize("lib", ["faiss-hnsw", "hnswlib"])
+@pytest.mark.parametrize("lib", ["faiss-hnsw", "hnswlib", "hnswlib-python"])
 def test_wrapper_overhead(benchmark: Any, indexes: dict[str, Any], data: Any, lib: str, ef: int) -> None:
+    """mlsys vs the raw library call; ``hnswlib-python`` is the same index on its pure-Python fast path."""
     _, q, _ = data
+    python_path = lib == "hnswlib-python"
+    if python_path and not HNSW_NATIVE:
+        pytest.skip("the compiled fast path is not built: 'hnswlib' already measures the Python one")
+    lib = "hnswlib" if python_path else lib
     index = indexes[lib]
     if lib == "hnswlib":
-        index.set_params(ef=ef)
+        index.set_params(ef=ef, native=not python_path)
         native = index.hnswlib_index
 
         def raw_call(x: np.ndarray) -> Any:
@@ -151,16 +183,21 @@ def test_wrapper_overhead(benchmark: Any, indexes: dict[str, Any], data: Any, li
 
     nq_single = min(q.shape[0], size(1000, 50))
     s_raw, s_wrap = single_query_overhead(raw_call, wrap_call, q[:nq_single])
-    b_raw, b_wrap = interleaved_min(lambda: raw_call(q), lambda: wrap_call(q), REPS)
+    b_ratio, b_raw, b_wrap = paired_ratio(lambda: raw_call(q), lambda: wrap_call(q), REPS)
     single = s_wrap / s_raw - 1
-    batch = b_wrap / b_raw - 1
+    batch = b_ratio - 1
     print(
-        f"\n{lib} ef={ef}: single query raw {s_raw * 1e6:.1f} us vs mlsys {s_wrap * 1e6:.1f} us -> overhead "
+        f"\n{'hnswlib (Python path)' if python_path else lib} ef={ef}: single query raw {s_raw * 1e6:.1f} us vs mlsys {s_wrap * 1e6:.1f} us -> overhead "
         f"{100 * single:+.2f}% (goal <= 5%); batch of {q.shape[0]} raw {b_raw * 1e3:.1f} ms vs mlsys "
-        f"{b_wrap * 1e3:.1f} ms -> overhead {100 * batch:+.2f}% (goal <= 3%) {machine()}"
+        f"{b_wrap * 1e3:.1f} ms (minima) -> overhead {100 * batch:+.2f}% (median of {REPS} ABBA quads; goal <= 3%) "
+        f"{machine()}"
     )
     benchmark.extra_info.update({"single_overhead": single, "batch_overhead": batch})
     benchmark(wrap_call, q[:1])
+    if lib == "hnswlib":
+        index.set_params(native=True)
+    if python_path:
+        return  # the fallback's figure is reported, not gated: the goal is the compiled path's
     if not SMOKE:
         assert single <= 0.05, f"single-query overhead {100 * single:.2f}% > 5%"
         assert batch <= 0.03, f"batch overhead {100 * batch:.2f}% > 3%"

@@ -284,3 +284,9 @@ def test_native_flag_is_validated_and_persisted(tmp_path: Any) -> None:
     py.save(tmp_path / "idx")
     back = HNSWIndex.load(tmp_path / "idx")
     assert back.config.native is False and back._native is None
+    back.set_params(native=True)  # a search-time switch: same index, other path
+    assert back._native is fast.search
+    np.testing.assert_array_equal(back.search(vectors(3), 2)[0], py.search(vectors(3), 2)[0])
+    with pytest.raises(InvalidInputError, match="native"):
+        back.set_params(native=1)
+    assert back._native is fast.search

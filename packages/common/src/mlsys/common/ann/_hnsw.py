@@ -91,8 +91,9 @@ class HNSWConfig(CommonConfig):
         seed: hnswlib's random seed (level assignment).
         native: run the unfiltered search fast path as one compiled call where mlsys-common's
             extension was built (:data:`HNSW_NATIVE`); False always takes the pure-Python fast
-            path. Both give identical results; the compiled one costs ~1-3% over the raw
+            path. Both give identical results; the compiled one costs ~2-4% over the raw
             ``knn_query`` per single query, the Python one ~5-9% (``benchmarks/common/README.md``).
+            A search-time parameter: ``set_params(native=False)`` switches a built index.
         (and the :class:`~mlsys.common.ann.CommonConfig` fields.)
 
     Example:
@@ -147,7 +148,7 @@ class HNSWIndex(BaseIndex):
 
     kind = "hnsw"
     config_class = HNSWConfig
-    search_params = (*BaseIndex.search_params, "ef", "num_threads")
+    search_params = (*BaseIndex.search_params, "ef", "num_threads", "native")
     _config: HNSWConfig
 
     def __init__(self, space: EmbeddingSpace, **params: Any) -> None:
@@ -158,7 +159,10 @@ class HNSWIndex(BaseIndex):
         # ids whose hnswlib slot is marked deleted (the slot may since have been reused)
         self._deleted: set[int] = set()
         self._ef_lock = threading.Lock()
-        self._native = _native_search if self._config.native and not self._normalize_queries else None
+        self._native = self._pick_native()
+
+    def _pick_native(self) -> Callable[..., SearchResult | None] | None:
+        return _native_search if self._config.native and not self._normalize_queries else None
 
     def _new_index(self, capacity: int) -> Any:
         cfg = self._config
@@ -179,6 +183,7 @@ class HNSWIndex(BaseIndex):
 
     def _apply_search_params(self) -> None:
         self._configure(self._index)
+        self._native = self._pick_native()
 
     @property
     def hnswlib_index(self) -> Any:
