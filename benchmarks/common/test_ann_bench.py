@@ -34,7 +34,7 @@ N = size(100_000, 2_000)
 DIM = size(128, 32)
 NQ = size(1_000, 50)
 K = 10
-REPS = size(11, 1)
+REPS = size(21, 1)
 
 
 def machine() -> str:

@@ -91,8 +91,8 @@ class HNSWConfig(CommonConfig):
         seed: hnswlib's random seed (level assignment).
         native: run the unfiltered search fast path as one compiled call where mlsys-common's
             extension was built (:data:`HNSW_NATIVE`); False always takes the pure-Python fast
-            path. Both give identical results; the compiled one costs ~2-4% over the raw
-            ``knn_query`` per single query, the Python one ~5-9% (``benchmarks/common/README.md``).
+            path. Both give identical results; the compiled one costs ~1-4% over the raw
+            ``knn_query`` per single query, the Python one ~6-10% (``benchmarks/common/README.md``).
             A search-time parameter: ``set_params(native=False)`` switches a built index.
         (and the :class:`~mlsys.common.ann.CommonConfig` fields.)
 
