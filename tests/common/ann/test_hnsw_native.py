@@ -8,6 +8,7 @@ is a backend of its own in ``ann_testlib.BACKENDS``).
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 import threading
@@ -223,12 +224,86 @@ def test_shared_outputs_are_viewed_not_retyped() -> None:
     np.testing.assert_array_equal(dist, -np.linspace(0, 1, 3, dtype=np.float32).reshape(1, 3))
 
 
-def test_non_finite_scores_fall_back() -> None:
+def test_non_finite_best_scores_fall_back_like_the_python_path() -> None:
+    # a NaN/inf query makes the best (first) score of its row non-finite: the general path then
+    # validates and raises; later scores that overflow for a finite query are answered as they are
     lock = RWLock()
-    labels = np.arange(3, dtype=np.uint64).reshape(1, 3)
-    dist = np.array([[0.0, np.nan, 1.0]], np.float32)
-    assert fast.search(FakeNative(result=(labels, dist)), vectors(1, 4), 3, 4, 10, False, lock) is None
+    labels = np.arange(6, dtype=np.uint64).reshape(2, 3)
+    bad_first = np.array([[0.0, 0.5, 1.0], [np.nan, np.nan, np.nan]], np.float32)
+    assert fast.search(FakeNative(result=(labels, bad_first)), vectors(2, 4), 3, 4, 10, False, lock) is None
+    late_inf = np.array([[0.0, 0.5, np.inf], [0.1, 0.2, 0.3]], np.float32)
+    ids, scores = fast.search(FakeNative(result=(labels, late_inf)), vectors(2, 4), 3, 4, 10, False, lock)
+    assert np.isneginf(scores[0, 2]) and np.isfinite(scores[1]).all() and ids.dtype == np.int64
     assert lock.readers == 0
+
+
+class WatchedLock(RWLock):
+    """An RWLock that counts wake-ups and can fail them."""
+
+    __slots__ = ("fail", "woken")
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.woken, self.fail = 0, fail
+
+    def wake_writer(self) -> None:
+        self.woken += 1
+        if self.fail:
+            raise OSError("wake failed")
+        super().wake_writer()
+
+
+class WriterArrives(FakeNative):
+    """A writer raises its flag while knn_query runs (hnswlib releases the GIL there)."""
+
+    def knn_query(self, queries: Any, k: int) -> Any:
+        assert self.lock is not None
+        self.lock._writer = True
+        return super().knn_query(queries, k)
+
+
+def test_a_writer_that_arrived_during_the_call_is_woken() -> None:
+    lock = WatchedLock()
+    native = WriterArrives()
+    native.lock = lock
+    ids, _ = fast.search(native, vectors(1, 4), 3, 4, 10, False, lock)
+    assert ids.shape == (1, 3) and lock.woken == 1 and lock.readers == 0
+    lock._writer = False
+    native = WriterArrives(error=ValueError("search failed"))
+    native.lock = lock
+    with pytest.raises(ValueError, match="search failed"):
+        fast.search(native, vectors(1, 4), 3, 4, 10, False, lock)
+    assert lock.woken == 2 and lock.readers == 0
+
+
+def test_a_failing_release_chains_the_search_error_like_finally() -> None:
+    lock = WatchedLock(fail=True)
+    native = WriterArrives(error=ValueError("search failed"))
+    native.lock = lock
+    with pytest.raises(OSError, match="wake failed") as info:
+        fast.search(native, vectors(1, 4), 3, 4, 10, False, lock)
+    assert isinstance(info.value.__context__, ValueError) and lock.readers == 0
+    assert info.value.__context__.__traceback__ is not None
+    lock._writer = False
+    native = WriterArrives()  # the search succeeded: the release error alone, no result
+    native.lock = lock
+    with pytest.raises(OSError, match="wake failed") as info:
+        fast.search(native, vectors(1, 4), 3, 4, 10, False, lock)
+    assert info.value.__context__ is None and lock.readers == 0
+
+
+def test_an_unbalanced_lock_is_reported_not_hidden() -> None:
+    class Drains(FakeNative):
+        def knn_query(self, queries: Any, k: int) -> Any:
+            assert self.lock is not None
+            self.lock._active.clear()  # someone popped this reader's registration
+            return super().knn_query(queries, k)
+
+    lock = RWLock()
+    native = Drains()
+    native.lock = lock
+    with pytest.raises(RuntimeError, match="imbalance"):
+        fast.search(native, vectors(1, 4), 3, 4, 10, False, lock)
 
 
 def test_refcounts_do_not_leak() -> None:
@@ -246,6 +321,76 @@ def test_refcounts_do_not_leak() -> None:
     after = (sys.getrefcount(q), sys.getrefcount(native), sys.getrefcount(lock), sys.getrefcount(None))
     assert after[:3] == before[:3]
     assert abs(after[3] - before[3]) < 100  # None is immortal-ish; a leak would add ~1000
+
+
+def test_refcounts_do_not_leak_on_any_path() -> None:
+    # every exit of the C code, 500 times each; a leaked or over-released reference to a shared
+    # object (the int64/uint64 dtypes, the queries, the lock, None) shows as a drift
+    q = vectors(2, 4)
+    labels = np.arange(6, dtype=np.uint64).reshape(2, 3)
+    watched: dict[str, Any] = {
+        "int64": np.dtype(np.int64),
+        "uint64": np.dtype(np.uint64),
+        "float32": np.dtype(np.float32),
+        "queries": q,
+        "None": None,
+    }
+    failing = WatchedLock(fail=True)
+
+    def writer_failing_wake() -> Any:
+        native = WriterArrives()
+        native.lock = failing
+        failing._writer = False
+        return fast.search(native, q, 3, 4, 10, False, failing)
+
+    lock = RWLock()
+    paths = {
+        "fresh": lambda: fast.search(FakeNative(), q, 3, 4, 10, False, lock),
+        "fresh l2": lambda: fast.search(FakeNative(), q, 3, 4, 10, True, lock),
+        "shared": lambda: fast.search(FakeNative(keep=True), q, 3, 4, 10, False, lock),
+        "runtime error": lambda: fast.search(FakeNative(error=RuntimeError("x")), q, 3, 4, 10, False, lock),
+        "other error": lambda: fast.search(FakeNative(error=ValueError("x")), q, 3, 4, 10, False, lock),
+        "non-finite": lambda: fast.search(
+            FakeNative(result=(labels, np.full((2, 3), np.nan, np.float32))), q, 3, 4, 10, False, lock
+        ),
+        "malformed": lambda: fast.search(FakeNative(result=(labels,)), q, 3, 4, 10, False, lock),
+        "unserved": lambda: fast.search(FakeNative(), q, 99, 4, 10, False, lock),
+        "failing release": writer_failing_wake,
+    }
+    for name, call in paths.items():
+
+        def run(call: Any = call) -> None:
+            try:
+                call()
+            except (ValueError, TypeError, OSError):
+                pass
+
+        for _ in range(20):
+            run()
+        gc.collect()  # a raised error and its fake's frame form a cycle: not a C-level leak
+        before = {k: sys.getrefcount(v) for k, v in watched.items()}
+        for _ in range(500):
+            run()
+        gc.collect()
+        after = {k: sys.getrefcount(v) for k, v in watched.items()}
+        drift = {
+            k: after[k] - before[k] for k in after if abs(after[k] - before[k]) > (50 if k == "None" else 0)
+        }
+        assert not drift, f"{name}: reference drift {drift}"
+        assert lock.readers == 0 and failing.readers == 0
+
+
+def test_the_built_extension_is_not_older_than_its_source() -> None:
+    # editable installs build the module next to its source; a stale one would test old code
+    from pathlib import Path
+
+    built = Path(fast.__file__)
+    source = built.with_name("_hnswfast.c")
+    if not source.exists():
+        pytest.skip("installed from a wheel: no source next to the module")
+    assert built.stat().st_mtime >= source.stat().st_mtime, (
+        f"{built.name} is older than _hnswfast.c: re-run `pip install -e packages/common`"
+    )
 
 
 def test_concurrent_searches_and_writes_on_the_native_path() -> None:

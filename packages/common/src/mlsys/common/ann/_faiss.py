@@ -411,8 +411,10 @@ class FaissIndex(BaseIndex):
         ):
             lock = self._lock
             active = lock._active
-            active.append(None)  # RWLock reader fast path, inlined (see RWLock)
             try:
+                # RWLock's reader fast path, inlined (see RWLock); registering as the first
+                # statement of the try means a Ctrl-C delivered right after it still unregisters
+                active.append(None)
                 if not lock._writer and self._pending is None and not self._n_tomb and self._live:
                     # faiss's Python ``search`` re-checks and re-converts what was checked above,
                     # then calls the SWIG ``search_c``: call that directly (same C++ call).

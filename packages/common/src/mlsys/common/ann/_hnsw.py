@@ -14,6 +14,7 @@ hnswlib is an optional extra (it builds from source on some platforms):
 from __future__ import annotations
 
 import math
+import sysconfig
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,7 +36,13 @@ from mlsys.common.validation import as_vectors
 
 
 def _load_native() -> Callable[..., SearchResult | None] | None:
-    """The compiled fast path, built with mlsys-common where a C compiler exists."""
+    """The compiled fast path, built with mlsys-common where a C compiler exists.
+
+    Never on free-threaded CPython: the reader registration it shares with :class:`RWLock` relies
+    on the GIL (setup.py does not build it there either).
+    """
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # pragma: no cover - free-threaded builds
+        return None
     try:
         from mlsys.common.ann._hnswfast import search
     except ImportError:  # pragma: no cover - the tests force the fallback with native=False
@@ -313,8 +320,10 @@ class HNSWIndex(BaseIndex):
             # no contiguity check: knn_query copies a strided float32 array itself
             lock = self._lock
             active = lock._active
-            active.append(None)  # RWLock reader fast path, inlined (see RWLock)
             try:
+                # RWLock's reader fast path, inlined (see RWLock); registering as the first
+                # statement of the try means a Ctrl-C delivered right after it still unregisters
+                active.append(None)
                 if not lock._writer:
                     labels, d = self._index.knn_query(queries, k)
                     if self._l2:

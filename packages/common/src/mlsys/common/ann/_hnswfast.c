@@ -16,10 +16,13 @@
  *   lock     the index's RWLock: its reader fast path (append to ``_active``, check ``_writer``;
  *            pop, wake a waiting writer) is taken around the call, exactly as RWLock does it
  *
- * Returns None, having touched nothing, whenever the general path must answer: queries or k not
- * in the served form, a writer holding or waiting for the lock, knn_query raising RuntimeError
- * (fewer than k live items reachable) or a non-finite score (NaN/inf query: the general path
- * validates and raises). Any other error propagates.
+ * Returns None, with nothing the caller can see changed, whenever the general path must answer:
+ * queries or k not in the served form, a writer holding or waiting for the lock, knn_query raising
+ * RuntimeError (fewer than k live items reachable) or a non-finite best score in some row (a
+ * NaN/inf query: the general path validates and raises; the same test as the Python path). Any
+ * other error propagates; the lock registration is undone on every exit.
+ *
+ * Not built for free-threaded CPython (setup.py): the lock protocol relies on the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,8 +34,8 @@
 static PyObject *s_knn_query, *s_active, *s_writer, *s_wake_writer;
 static PyArray_Descr *int64_descr;
 
-/* The served shape: an exact, aligned, native-order float32 ndarray (nq >= 1, dim). Strided is
- * fine: knn_query copies a non-contiguous float32 array itself. */
+/* The served shape: an exact, native-order float32 ndarray (nq >= 1, dim). Strided or unaligned
+ * is fine: knn_query copies such an array itself. */
 static int
 served_queries(PyObject *queries, Py_ssize_t dim)
 {
@@ -45,7 +48,8 @@ served_queries(PyObject *queries, Py_ssize_t dim)
 }
 
 /* hnswlib's outputs -> mlsys's: scores in place, labels reinterpreted as int64 (ids are
- * non-negative int64, so the bits are the same). NULL with no error set: a non-finite score. */
+ * non-negative int64, so the bits are the same). NULL with no error set: a row whose best score is
+ * not finite. */
 static PyObject *
 convert(PyObject *result, Py_ssize_t nq, long k, int l2)
 {
@@ -69,17 +73,20 @@ convert(PyObject *result, Py_ssize_t nq, long k, int l2)
     }
     float *d = (float *)PyArray_DATA(da);
     const npy_intp n = (npy_intp)nq * k;
-    int finite = 1;
     if (l2) {
         for (npy_intp i = 0; i < n; i++) {
             d[i] = -d[i];
-            finite &= isfinite(d[i]) != 0;
         }
     } else {
         for (npy_intp i = 0; i < n; i++) {
             d[i] = 1.0f - d[i];
-            finite &= isfinite(d[i]) != 0;
         }
+    }
+    /* a NaN/inf query makes every score of its row non-finite; a finite query whose later
+     * scores overflow is answered as is, as on the Python path */
+    int finite = 1;
+    for (npy_intp i = 0; i < n; i += k) {
+        finite &= isfinite(d[i]) != 0;
     }
     if (!finite) {
         return NULL;
@@ -108,7 +115,9 @@ convert(PyObject *result, Py_ssize_t nq, long k, int l2)
 }
 
 /* RWLock.release_read: pop the registration, wake a writer that raised its flag meanwhile. Runs
- * with any pending exception saved and restored, so a failing search still unregisters. */
+ * with any pending exception saved and restored, so a failing search still unregisters; if the
+ * release itself fails, its error wins and carries the search's as __context__, as a Python
+ * ``finally`` would. */
 static int
 release_read(PyObject *lock, PyObject *active)
 {
@@ -116,7 +125,10 @@ release_read(PyObject *lock, PyObject *active)
     PyErr_Fetch(&type, &value, &tb);
     int rc = 0;
     Py_ssize_t n = PyList_GET_SIZE(active);
-    if (n > 0 && PyList_SetSlice(active, n - 1, n, NULL) < 0) {
+    if (n == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "RWLock reader registry is empty on release (lock imbalance)");
+        rc = -1;
+    } else if (PyList_SetSlice(active, n - 1, n, NULL) < 0) {
         rc = -1;
     }
     if (rc == 0) {
@@ -133,12 +145,20 @@ release_read(PyObject *lock, PyObject *active)
             Py_XDECREF(r);
         }
     }
-    if (rc < 0) {
-        /* a failure to release outranks the search's own error */
-        Py_XDECREF(type);
-        Py_XDECREF(value);
+    if (rc < 0 && type != NULL) {
+        /* the release's error outranks the search's, which becomes its __context__ */
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        PyObject *ntype, *nvalue, *ntb;
+        PyErr_Fetch(&ntype, &nvalue, &ntb);
+        PyErr_NormalizeException(&ntype, &nvalue, &ntb);
+        PyException_SetContext(nvalue, value); /* steals value */
+        Py_DECREF(type);
         Py_XDECREF(tb);
-    } else {
+        PyErr_Restore(ntype, nvalue, ntb);
+    } else if (rc == 0) {
         PyErr_Restore(type, value, tb);
     }
     return rc;
@@ -222,6 +242,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_hnswfast", "Native fast path of mlsys.common.ann.HNSWIndex.search.", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

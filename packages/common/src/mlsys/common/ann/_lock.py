@@ -27,6 +27,12 @@ class RWLock:
     Writers are serialised by a mutex and preferred: once a writer waits, new readers queue behind
     it. The lock is not re-entrant.
 
+    Interrupts (a Ctrl-C in the middle of a search or a write) leave it consistent: a reader
+    registers as the first statement of a ``try`` whose ``finally`` unregisters it, an interrupted
+    waiter unregisters (reader) or gives the lock back (writer), and every wait re-checks its
+    condition every 50 ms, so a notification lost to an interrupt delays a waiter instead of
+    stranding it.
+
     Example:
         >>> lock = RWLock()
         >>> lock.acquire_read(); lock.release_read()
@@ -43,21 +49,31 @@ class RWLock:
         self._cond = threading.Condition(threading.Lock())
 
     def acquire_read(self) -> None:
-        """Register a reader; blocks while a writer holds or waits for the lock."""
+        """Register a reader; blocks while a writer holds or waits for the lock.
+
+        An exception raised while it waits (a Ctrl-C) leaves the reader unregistered.
+        """
         active = self._active
-        active.append(None)
-        if self._writer:
-            self._acquire_read_slow()
+        try:
+            active.append(None)  # first in the try: an interrupt right after it is still handled
+            if self._writer:
+                self._acquire_read_slow()
+        except BaseException:
+            self.release_read()  # _acquire_read_slow always exits registered
+            raise
 
     def _acquire_read_slow(self) -> None:
         cond = self._cond
+        active = self._active
         while True:
-            self._active.pop()
-            with cond:
-                cond.notify_all()  # the writer may be waiting for this reader to leave
-                while self._writer:
-                    cond.wait()
-            self._active.append(None)
+            try:
+                active.pop()
+                with cond:
+                    cond.notify_all()  # the writer may be waiting for this reader to leave
+                    while self._writer:
+                        cond.wait(0.05)  # timeout: see acquire_write
+            finally:
+                active.append(None)  # registered again, also when the wait was interrupted
             if not self._writer:
                 return
 
@@ -76,10 +92,16 @@ class RWLock:
         """Take the lock exclusively: waits for other writers, then for readers to leave."""
         self._writer_mutex.acquire()
         cond = self._cond
-        with cond:
-            self._writer = True
-            while self._active:
-                cond.wait()
+        try:
+            with cond:
+                self._writer = True
+                while self._active:
+                    # re-check on a timeout too: a reader interrupted (Ctrl-C) between leaving
+                    # and notifying must not leave the writer asleep with nobody left to wake it
+                    cond.wait(0.05)
+        except BaseException:  # interrupted while waiting for readers: give the lock back
+            self.release_write()
+            raise
 
     def release_write(self) -> None:
         """Release the exclusive lock and wake waiting readers."""
