@@ -143,6 +143,11 @@ class HNSWIndex(BaseIndex):
             squared distance.
         **params: :class:`HNSWConfig` fields.
 
+    Thread-safety: as :class:`~mlsys.common.ann.BaseIndex`, with one hnswlib-specific caveat:
+    hnswlib has no per-query ef, so a filtered search that must widen its beam raises the shared
+    ef for its duration (widenings are serialised and undone). Unfiltered searches running at
+    that moment may search with the wider beam: the same or better recall, more time.
+
     Example:
         >>> import numpy as np
         >>> from mlsys.common.spaces import EmbeddingSpace
