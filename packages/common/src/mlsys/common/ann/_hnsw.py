@@ -99,7 +99,7 @@ class HNSWConfig(CommonConfig):
         native: run the unfiltered search fast path as one compiled call where mlsys-common's
             extension was built (:data:`HNSW_NATIVE`); False always takes the pure-Python fast
             path. Both give identical results; the compiled one costs ~1-4% over the raw
-            ``knn_query`` per single query, the Python one ~6-10% (``benchmarks/common/README.md``).
+            ``knn_query`` per single query, the Python one ~6-11% (``benchmarks/common/README.md``).
             A search-time parameter: ``set_params(native=False)`` switches a built index.
         (and the :class:`~mlsys.common.ann.CommonConfig` fields.)
 
