@@ -126,7 +126,8 @@ def _line_after(func: Any, text: str) -> int:
     return _line_of(func, text) + 1
 
 
-def _writer_gets_through(lock: RWLock, timeout: float = 5.0) -> bool:
+def _start_writer(lock: RWLock) -> threading.Event:
+    """Start a thread that takes and releases the write lock; the event is set once it got in."""
     done = threading.Event()
 
     def writer() -> None:
@@ -134,7 +135,11 @@ def _writer_gets_through(lock: RWLock, timeout: float = 5.0) -> bool:
             done.set()
 
     threading.Thread(target=writer, daemon=True).start()
-    return done.wait(timeout)
+    return done
+
+
+def _writer_gets_through(lock: RWLock, timeout: float = 5.0) -> bool:
+    return _start_writer(lock).wait(timeout)
 
 
 def _run_interrupted(fn: Any, tracer: Any) -> None:
@@ -192,18 +197,10 @@ def test_lost_wakeup_does_not_strand_the_writer() -> None:
     # a reader interrupted between leaving and notifying: the writer's timed re-check gets it through
     lock = RWLock()
     lock.acquire_read()
-    got = threading.Event()
-
-    def writer() -> None:
-        with lock.write():
-            got.set()
-
-    t = threading.Thread(target=writer, daemon=True)
-    t.start()
+    got = _start_writer(lock)
     deadline = time.monotonic() + 5
     while not lock._writer and time.monotonic() < deadline:
         time.sleep(0.001)
     assert lock._writer
     lock._active.pop()  # leave without waking the writer (wake_writer lost to an interrupt)
     assert got.wait(5)
-    t.join(5)
