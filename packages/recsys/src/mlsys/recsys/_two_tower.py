@@ -345,6 +345,7 @@ def in_batch_softmax_loss(
     logq: LogQ = "subtract",
     mask_accidental_hits: bool = True,
     item_bias: torch.Tensor | None = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch sampled softmax: row ``i``'s positive is column ``i``; the other columns are negatives.
 
@@ -358,6 +359,9 @@ def in_batch_softmax_loss(
         mask_accidental_hits: a column holding the same item as row ``i``'s positive (other than
             the positive itself) is not a negative: its logit is masked out.
         item_bias: ``(B,)`` optional per-item bias added to every logit of its column.
+        sample_weight: ``(B,)`` optional non-negative weight of each row's loss (e.g. importance
+            weights from :func:`mlsys.recsys.explore.importance_weights`); the loss is
+            ``mean(w_i * ce_i)``, so weights of mean 1 keep the unweighted loss's scale.
 
     Example:
         >>> u = torch.eye(2)
@@ -374,7 +378,11 @@ def in_batch_softmax_loss(
         same = items[:, None] == items[None, :]
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
-    return nn.functional.cross_entropy(logits, torch.arange(items.shape[0]))
+    target = torch.arange(items.shape[0])
+    if sample_weight is None:
+        return nn.functional.cross_entropy(logits, target)
+    per_row = nn.functional.cross_entropy(logits, target, reduction="none")
+    return (per_row * sample_weight).mean()
 
 
 class TwoTowerModel:
@@ -408,8 +416,14 @@ class TwoTowerModel:
         items: FeatureTable,
         users: FeatureTable | None = None,
         progress: bool | None = None,
+        weighted: bool = False,
     ) -> TwoTowerModel:
         """Train on ``train`` (implicit positives); ``items`` must describe every training item.
+
+        ``weighted=True`` is the sample-weight hook for IPS-weighted training: each distinct
+        (user, item) pair's loss is weighted by the sum of its events' ``train.weights`` (e.g.
+        :func:`mlsys.recsys.explore.importance_weights` of logged clicks), normalised to mean 1
+        over the training pairs. With equal weights it trains exactly as ``weighted=False``.
 
         ``users`` (optional) must describe every training user. ``progress`` shows a tqdm bar
         (default: only on a terminal). Empty interactions raise
@@ -432,6 +446,14 @@ class TwoTowerModel:
         item_vocab = IdIndex(np.unique(train.items))
         user_vocab = IdIndex(np.unique(train.users))
         hist = train.to_csr(user_vocab, item_vocab)
+        pair_weight: npt.NDArray[np.float32] | None = None
+        if weighted:
+            wsum = train.to_csr(user_vocab, item_vocab, binary=False).tocoo()
+            if not np.all(wsum.data > 0):
+                raise InvalidInputError("weighted training needs positive weights for every (user, item) pair")
+            pair_weight = (wsum.data / wsum.data.mean()).astype(np.float32)
+            check = hist.tocoo()
+            assert np.array_equal(check.row, wsum.row) and np.array_equal(check.col, wsum.col)
         user_specs = users.specs if users is not None else ()
 
         with torch.random.fork_rng(devices=[]):
@@ -470,8 +492,9 @@ class TwoTowerModel:
             for step in range(steps):
                 b = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 bu, bi = ex_user[b], ex_item[b]
+                bw = None if pair_weight is None else torch.from_numpy(pair_weight[b])
                 loss = self._step(
-                    net, opt, estimator, items, users, item_rows, user_rows, hist, bu, bi, rng, gen
+                    net, opt, estimator, items, users, item_rows, user_rows, hist, bu, bi, rng, gen, bw
                 )
                 total += loss * b.shape[0]
                 bar.update(1)
@@ -503,6 +526,7 @@ class TwoTowerModel:
         bi: npt.NDArray[np.int64],
         rng: np.random.Generator,
         gen: torch.Generator,
+        sample_weight: torch.Tensor | None = None,
     ) -> float:
         cfg = self.config
         ufeats = _feature_tensors(users, user_rows[bu]) if users is not None and user_rows is not None else {}
@@ -532,6 +556,7 @@ class TwoTowerModel:
             logq=cfg.logq,
             mask_accidental_hits=cfg.mask_accidental_hits,
             item_bias=bias,
+            sample_weight=sample_weight,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,442 @@
+"""Off-policy estimators: the value of a target policy from logs of another one.
+
+Every estimator here is a mean of per-row terms (over a mean of per-row weights for SNIPS), with
+the same formulas as Open Bandit Pipeline 0.5.7 (a test checks the values to 1e-9):
+
+* IPS: ``mean(w * r)`` with ``w = pi_e(a | x, pos) / pi_0(a | x, pos)``;
+* SNIPS: ``mean(w * r) / mean(w)``;
+* DM: ``mean(sum_a pi_e(a | x, pos) * q(x, a, pos))``;
+* DR: DM plus ``mean(w * (r - q(x, a_logged, pos)))``.
+
+``clip`` caps the weights from above (``min(w, clip)``: less variance, some bias). Bootstrap
+intervals (:func:`estimate_interval`) re-compute the estimator on each resample (for SNIPS the
+normaliser is re-computed too, which obp does not do).
+
+Before estimating, the target policy's support is checked: mass that it puts on (action, position)
+pairs that never appear in the log cannot be evaluated by any of these estimators, and a number
+computed anyway looks fine while silently ignoring that mass. By default that raises
+:class:`SupportDeficiencyError`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from mlsys.common.errors import InvalidInputError, UnknownNameError
+from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray, as_action_dist
+
+__all__ = [
+    "ESTIMATORS",
+    "PolicyValueInterval",
+    "SupportDeficiencyError",
+    "SupportReport",
+    "direct_method",
+    "doubly_robust",
+    "estimate_interval",
+    "evaluate_policy",
+    "importance_weights",
+    "ips",
+    "snips",
+    "support_report",
+]
+
+SupportPolicy = Literal["raise", "warn", "ignore"]
+
+
+class SupportDeficiencyError(InvalidInputError):
+    """The target policy puts probability on actions the logging policy never showed."""
+
+
+@dataclass(frozen=True)
+class SupportReport:
+    """How much of the target policy's mass falls on (action, position) pairs never logged.
+
+    ``deficient_mass`` is the mean over rows and positions of the target probability on such
+    pairs (0 = fully supported, 1 = nothing the target does was ever logged). ``unlogged`` lists
+    the ``(action, position)`` pairs with target mass but no logged row (at most 20).
+    """
+
+    deficient_mass: float
+    unlogged: tuple[tuple[int, int], ...]
+    n_unlogged: int
+
+    @property
+    def supported(self) -> bool:
+        return self.n_unlogged == 0
+
+
+def support_report(
+    feedback: BanditFeedback, action_dist: Any, *, logging_action_dist: Any | None = None
+) -> SupportReport:
+    """Measure the target policy's mass outside the logging policy's support.
+
+    Without ``logging_action_dist`` the support is what was logged: (action, position) pairs that
+    appear in at least one row. With it (the logging policy's full ``(n, n_actions, slate_size)``
+    distribution), the support is exact and per row: ``pi_0 > 0``.
+
+    Example:
+        >>> import numpy as np
+        >>> fb = BanditFeedback(action=[0, 0], reward=[1, 0], propensity=[1.0, 1.0], n_actions=2)
+        >>> support_report(fb, np.array([[0.5, 0.5], [0.5, 0.5]])).deficient_mass
+        0.5
+    """
+    pi_e = as_action_dist(action_dist, feedback)
+    if logging_action_dist is not None:
+        pi_0 = as_action_dist(logging_action_dist, feedback, name="logging_action_dist")
+        outside = (pi_0 <= 0) & (pi_e > 0)
+        mass = float((pi_e * outside).sum(axis=1).mean())
+        pairs_mask = outside.any(axis=0)
+    else:
+        logged = np.zeros((feedback.n_actions, feedback.slate_size), dtype=bool)
+        logged[feedback.action, feedback.position] = True
+        mass = float((pi_e * ~logged[None]).sum(axis=1).mean())
+        pairs_mask = (pi_e > 0).any(axis=0) & ~logged
+    pairs = np.argwhere(pairs_mask)
+    return SupportReport(
+        deficient_mass=mass,
+        unlogged=tuple((int(a), int(p)) for a, p in pairs[:20]),
+        n_unlogged=int(pairs.shape[0]),
+    )
+
+
+def _check_support(
+    feedback: BanditFeedback,
+    pi_e: FloatArray,
+    support: SupportPolicy,
+    tolerance: float,
+    logging_action_dist: Any | None,
+) -> None:
+    if support == "ignore":
+        return
+    if support not in ("raise", "warn"):
+        raise UnknownNameError(f"support must be 'raise', 'warn' or 'ignore', got {support!r}")
+    rep = support_report(feedback, pi_e, logging_action_dist=logging_action_dist)
+    if rep.deficient_mass <= tolerance:
+        return
+    msg = (
+        f"the target policy puts {rep.deficient_mass:.4g} of its mass (mean over rows and positions) on "
+        f"{rep.n_unlogged} (action, position) pairs the logging policy never showed, e.g. {list(rep.unlogged[:5])}; "
+        "no importance-weighted estimate can see that mass. Log with more exploration, restrict the target "
+        "policy to the logged support, or pass support='warn'/'ignore' to estimate the supported part only"
+    )
+    if support == "raise":
+        raise SupportDeficiencyError(msg)
+    warnings.warn(msg, stacklevel=3)
+
+
+def _check_clip(clip: float | None) -> None:
+    if clip is not None and not (isinstance(clip, int | float) and clip > 0 and np.isfinite(clip)):
+        raise InvalidInputError(f"clip must be a positive finite number or None, got {clip!r}")
+
+
+def importance_weights(
+    feedback: BanditFeedback,
+    action_dist: Any,
+    *,
+    clip: float | None = None,
+    support: SupportPolicy = "raise",
+    support_tolerance: float = 0.0,
+) -> FloatArray:
+    """Per-row importance weights ``pi_e(a | x, pos) / propensity``, capped at ``clip``.
+
+    Also the sample-weight hook for IPS-weighted training: pass them as ``Interactions(weights=...)``
+    or as a model's ``sample_weight`` to fit a model for the target policy's distribution.
+
+    Example:
+        >>> fb = BanditFeedback(action=[0, 1], reward=[1, 0], propensity=[0.5, 0.5])
+        >>> importance_weights(fb, [[1.0, 0.0], [0.0, 1.0]]).tolist()
+        [2.0, 2.0]
+    """
+    _check_clip(clip)
+    pi_e = as_action_dist(action_dist, feedback)
+    _check_support(feedback, pi_e, support, support_tolerance, None)
+    return _weights(feedback, pi_e, clip)
+
+
+def _weights(feedback: BanditFeedback, pi_e: FloatArray, clip: float | None) -> FloatArray:
+    iw = pi_e[np.arange(feedback.n_rows), feedback.action, feedback.position] / feedback.propensity
+    if clip is not None:
+        iw = np.minimum(iw, clip)
+    return iw
+
+
+def _as_rewards_model(estimated_rewards: Any, feedback: BanditFeedback) -> FloatArray:
+    q = np.asarray(estimated_rewards, dtype=np.float64)
+    if q.ndim == 2 and feedback.slate_size == 1:
+        q = q[:, :, None]
+    expected = (feedback.n_rows, feedback.n_actions, feedback.slate_size)
+    if q.shape != expected:
+        raise InvalidInputError(f"estimated_rewards has shape {q.shape}, expected {expected} (rows, actions, positions)")
+    if not np.isfinite(q).all():
+        raise InvalidInputError("estimated_rewards holds NaN or inf")
+    return q
+
+
+# Each estimator reduces to (per-row numerator terms, per-row denominator terms or None): the value
+# is mean(num) / mean(den) (den None: 1). The bootstrap resamples rows of both.
+_Terms = tuple[FloatArray, FloatArray | None]
+
+
+def _ips_terms(fb: BanditFeedback, pi_e: FloatArray, q: FloatArray | None, clip: float | None) -> _Terms:
+    return fb.reward * _weights(fb, pi_e, clip), None
+
+
+def _snips_terms(fb: BanditFeedback, pi_e: FloatArray, q: FloatArray | None, clip: float | None) -> _Terms:
+    w = _weights(fb, pi_e, clip)
+    return fb.reward * w, w
+
+
+def _dm_baseline(fb: BanditFeedback, pi_e: FloatArray, q: FloatArray) -> FloatArray:
+    rows = np.arange(fb.n_rows)
+    return np.einsum("ia,ia->i", pi_e[rows, :, fb.position], q[rows, :, fb.position])
+
+
+def _dm_terms(fb: BanditFeedback, pi_e: FloatArray, q: FloatArray | None, clip: float | None) -> _Terms:
+    assert q is not None
+    return _dm_baseline(fb, pi_e, q), None
+
+
+def _dr_terms(fb: BanditFeedback, pi_e: FloatArray, q: FloatArray | None, clip: float | None) -> _Terms:
+    assert q is not None
+    w = _weights(fb, pi_e, clip)
+    q_logged = q[np.arange(fb.n_rows), fb.action, fb.position]
+    return _dm_baseline(fb, pi_e, q) + w * (fb.reward - q_logged), None
+
+
+_TermFn = Callable[[BanditFeedback, FloatArray, "FloatArray | None", "float | None"], _Terms]
+
+#: the estimators by name, and whether each needs a reward model.
+ESTIMATORS: dict[str, tuple[_TermFn, bool]] = {
+    "ips": (_ips_terms, False),
+    "snips": (_snips_terms, False),
+    "dm": (_dm_terms, True),
+    "dr": (_dr_terms, True),
+}
+
+
+def _prepare(
+    name: str,
+    feedback: BanditFeedback,
+    action_dist: Any,
+    estimated_rewards: Any | None,
+    clip: float | None,
+    support: SupportPolicy,
+    support_tolerance: float,
+    logging_action_dist: Any | None,
+) -> _Terms:
+    if not isinstance(feedback, BanditFeedback):
+        raise InvalidInputError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
+    if name not in ESTIMATORS:
+        raise UnknownNameError(f"unknown estimator {name!r}; expected one of {sorted(ESTIMATORS)}")
+    fn, needs_q = ESTIMATORS[name]
+    _check_clip(clip)
+    pi_e = as_action_dist(action_dist, feedback)
+    q = None
+    if needs_q:
+        if estimated_rewards is None:
+            raise InvalidInputError(f"estimator {name!r} needs estimated_rewards (a reward model's predictions)")
+        q = _as_rewards_model(estimated_rewards, feedback)
+    if name != "dm":
+        _check_support(feedback, pi_e, support, support_tolerance, logging_action_dist)
+    return fn(feedback, pi_e, q, clip)
+
+
+def _value(terms: _Terms) -> float:
+    num, den = terms
+    if den is None:
+        return float(num.mean())
+    d = den.mean()
+    if d <= 0:
+        raise InvalidInputError("every importance weight is 0: the target policy never takes a logged action")
+    return float(num.mean() / d)
+
+
+def ips(
+    feedback: BanditFeedback,
+    action_dist: Any,
+    *,
+    clip: float | None = None,
+    support: SupportPolicy = "raise",
+    support_tolerance: float = 0.0,
+    logging_action_dist: Any | None = None,
+) -> float:
+    """Inverse propensity scoring: ``mean(min(w, clip) * r)``.
+
+    Args:
+        feedback: the logged rows.
+        action_dist: the target policy's ``(n_rows, n_actions, slate_size)`` probabilities.
+        clip: cap on the importance weights (``None``: no cap).
+        support: what a target policy with mass outside the logged support does: ``"raise"``
+            :class:`SupportDeficiencyError`, ``"warn"``, or ``"ignore"``.
+        support_tolerance: deficient mass tolerated before ``support`` applies.
+        logging_action_dist: the logging policy's distribution, for an exact support check.
+
+    Example:
+        >>> fb = BanditFeedback(action=[0, 1, 0, 1], reward=[1, 0, 1, 1], propensity=[0.5] * 4)
+        >>> ips(fb, [[1.0, 0.0]] * 4)
+        1.0
+    """
+    return _value(_prepare("ips", feedback, action_dist, None, clip, support, support_tolerance, logging_action_dist))
+
+
+def snips(
+    feedback: BanditFeedback,
+    action_dist: Any,
+    *,
+    clip: float | None = None,
+    support: SupportPolicy = "raise",
+    support_tolerance: float = 0.0,
+    logging_action_dist: Any | None = None,
+) -> float:
+    """Self-normalised IPS: ``mean(w * r) / mean(w)`` (arguments as :func:`ips`).
+
+    Example:
+        >>> fb = BanditFeedback(action=[0, 1, 0], reward=[1, 0, 0], propensity=[0.5] * 3)
+        >>> snips(fb, [[1.0, 0.0]] * 3)
+        0.5
+    """
+    return _value(_prepare("snips", feedback, action_dist, None, clip, support, support_tolerance, logging_action_dist))
+
+
+def direct_method(feedback: BanditFeedback, action_dist: Any, estimated_rewards: Any) -> float:
+    """The reward model's value of the target policy: ``mean(sum_a pi_e(a) q(x, a, pos))``.
+
+    ``estimated_rewards`` is ``(n_rows, n_actions, slate_size)`` (see :func:`cross_fit_rewards`).
+    No weights, so no support check: the value is only as good as the model.
+    """
+    return _value(_prepare("dm", feedback, action_dist, estimated_rewards, None, "ignore", 0.0, None))
+
+
+def doubly_robust(
+    feedback: BanditFeedback,
+    action_dist: Any,
+    estimated_rewards: Any,
+    *,
+    clip: float | None = None,
+    support: SupportPolicy = "raise",
+    support_tolerance: float = 0.0,
+    logging_action_dist: Any | None = None,
+) -> float:
+    """Doubly robust: the direct method plus the IPS-weighted residual of the reward model.
+
+    Unbiased when either the propensities or the reward model are right. ``estimated_rewards``
+    is ``(n_rows, n_actions, slate_size)``; other arguments as :func:`ips`.
+
+    Example:
+        >>> import numpy as np
+        >>> fb = BanditFeedback(action=[0, 1], reward=[1, 0], propensity=[0.5, 0.5])
+        >>> doubly_robust(fb, [[1.0, 0.0]] * 2, np.full((2, 2), 0.5))
+        0.75
+    """
+    return _value(
+        _prepare("dr", feedback, action_dist, estimated_rewards, clip, support, support_tolerance, logging_action_dist)
+    )
+
+
+@dataclass(frozen=True)
+class PolicyValueInterval:
+    """A point estimate with a percentile bootstrap interval."""
+
+    estimator: str
+    value: float
+    lower: float
+    upper: float
+    alpha: float
+    n_bootstrap: int
+
+    def relative_error(self, truth: float) -> float:
+        """``|value - truth| / |truth|``."""
+        return abs(self.value - truth) / abs(truth)
+
+    def covers(self, value: float) -> bool:
+        return self.lower <= value <= self.upper
+
+
+def estimate_interval(
+    estimator: str,
+    feedback: BanditFeedback,
+    action_dist: Any,
+    estimated_rewards: Any | None = None,
+    *,
+    clip: float | None = None,
+    alpha: float = 0.05,
+    n_bootstrap: int = 1000,
+    seed: int | np.random.Generator | None = 0,
+    support: SupportPolicy = "raise",
+    support_tolerance: float = 0.0,
+    logging_action_dist: Any | None = None,
+) -> PolicyValueInterval:
+    """Point estimate and a ``1 - alpha`` percentile bootstrap interval (rows resampled with replacement).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> fb = BanditFeedback(action=rng.integers(0, 2, 500), reward=rng.integers(0, 2, 500), propensity=np.full(500, 0.5))
+        >>> iv = estimate_interval("snips", fb, np.tile([0.7, 0.3], (500, 1)), seed=0)
+        >>> iv.lower < iv.value < iv.upper
+        True
+    """
+    if not 0 < alpha < 1:
+        raise InvalidInputError(f"alpha must be in (0, 1), got {alpha!r}")
+    if not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+        raise InvalidInputError(f"n_bootstrap must be an int >= 10, got {n_bootstrap!r}")
+    num, den = _prepare(
+        estimator, feedback, action_dist, estimated_rewards, clip, support, support_tolerance, logging_action_dist
+    )
+    value = _value((num, den))
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    n = num.shape[0]
+    boot = np.empty(n_bootstrap)
+    chunk = max(1, min(n_bootstrap, 4_000_000 // n))
+    for start in range(0, n_bootstrap, chunk):
+        stop = min(n_bootstrap, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        m = num[idx].mean(axis=1)
+        if den is not None:
+            d = den[idx].mean(axis=1)
+            m = np.divide(m, d, out=np.zeros_like(m), where=d > 0)
+        boot[start:stop] = m
+    lower, upper = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return PolicyValueInterval(estimator, value, float(lower), float(upper), alpha, n_bootstrap)
+
+
+def evaluate_policy(
+    feedback: BanditFeedback,
+    action_dist: Any,
+    estimated_rewards: Any | None = None,
+    *,
+    estimators: tuple[str, ...] | None = None,
+    clip: float | None = None,
+    alpha: float = 0.05,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    support: SupportPolicy = "raise",
+    logging_action_dist: Any | None = None,
+) -> dict[str, PolicyValueInterval]:
+    """Every applicable estimator with its bootstrap interval: IPS and SNIPS, plus DM and DR when
+    ``estimated_rewards`` is given. The support is checked once, before any estimate."""
+    names = estimators or (("ips", "snips", "dm", "dr") if estimated_rewards is not None else ("ips", "snips"))
+    pi_e = as_action_dist(action_dist, feedback)
+    _check_support(feedback, pi_e, support, 0.0, logging_action_dist)
+    return {
+        name: estimate_interval(
+            name,
+            feedback,
+            pi_e,
+            estimated_rewards,
+            clip=clip,
+            alpha=alpha,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            support="ignore",
+        )
+        for name in names
+    }
+
+
