@@ -218,3 +218,34 @@ def test_feature_column_selection(synth) -> None:  # type: ignore[no-untyped-def
         TwoTowerModel(TwoTowerConfig(**FAST, item_features=("nope",))).fit(
             synth.interactions, items=synth.items
         )
+
+
+def test_sample_weighted_loss_and_training(synth) -> None:  # type: ignore[no-untyped-def]
+    """The IPS-weighted training hook: weights scale each row's loss; equal weights change nothing."""
+    torch.manual_seed(0)
+    u, v = torch.randn(6, 4), torch.randn(6, 4)
+    items = torch.tensor([0, 1, 2, 3, 4, 1])
+    w = torch.tensor([1.0, 0.0, 2.0, 0.5, 1.5, 1.0])
+    per_row = torch.stack(
+        [
+            in_batch_softmax_loss(u, v, items, temperature=0.5, sample_weight=torch.eye(6)[i] * 6)
+            for i in range(6)
+        ]
+    )
+    weighted = in_batch_softmax_loss(u, v, items, temperature=0.5, sample_weight=w)
+    assert torch.allclose(weighted, (per_row * w).sum() / 6)
+    assert torch.allclose(
+        in_batch_softmax_loss(u, v, items, temperature=0.5, sample_weight=torch.ones(6)),
+        in_batch_softmax_loss(u, v, items, temperature=0.5),
+    )
+
+    x = synth.interactions
+    cfg = TwoTowerConfig(**FAST, seed=1)
+    plain = TwoTowerModel(cfg).fit(x, items=synth.items, progress=False)
+    same = Interactions(x.users, x.items, x.timestamps, np.full(len(x.users), 3.0))
+    equal = TwoTowerModel(cfg).fit(same, items=synth.items, progress=False, weighted=True)
+    np.testing.assert_allclose(equal.loss_history_, plain.loss_history_, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    skewed = Interactions(x.users, x.items, x.timestamps, rng.uniform(0.1, 5.0, len(x.users)))
+    other = TwoTowerModel(cfg).fit(skewed, items=synth.items, progress=False, weighted=True)
+    assert not np.allclose(other.encode_items(synth.items), plain.encode_items(synth.items))

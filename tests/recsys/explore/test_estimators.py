@@ -92,7 +92,9 @@ def test_estimators_equal_truth_when_target_equals_logging_and_model_is_exact(se
     assert doubly_robust(fb, dist, q, support="ignore") == pytest.approx(r.mean())
 
 
-@pytest.mark.skipif(not HAS_OBP, reason="obp not installed (pip install --no-deps --ignore-requires-python obp==0.5.7)")
+@pytest.mark.skipif(
+    not HAS_OBP, reason="obp not installed (pip install --no-deps --ignore-requires-python obp==0.5.7)"
+)
 def test_parity_with_obp_on_the_same_logged_data() -> None:
     from obp.ope import DirectMethod, DoublyRobust, InverseProbabilityWeighting
     from obp.ope import SelfNormalizedInverseProbabilityWeighting as SNIPW
@@ -100,19 +102,29 @@ def test_parity_with_obp_on_the_same_logged_data() -> None:
     b = synthetic_bandit(5_000, 10, seed=3)
     fb, dist = b.feedback, b.target_dist
     q = cross_fit_rewards(fb)
-    kw = dict(reward=fb.reward, action=fb.action, position=fb.position, pscore=fb.propensity, action_dist=dist)
+    kw = dict(
+        reward=fb.reward, action=fb.action, position=fb.position, pscore=fb.propensity, action_dist=dist
+    )
     pairs = [
         (InverseProbabilityWeighting().estimate_policy_value(**kw), ips(fb, dist)),
         (InverseProbabilityWeighting(lambda_=3.0).estimate_policy_value(**kw), ips(fb, dist, clip=3.0)),
         (SNIPW().estimate_policy_value(**kw), snips(fb, dist)),
-        (DoublyRobust().estimate_policy_value(estimated_rewards_by_reg_model=q, **kw), doubly_robust(fb, dist, q)),
+        (
+            DoublyRobust().estimate_policy_value(estimated_rewards_by_reg_model=q, **kw),
+            doubly_robust(fb, dist, q),
+        ),
         (
             DoublyRobust(lambda_=3.0).estimate_policy_value(estimated_rewards_by_reg_model=q, **kw),
             doubly_robust(fb, dist, q, clip=3.0),
         ),
     ]
     kw.pop("pscore")
-    pairs.append((DirectMethod().estimate_policy_value(estimated_rewards_by_reg_model=q, **kw), direct_method(fb, dist, q)))
+    pairs.append(
+        (
+            DirectMethod().estimate_policy_value(estimated_rewards_by_reg_model=q, **kw),
+            direct_method(fb, dist, q),
+        )
+    )
     for theirs, ours in pairs:
         assert abs(theirs - ours) <= 1e-9
 
@@ -216,7 +228,9 @@ def test_importance_weighted_training_targets_the_target_policy() -> None:
     x1 = np.ones((fb.n_rows, 1))
     # a context-free model per action: weighting by w re-weights rows towards the target's contexts
     plain = BayesianLinearRewardModel(4, fit_intercept=False).fit(x1, fb.action, fb.reward)
-    weighted = BayesianLinearRewardModel(4, fit_intercept=False).fit(x1, fb.action, fb.reward, sample_weight=w)
+    weighted = BayesianLinearRewardModel(4, fit_intercept=False).fit(
+        x1, fb.action, fb.reward, sample_weight=w
+    )
     pi = b.target_dist[:, :, 0]
     truth_per_action = (pi * b.expected_reward).sum(axis=0) / pi.sum(axis=0)  # E[q(x, a) | target shows a]
     err_plain = np.abs(plain.predict(np.ones((1, 1)))[0] - truth_per_action).mean()
@@ -231,9 +245,9 @@ def test_obd_bts_policy_from_random_logs(obd: dict[str, OpenBanditData]) -> None
     assert alpha.shape == beta.shape == (80,)
     fb = rnd.feedback
     assert (fb.n_actions, fb.slate_size, fb.n_rows) == (80, 3, 10_000)
-    dist = BernoulliThompsonSampling(80, 3, alpha=alpha, beta=beta, n_draws=100_000, seed=12345).action_distribution(
-        fb.n_rows
-    )
+    dist = BernoulliThompsonSampling(
+        80, 3, alpha=alpha, beta=beta, n_draws=100_000, seed=12345
+    ).action_distribution(fb.n_rows)
     truth = bts.on_policy_value
     assert truth == pytest.approx(0.0042, abs=5e-5)
     table = evaluate_policy(fb, dist, cross_fit_rewards(fb), n_bootstrap=200)

@@ -191,7 +191,10 @@ def test_policies_are_seeded() -> None:
     ):
         a, b = make().select(scores), make().select(scores)
         assert np.array_equal(a.actions, b.actions) and np.array_equal(a.propensities, b.propensities)
-    t1, t2 = BernoulliThompsonSampling(8, 2, seed=7).select(50), BernoulliThompsonSampling(8, 2, seed=7).select(50)
+    t1, t2 = (
+        BernoulliThompsonSampling(8, 2, seed=7).select(50),
+        BernoulliThompsonSampling(8, 2, seed=7).select(50),
+    )
     assert np.array_equal(t1.actions, t2.actions)
 
 

@@ -450,7 +450,9 @@ class TwoTowerModel:
         if weighted:
             wsum = train.to_csr(user_vocab, item_vocab, binary=False).tocoo()
             if not np.all(wsum.data > 0):
-                raise InvalidInputError("weighted training needs positive weights for every (user, item) pair")
+                raise InvalidInputError(
+                    "weighted training needs positive weights for every (user, item) pair"
+                )
             pair_weight = (wsum.data / wsum.data.mean()).astype(np.float32)
             check = hist.tocoo()
             assert np.array_equal(check.row, wsum.row) and np.array_equal(check.col, wsum.col)

@@ -25,7 +25,7 @@ Example:
     ...                     propensity=shown.propensities[:, 0], n_actions=3)
     >>> target = EpsilonGreedy(0.2).action_distribution(scores)
     >>> round(snips(fb, target), 3)
-    1.0
+    0.84
 """
 
 from mlsys.recsys.explore._estimators import (

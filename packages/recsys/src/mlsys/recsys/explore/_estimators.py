@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError, UnknownNameError
 from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray, as_action_dist
@@ -172,7 +171,9 @@ def _as_rewards_model(estimated_rewards: Any, feedback: BanditFeedback) -> Float
         q = q[:, :, None]
     expected = (feedback.n_rows, feedback.n_actions, feedback.slate_size)
     if q.shape != expected:
-        raise InvalidInputError(f"estimated_rewards has shape {q.shape}, expected {expected} (rows, actions, positions)")
+        raise InvalidInputError(
+            f"estimated_rewards has shape {q.shape}, expected {expected} (rows, actions, positions)"
+        )
     if not np.isfinite(q).all():
         raise InvalidInputError("estimated_rewards holds NaN or inf")
     return q
@@ -240,7 +241,9 @@ def _prepare(
     q = None
     if needs_q:
         if estimated_rewards is None:
-            raise InvalidInputError(f"estimator {name!r} needs estimated_rewards (a reward model's predictions)")
+            raise InvalidInputError(
+                f"estimator {name!r} needs estimated_rewards (a reward model's predictions)"
+            )
         q = _as_rewards_model(estimated_rewards, feedback)
     if name != "dm":
         _check_support(feedback, pi_e, support, support_tolerance, logging_action_dist)
@@ -282,7 +285,9 @@ def ips(
         >>> ips(fb, [[1.0, 0.0]] * 4)
         1.0
     """
-    return _value(_prepare("ips", feedback, action_dist, None, clip, support, support_tolerance, logging_action_dist))
+    return _value(
+        _prepare("ips", feedback, action_dist, None, clip, support, support_tolerance, logging_action_dist)
+    )
 
 
 def snips(
@@ -301,7 +306,9 @@ def snips(
         >>> snips(fb, [[1.0, 0.0]] * 3)
         0.5
     """
-    return _value(_prepare("snips", feedback, action_dist, None, clip, support, support_tolerance, logging_action_dist))
+    return _value(
+        _prepare("snips", feedback, action_dist, None, clip, support, support_tolerance, logging_action_dist)
+    )
 
 
 def direct_method(feedback: BanditFeedback, action_dist: Any, estimated_rewards: Any) -> float:
@@ -332,10 +339,19 @@ def doubly_robust(
         >>> import numpy as np
         >>> fb = BanditFeedback(action=[0, 1], reward=[1, 0], propensity=[0.5, 0.5])
         >>> doubly_robust(fb, [[1.0, 0.0]] * 2, np.full((2, 2), 0.5))
-        0.75
+        1.0
     """
     return _value(
-        _prepare("dr", feedback, action_dist, estimated_rewards, clip, support, support_tolerance, logging_action_dist)
+        _prepare(
+            "dr",
+            feedback,
+            action_dist,
+            estimated_rewards,
+            clip,
+            support,
+            support_tolerance,
+            logging_action_dist,
+        )
     )
 
 
@@ -387,7 +403,14 @@ def estimate_interval(
     if not isinstance(n_bootstrap, int) or n_bootstrap < 10:
         raise InvalidInputError(f"n_bootstrap must be an int >= 10, got {n_bootstrap!r}")
     num, den = _prepare(
-        estimator, feedback, action_dist, estimated_rewards, clip, support, support_tolerance, logging_action_dist
+        estimator,
+        feedback,
+        action_dist,
+        estimated_rewards,
+        clip,
+        support,
+        support_tolerance,
+        logging_action_dist,
     )
     value = _value((num, den))
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -421,7 +444,9 @@ def evaluate_policy(
 ) -> dict[str, PolicyValueInterval]:
     """Every applicable estimator with its bootstrap interval: IPS and SNIPS, plus DM and DR when
     ``estimated_rewards`` is given. The support is checked once, before any estimate."""
-    names = estimators or (("ips", "snips", "dm", "dr") if estimated_rewards is not None else ("ips", "snips"))
+    names = estimators or (
+        ("ips", "snips", "dm", "dr") if estimated_rewards is not None else ("ips", "snips")
+    )
     pi_e = as_action_dist(action_dist, feedback)
     _check_support(feedback, pi_e, support, 0.0, logging_action_dist)
     return {
@@ -438,5 +463,3 @@ def evaluate_policy(
         )
         for name in names
     }
-
-

@@ -73,9 +73,9 @@ class BanditFeedback:
     action: IntArray
     reward: FloatArray
     propensity: FloatArray
-    position: IntArray = field(default=None)  # type: ignore[assignment]
-    n_actions: int = field(default=None)  # type: ignore[assignment]
-    slate_size: int = field(default=None)  # type: ignore[assignment]
+    position: IntArray = field(default=None)  # type: ignore[arg-type,assignment]
+    n_actions: int = field(default=None)  # type: ignore[arg-type,assignment]
+    slate_size: int = field(default=None)  # type: ignore[arg-type,assignment]
     context: FloatArray | None = None
     reward_range: tuple[float, float] = (0.0, 1.0)
 
@@ -86,17 +86,25 @@ class BanditFeedback:
             raise InvalidInputError("bandit feedback is empty (0 logged rows); expected at least one")
         reward = _float_array(self.reward, "reward", n)
         propensity = _float_array(self.propensity, "propensity", n)
-        position = np.zeros(n, np.int64) if self.position is None else _int_array(self.position, "position", n)
+        position = (
+            np.zeros(n, np.int64) if self.position is None else _int_array(self.position, "position", n)
+        )
         if (action < 0).any():
-            raise InvalidInputError(f"action holds negative values (first at row {int(np.argmax(action < 0))})")
+            raise InvalidInputError(
+                f"action holds negative values (first at row {int(np.argmax(action < 0))})"
+            )
         if (position < 0).any():
-            raise InvalidInputError(f"position holds negative values (first at row {int(np.argmax(position < 0))})")
+            raise InvalidInputError(
+                f"position holds negative values (first at row {int(np.argmax(position < 0))})"
+            )
         n_actions = int(action.max()) + 1 if self.n_actions is None else int(self.n_actions)
         slate_size = int(position.max()) + 1 if self.slate_size is None else int(self.slate_size)
         if n_actions <= 0 or int(action.max()) >= n_actions:
             raise InvalidInputError(f"action holds {int(action.max())}, expected values in [0, {n_actions})")
         if slate_size <= 0 or int(position.max()) >= slate_size:
-            raise InvalidInputError(f"position holds {int(position.max())}, expected values in [0, {slate_size})")
+            raise InvalidInputError(
+                f"position holds {int(position.max())}, expected values in [0, {slate_size})"
+            )
         bad = (propensity <= 0) | (propensity > 1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -106,7 +114,9 @@ class BanditFeedback:
             )
         lo, hi = (float(v) for v in self.reward_range)
         if not lo <= hi:
-            raise InvalidInputError(f"reward_range must be (low, high) with low <= high, got {self.reward_range}")
+            raise InvalidInputError(
+                f"reward_range must be (low, high) with low <= high, got {self.reward_range}"
+            )
         out = (reward < lo) | (reward > hi)
         if out.any():
             i = int(np.flatnonzero(out)[0])
@@ -120,7 +130,9 @@ class BanditFeedback:
             if c.ndim == 1:
                 c = c[:, None]
             if c.ndim != 2 or c.shape[0] != n:
-                raise InvalidInputError(f"context must have shape ({n}, d), got {np.asarray(self.context).shape}")
+                raise InvalidInputError(
+                    f"context must have shape ({n}, d), got {np.asarray(self.context).shape}"
+                )
             if not np.isfinite(c).all():
                 raise InvalidInputError("context holds NaN or inf; expected finite values")
             context = np.ascontiguousarray(c)
@@ -173,7 +185,9 @@ def as_action_dist(action_dist: Any, feedback: BanditFeedback, name: str = "acti
         arr = arr[:, :, None]
     expected = (feedback.n_rows, feedback.n_actions, feedback.slate_size)
     if arr.shape != expected:
-        raise InvalidInputError(f"{name} has shape {arr.shape}, expected {expected} (rows, actions, positions)")
+        raise InvalidInputError(
+            f"{name} has shape {arr.shape}, expected {expected} (rows, actions, positions)"
+        )
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"{name} holds NaN or inf")
     if (arr < -1e-12).any() or (arr > 1 + 1e-12).any():
@@ -181,5 +195,7 @@ def as_action_dist(action_dist: Any, feedback: BanditFeedback, name: str = "acti
     sums = arr.sum(axis=1)
     if not np.allclose(sums, 1.0, atol=1e-6):
         worst = float(np.abs(sums - 1).max())
-        raise InvalidInputError(f"{name} must sum to 1 over actions at every row and position (worst |sum-1| {worst:.3g})")
+        raise InvalidInputError(
+            f"{name} must sum to 1 over actions at every row and position (worst |sum-1| {worst:.3g})"
+        )
     return arr

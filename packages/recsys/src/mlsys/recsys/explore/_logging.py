@@ -23,7 +23,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from mlsys.common.errors import CorruptFileError, FormatVersionError, InvalidInputError, MissingDependencyError
+from mlsys.common.errors import (
+    CorruptFileError,
+    FormatVersionError,
+    InvalidInputError,
+    MissingDependencyError,
+)
 from mlsys.recsys.explore._feedback import BanditFeedback
 from mlsys.recsys.explore._policies import Policy, Slate
 
@@ -48,7 +53,9 @@ class CorruptLogError(CorruptFileError):
     ``line`` the 1-based line (or Parquet row) of the broken one."""
 
     def __init__(self, message: str, *, path: object, line: int, records: list[LogRecord]) -> None:
-        super().__init__(f"{path}:{line}: {message} ({len(records)} valid records before it are in err.records)")
+        super().__init__(
+            f"{path}:{line}: {message} ({len(records)} valid records before it are in err.records)"
+        )
         self.path = path
         self.line = line
         self.records = records
@@ -91,7 +98,11 @@ class LogRecord:
         if not isinstance(self.policy_version, str):
             raise InvalidInputError(f"LogRecord.policy_version must be a str, got {self.policy_version!r}")
         ts = self.timestamp
-        if isinstance(ts, bool) or not isinstance(ts, int | float | np.number) or not math.isfinite(float(ts)):
+        if (
+            isinstance(ts, bool)
+            or not isinstance(ts, int | float | np.number)
+            or not math.isfinite(float(ts))
+        ):
             raise InvalidInputError(f"LogRecord.timestamp must be finite seconds, got {ts!r}")
         object.__setattr__(self, "propensity", float(p))
         object.__setattr__(self, "reward", float(r))
@@ -116,7 +127,9 @@ class LogRecord:
         missing = {"round_id", "action", "position", "propensity", "reward", "policy_id"} - set(d)
         unknown = set(d) - fields
         if missing or unknown:
-            raise InvalidInputError(f"log record fields: missing {sorted(missing)}, unknown {sorted(unknown)}")
+            raise InvalidInputError(
+                f"log record fields: missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
         ctx = d.get("context")
         d["context"] = None if ctx is None else tuple(ctx)
         return cls(**d)
@@ -133,7 +146,9 @@ def _check_header(line: str, path: object) -> None:
     if not isinstance(head, dict) or head.get("format") != LOG_FORMAT:
         raise CorruptFileError(f"{path}:1: not a propensity log (header {line.strip()[:80]!r})")
     if head.get("version") != LOG_VERSION:
-        raise FormatVersionError(f"{path}: log format version {head.get('version')!r}, this reader knows {LOG_VERSION}")
+        raise FormatVersionError(
+            f"{path}: log format version {head.get('version')!r}, this reader knows {LOG_VERSION}"
+        )
 
 
 class PropensityLogger:
@@ -185,10 +200,10 @@ class PropensityLogger:
                 )
             return path.open("a", encoding="utf-8")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = path.open("w", encoding="utf-8")
-        fh.write(_HEADER + "\n")
-        fh.flush()
-        return fh
+        out = path.open("w", encoding="utf-8")
+        out.write(_HEADER + "\n")
+        out.flush()
+        return out
 
     def _write(self, fh: IO[str], records: Iterable[LogRecord]) -> None:
         fh.write("".join(r.to_json() + "\n" for r in records))
@@ -285,11 +300,15 @@ def _read_jsonl(path: Path) -> list[LogRecord]:
         _check_header(first.decode("utf-8", errors="replace"), path)
         for lineno, raw in enumerate(fh, start=2):
             if not raw.endswith(b"\n"):
-                raise CorruptLogError("truncated record (no trailing newline)", path=path, line=lineno, records=records)
+                raise CorruptLogError(
+                    "truncated record (no trailing newline)", path=path, line=lineno, records=records
+                )
             try:
                 records.append(LogRecord.from_json(raw.decode("utf-8")))
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
-                raise CorruptLogError(f"malformed record: {exc}", path=path, line=lineno, records=records) from None
+                raise CorruptLogError(
+                    f"malformed record: {exc}", path=path, line=lineno, records=records
+                ) from None
     return records
 
 
@@ -340,14 +359,18 @@ def _read_parquet(path: Path) -> list[LogRecord]:
     if meta.get(b"format") != LOG_FORMAT.encode():
         raise CorruptFileError(f"{path}: not a propensity log (Parquet metadata has no format tag)")
     if meta.get(b"version") != str(LOG_VERSION).encode():
-        raise FormatVersionError(f"{path}: log format version {meta.get(b'version')!r}, this reader knows {LOG_VERSION}")
+        raise FormatVersionError(
+            f"{path}: log format version {meta.get(b'version')!r}, this reader knows {LOG_VERSION}"
+        )
     records: list[LogRecord] = []
     for i, row in enumerate(table.to_pylist()):
         try:
             ctx = row.pop("context")
             records.append(LogRecord(context=None if ctx is None else tuple(ctx), **row))
         except (ValueError, TypeError) as exc:
-            raise CorruptLogError(f"malformed record: {exc}", path=path, line=i + 1, records=records) from None
+            raise CorruptLogError(
+                f"malformed record: {exc}", path=path, line=i + 1, records=records
+            ) from None
     return records
 
 
@@ -390,7 +413,9 @@ def to_feedback(
     present with one width, or all absent."""
     rs = [r for r in records if policy_id is None or r.policy_id == policy_id]
     if not rs:
-        raise InvalidInputError(f"no records{'' if policy_id is None else f' of policy {policy_id!r}'} to evaluate")
+        raise InvalidInputError(
+            f"no records{'' if policy_id is None else f' of policy {policy_id!r}'} to evaluate"
+        )
     has_ctx = {r.context is not None for r in rs}
     if len(has_ctx) > 1:
         raise InvalidInputError("some records have a context and some do not")

@@ -22,7 +22,13 @@ from mlsys.common.data import cache_root
 from mlsys.common.errors import DatasetNotFoundError, InvalidInputError, ParseError
 from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray
 
-__all__ = ["OBD_ENV_VAR", "OpenBanditData", "find_open_bandit_dataset", "load_open_bandit_dataset", "zozotown_bts_prior"]
+__all__ = [
+    "OBD_ENV_VAR",
+    "OpenBanditData",
+    "find_open_bandit_dataset",
+    "load_open_bandit_dataset",
+    "zozotown_bts_prior",
+]
 
 OBD_ENV_VAR = "MLSYS_OBD"
 _BEHAVIORS = ("random", "bts")
@@ -52,7 +58,9 @@ def find_open_bandit_dataset(path: str | os.PathLike[str] | None = None) -> Path
         if (cand / "random" / "all" / "all.csv").is_file():
             return cand
     raise DatasetNotFoundError(
-        "Open Bandit Dataset sample not found; looked in " + ", ".join(str(t) for t in tried) + ". Install obp "
+        "Open Bandit Dataset sample not found; looked in "
+        + ", ".join(str(t) for t in tried)
+        + ". Install obp "
         "(pip install --no-deps --ignore-requires-python obp==0.5.7) or set $MLSYS_OBD to its obp/dataset/obd folder"
     )
 
@@ -87,7 +95,7 @@ def load_open_bandit_dataset(
 
     Example:
         >>> data = load_open_bandit_dataset("random", "all")  # doctest: +SKIP
-        >>> data.feedback.n_actions, data.feedback.slate_size
+        >>> data.feedback.n_actions, data.feedback.slate_size  # doctest: +SKIP
         (80, 3)
     """
     if behavior not in _BEHAVIORS:
@@ -132,7 +140,9 @@ def load_open_bandit_dataset(
     return OpenBanditData(fb, np.array(uf, dtype=object)[order], np.array(ts)[order], behavior, campaign)
 
 
-def zozotown_bts_prior(campaign: str = "all", *, path: str | os.PathLike[str] | None = None) -> tuple[FloatArray, FloatArray]:
+def zozotown_bts_prior(
+    campaign: str = "all", *, path: str | os.PathLike[str] | None = None
+) -> tuple[FloatArray, FloatArray]:
     """The Beta prior ``(alpha, beta)`` per item of ZOZOTOWN's Bernoulli TS policy, read from
     obp's ``policy/conf/prior_bts.yaml`` next to the data set."""
     if campaign not in _CAMPAIGNS:

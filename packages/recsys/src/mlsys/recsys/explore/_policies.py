@@ -72,7 +72,9 @@ def _as_scores(scores: Any, n_actions: int | None = None) -> FloatArray:
     if s.ndim == 1:
         s = s[None, :]
     if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
-        raise InvalidInputError(f"scores must have shape (n_rounds, n_actions), got {np.asarray(scores).shape}")
+        raise InvalidInputError(
+            f"scores must have shape (n_rounds, n_actions), got {np.asarray(scores).shape}"
+        )
     if n_actions is not None and s.shape[1] != n_actions:
         raise InvalidInputError(f"scores have {s.shape[1]} actions, expected {n_actions}")
     if np.isnan(s).any() or np.isposinf(s).any():
@@ -194,13 +196,15 @@ class EpsilonGreedy(Policy):
 
     Example:
         >>> pol = EpsilonGreedy(0.2, slate_size=1, seed=0)
-        >>> pol.action_distribution([[3.0, 1.0, 2.0, 0.0]])[0, :, 0].tolist()
+        >>> pol.action_distribution([[3.0, 1.0, 2.0, 0.0]])[0, :, 0].round(3).tolist()
         [0.85, 0.05, 0.05, 0.05]
     """
 
     policy_id = "epsilon_greedy"
 
-    def __init__(self, epsilon: float = 0.1, slate_size: int = 1, *, seed: int | np.random.Generator | None = 0) -> None:
+    def __init__(
+        self, epsilon: float = 0.1, slate_size: int = 1, *, seed: int | np.random.Generator | None = 0
+    ) -> None:
         if not isinstance(epsilon, int | float) or not 0.0 <= float(epsilon) <= 1.0:
             raise InvalidInputError(f"epsilon must be in [0, 1], got {epsilon!r}")
         super().__init__(slate_size, seed=seed)
@@ -229,7 +233,7 @@ class EpsilonGreedy(Policy):
         m = _check_eligible(elig, self.slate_size)
         k = self.slate_size
         greedy = greedy_slate(s, k)
-        explore = self.rng_.random(s.shape[0]) < self.epsilon
+        explore = np.less(self.rng_.random(s.shape[0]), self.epsilon)
         keys = np.where(elig, self.rng_.random(s.shape), -np.inf)
         random_slate = np.argsort(-keys, axis=1, kind="stable")[:, :k]
         actions = np.where(explore[:, None], random_slate, greedy).astype(np.int64)
@@ -350,7 +354,9 @@ class BernoulliThompsonSampling(Policy):
     ) -> None:
         super().__init__(slate_size, seed=seed)
         if not isinstance(n_actions, int | np.integer) or n_actions < self.slate_size:
-            raise InvalidInputError(f"n_actions must be an int >= slate_size={self.slate_size}, got {n_actions!r}")
+            raise InvalidInputError(
+                f"n_actions must be an int >= slate_size={self.slate_size}, got {n_actions!r}"
+            )
         self.n_actions = int(n_actions)
         self.n_draws = _check_draws(n_draws)
         a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (self.n_actions,)).copy()
@@ -385,7 +391,9 @@ class BernoulliThompsonSampling(Policy):
         else:
             n = int(np.shape(x)[0]) if np.ndim(x) else -1
         if n <= 0:
-            raise InvalidInputError(f"expected a positive number of rounds (or an array with one row per round), got {x!r}")
+            raise InvalidInputError(
+                f"expected a positive number of rounds (or an array with one row per round), got {x!r}"
+            )
         return n
 
     def slot_distribution(self) -> FloatArray:
@@ -452,7 +460,9 @@ class LinearThompsonSampling(Policy):
         if not scale > 0:
             raise InvalidInputError(f"scale must be > 0, got {scale!r}")
         if model.n_actions < self.slate_size:
-            raise InvalidInputError(f"the model has {model.n_actions} actions, fewer than slate_size={self.slate_size}")
+            raise InvalidInputError(
+                f"the model has {model.n_actions} actions, fewer than slate_size={self.slate_size}"
+            )
         self.model = model
         self.scale = float(scale)
         self.n_draws = _check_draws(n_draws)
@@ -470,7 +480,9 @@ class LinearThompsonSampling(Policy):
         for start in range(0, n, chunk):
             mu, sd = mean[start : start + chunk], std[start : start + chunk]
             z = self.rng_.standard_normal((mu.shape[0], self.n_draws, n_act))
-            out[start : start + chunk] = _topk_frequencies(mu[:, None, :] + sd[:, None, :] * z, self.slate_size)
+            out[start : start + chunk] = _topk_frequencies(
+                mu[:, None, :] + sd[:, None, :] * z, self.slate_size
+            )
         return out
 
     def select(self, x: Any) -> Slate:
@@ -485,8 +497,6 @@ class LinearThompsonSampling(Policy):
         props = np.maximum(props, 1.0 / (self.n_draws + 1))
         greedy = greedy_slate(mean, k)
         return Slate(actions, props, None, False, self.n_draws, actions != greedy)
-
-
 
 
 class ShadowExploration(Policy):
@@ -505,7 +515,9 @@ class ShadowExploration(Policy):
 
     policy_id = "shadow_exploration"
 
-    def __init__(self, policy: Policy, fraction: float = 0.05, *, seed: int | np.random.Generator | None = 0) -> None:
+    def __init__(
+        self, policy: Policy, fraction: float = 0.05, *, seed: int | np.random.Generator | None = 0
+    ) -> None:
         if not isinstance(policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, got {type(policy).__name__}")
         if not isinstance(fraction, int | float) or not 0.0 <= float(fraction) <= 1.0:
@@ -530,7 +542,7 @@ class ShadowExploration(Policy):
         base = self.policy.select(x)
         uni = self.uniform.select(x)
         n = base.actions.shape[0]
-        shadow = self.rng_.random(n) < self.fraction
+        shadow = np.less(self.rng_.random(n), self.fraction)
         actions = np.where(shadow[:, None], uni.actions, base.actions)
         dist = self.action_distribution(x)
         rows = np.arange(n)[:, None]

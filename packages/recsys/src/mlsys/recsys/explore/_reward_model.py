@@ -104,7 +104,9 @@ class BayesianLinearRewardModel:
         if r.shape != (n,) or not np.isfinite(r).all():
             raise InvalidInputError(f"reward must be {n} finite values, got shape {r.shape}")
         if n and (a.min() < 0 or a.max() >= self.n_actions):
-            raise InvalidInputError(f"action values must be in [0, {self.n_actions}), got [{a.min()}, {a.max()}]")
+            raise InvalidInputError(
+                f"action values must be in [0, {self.n_actions}), got [{a.min()}, {a.max()}]"
+            )
         w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
             raise InvalidInputError(f"sample_weight must be {n} finite non-negative values")
@@ -122,7 +124,12 @@ class BayesianLinearRewardModel:
         elif n == 0:
             prior = 1.0
         else:
-            r_var = float(np.average((r - np.average(r, weights=w if w.sum() > 0 else None)) ** 2, weights=w if w.sum() > 0 else None))
+            r_var = float(
+                np.average(
+                    (r - np.average(r, weights=w if w.sum() > 0 else None)) ** 2,
+                    weights=w if w.sum() > 0 else None,
+                )
+            )
             prior = max(r_var, 1e-3) / max(float((x**2).sum(axis=1).mean()), 1e-12)
         lam = noise / prior
         precision = np.broadcast_to(lam * np.eye(d), (self.n_actions, d, d)).copy()
@@ -159,7 +166,9 @@ class BayesianLinearRewardModel:
         return np.sqrt(np.maximum(var, 0.0))
 
 
-def _features(context: FloatArray | None, n: int, position: npt.NDArray[np.int64], slate_size: int) -> FloatArray:
+def _features(
+    context: FloatArray | None, n: int, position: npt.NDArray[np.int64], slate_size: int
+) -> FloatArray:
     parts = [context if context is not None else np.zeros((n, 0))]
     if slate_size > 1:
         parts.append(np.eye(slate_size)[position])

@@ -31,7 +31,13 @@ from mlsys.recsys.explore._feedback import FloatArray
 from mlsys.recsys.explore._policies import EpsilonGreedy, LinearThompsonSampling, Policy, UniformRandom
 from mlsys.recsys.explore._reward_model import BayesianLinearRewardModel
 
-__all__ = ["PolicyFactory", "SimulationReport", "SimulatorConfig", "FeedbackLoopSimulator", "default_policies"]
+__all__ = [
+    "PolicyFactory",
+    "SimulationReport",
+    "SimulatorConfig",
+    "FeedbackLoopSimulator",
+    "default_policies",
+]
 
 #: builds an arm's policy from its freshly refit model and the arm's random generator.
 PolicyFactory = Callable[[BayesianLinearRewardModel, np.random.Generator], Policy]
@@ -68,13 +74,23 @@ class SimulatorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_users", "n_items", "dim", "slate_size", "users_per_round", "warm_start_users", "propensity_draws"):
+        for name in (
+            "n_users",
+            "n_items",
+            "dim",
+            "slate_size",
+            "users_per_round",
+            "warm_start_users",
+            "propensity_draws",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise InvalidInputError(f"SimulatorConfig.{name} must be a positive int, got {v!r}")
         if self.slate_size > self.n_items:
             raise InvalidInputError(f"slate_size={self.slate_size} exceeds n_items={self.n_items}")
-        if (self.prior_variance is not None and not self.prior_variance > 0) or not self.preference_scale >= 0:
+        if (
+            self.prior_variance is not None and not self.prior_variance > 0
+        ) or not self.preference_scale >= 0:
             raise InvalidInputError("prior_variance must be > 0 or None, and preference_scale >= 0")
 
 
@@ -113,7 +129,9 @@ class SimulationReport:
         if "greedy" in out:
             g = out["greedy"]
             for s in out.values():
-                s["coverage_vs_greedy"] = s["coverage_last"] / g["coverage_last"] if g["coverage_last"] else float("inf")
+                s["coverage_vs_greedy"] = (
+                    s["coverage_last"] / g["coverage_last"] if g["coverage_last"] else float("inf")
+                )
                 s["utility_vs_greedy"] = s["utility"] / g["utility"] - 1.0
         return out
 
@@ -136,7 +154,9 @@ class SimulationReport:
                 matplotlib.use("Agg", force=False)
             import matplotlib.pyplot as plt
         except ImportError:
-            raise MissingDependencyError("plotting needs matplotlib: pip install 'mlsys-common[plot]'") from None
+            raise MissingDependencyError(
+                "plotting needs matplotlib: pip install 'mlsys-common[plot]'"
+            ) from None
         fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
         x = np.arange(1, self.rounds + 1)
         panels = (
@@ -207,7 +227,9 @@ class FeedbackLoopSimulator:
         warm_users = master.integers(0, cfg.n_users, cfg.warm_start_users)
         warm_slate = UniformRandom(k, seed=master).select(np.zeros((warm_users.shape[0], n_items)))
         warm_u = master.random((warm_users.shape[0], n_items))
-        warm_click = (warm_u < self.click_probability(warm_users))[np.arange(warm_users.shape[0])[:, None], warm_slate.actions]
+        warm_click = (warm_u < self.click_probability(warm_users))[
+            np.arange(warm_users.shape[0])[:, None], warm_slate.actions
+        ]
         round_users = [master.integers(0, cfg.n_users, cfg.users_per_round) for _ in range(rounds)]
         round_u = [master.random((cfg.users_per_round, n_items)) for _ in range(rounds)]
 
@@ -232,7 +254,9 @@ class FeedbackLoopSimulator:
                     policy.n_draws = cfg.propensity_draws
                 users = round_users[t]
                 ctx = self.user_context[users]
-                slate = policy.select(ctx if isinstance(policy, LinearThompsonSampling) else model.predict(ctx))
+                slate = policy.select(
+                    ctx if isinstance(policy, LinearThompsonSampling) else model.predict(ctx)
+                )
                 p_true = self.click_probability(users)
                 rows = np.arange(users.shape[0])[:, None]
                 clicks = (round_u[t] < p_true)[rows, slate.actions].astype(np.float64)

@@ -51,7 +51,9 @@ def synthetic_bandit(
         (1000, (1000, 10, 1), True)
     """
     if n_rounds <= 0 or n_actions < 2 or dim <= 0:
-        raise InvalidInputError(f"need n_rounds > 0, n_actions >= 2, dim > 0; got {n_rounds}, {n_actions}, {dim}")
+        raise InvalidInputError(
+            f"need n_rounds > 0, n_actions >= 2, dim > 0; got {n_rounds}, {n_actions}, {dim}"
+        )
     rng = np.random.default_rng(seed)
     theta = rng.normal(0.0, 1.0 / np.sqrt(dim), size=(n_actions, dim))
     bias = rng.normal(-0.5, 0.5, size=n_actions)
