@@ -38,7 +38,14 @@ from mlsys.rag._evaluation import (
     evaluate_retriever,
     retrieval_run,
 )
-from mlsys.rag._expansion import ChunkExpander, ChunkTable, ExpandedContext, ExpansionSource
+from mlsys.rag._expansion import (
+    ChunkExpander,
+    ChunkTable,
+    ExpandedContext,
+    ExpansionReport,
+    ExpansionSource,
+    HitOutcome,
+)
 from mlsys.rag._retrievers import (
     BM25Retriever,
     Catalog,
@@ -75,10 +82,12 @@ __all__ = [
     "Embedder",
     "EmbeddingCache",
     "ExpandedContext",
+    "ExpansionReport",
     "ExpansionSource",
     "FixedSizeChunker",
     "HashingEmbedder",
     "Hit",
+    "HitOutcome",
     "HybridRetriever",
     "LengthFunction",
     "MiniLMEmbedder",
