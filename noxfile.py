@@ -44,10 +44,31 @@ def _install(session: nox.Session, *requirements: str) -> None:
     session.install(*CONSTRAINTS, *PACKAGES, *requirements)
 
 
+def _install_obp(session: nox.Session) -> None:
+    """Open Bandit Pipeline for the off-policy parity tests and its Open Bandit Dataset sample.
+
+    obp 0.5.7 declares Python < 3.11 and pins torch 1.12, so it goes in without its declared
+    dependencies (requirements/obp.txt has the ones it imports); if it cannot be installed, the
+    tests that need it skip.
+    """
+    session.install(*CONSTRAINTS, "-r", "requirements/obp.txt")
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--ignore-requires-python",
+        "obp==0.5.7",
+        success_codes=[0, 1],
+    )
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The default test suite (not slow)."""
     _install(session, "-r", "requirements/test.txt")
+    _install_obp(session)
     session.run("pytest", "-m", "not slow", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
@@ -55,6 +76,7 @@ def tests(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """Only the slow tests."""
     _install(session, "-r", "requirements/test.txt")
+    _install_obp(session)
     session.run("pytest", "-m", "slow", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
@@ -62,6 +84,7 @@ def slow(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The pytest-benchmark suite. ``-- --compare`` gates on the last saved run, ``-- --smoke`` runs each once."""
     _install(session, "-r", "requirements/bench.txt")
+    _install_obp(session)
     args = list(session.posargs)
     env = {"HF_HUB_OFFLINE": "1"}
     extra = [

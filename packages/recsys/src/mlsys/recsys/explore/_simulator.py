@@ -111,11 +111,13 @@ class SimulationReport:
     rounds: int
     metrics: dict[str, dict[str, FloatArray]] = field(default_factory=dict)
     oracle_utility: FloatArray = field(default_factory=lambda: np.zeros(0))
+    #: catalogue coverage of the shared uniformly random warm-start log (round 0).
+    warm_start_coverage: float = 0.0
 
     def summary(self, last: int = 5) -> dict[str, dict[str, float]]:
         """Per policy: coverage in round 1 and over the ``last`` rounds, mean diversity, mean true
-        utility over all rounds (and relative to greedy when a ``"greedy"`` arm ran), total
-        exploration conversions."""
+        utility over all rounds and over the ``last`` rounds (and both relative to greedy when a
+        ``"greedy"`` arm ran), total exploration conversions."""
         out: dict[str, dict[str, float]] = {}
         for name, m in self.metrics.items():
             out[name] = {
@@ -123,6 +125,7 @@ class SimulationReport:
                 "coverage_last": float(m["coverage"][-last:].mean()),
                 "diversity": float(m["diversity"].mean()),
                 "utility": float(m["utility"].mean()),
+                "utility_last": float(m["utility"][-last:].mean()),
                 "utility_ratio_to_oracle": float(m["utility_ratio"].mean()),
                 "exploration_conversions": float(m["exploration_conversions"].sum()),
             }
@@ -133,6 +136,7 @@ class SimulationReport:
                     s["coverage_last"] / g["coverage_last"] if g["coverage_last"] else float("inf")
                 )
                 s["utility_vs_greedy"] = s["utility"] / g["utility"] - 1.0
+                s["utility_last_vs_greedy"] = s["utility_last"] / g["utility_last"] - 1.0
         return out
 
     def format_table(self, last: int = 5) -> str:
@@ -160,7 +164,7 @@ class SimulationReport:
         fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
         x = np.arange(1, self.rounds + 1)
         panels = (
-            ("coverage", "catalogue coverage per round"),
+            ("coverage", f"catalogue coverage per round (warm start: {self.warm_start_coverage:.2f})"),
             ("diversity", "intra-list diversity (hidden vectors)"),
             ("utility", "true expected clicks per slate"),
             ("exploration_conversions", "clicks on explored slots"),
@@ -233,7 +237,9 @@ class FeedbackLoopSimulator:
         round_users = [master.integers(0, cfg.n_users, cfg.users_per_round) for _ in range(rounds)]
         round_u = [master.random((cfg.users_per_round, n_items)) for _ in range(rounds)]
 
-        report = SimulationReport(cfg, rounds)
+        report = SimulationReport(
+            cfg, rounds, warm_start_coverage=catalog_coverage(warm_slate.actions, n_items)
+        )
         report.oracle_utility = np.array(
             [np.sort(self.click_probability(u), axis=1)[:, -k:].sum(axis=1).mean() for u in round_users]
         )
