@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PARTS = ["common", "ann", "recsys", "rag", "vision"]
+PARTS = ["common", "ann", "recsys", "explore", "rag", "vision"]
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]

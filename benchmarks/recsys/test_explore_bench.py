@@ -21,7 +21,7 @@ from mlsys.recsys.explore import (
     estimate_interval,
     synthetic_bandit,
 )
-from mlsys.recsys.explore.report import _format_obd, obd_table, simulation, synthetic_table
+from mlsys.recsys.explore.report import format_obd_table, obd_table, simulation, synthetic_table
 
 HAS_OBP = importlib.util.find_spec("obp") is not None
 
@@ -50,7 +50,7 @@ def test_estimators_on_open_bandit_dataset(benchmark) -> None:  # type: ignore[n
         benchmark.pedantic(run, rounds=1, iterations=1)
     except DatasetNotFoundError as exc:
         pytest.skip(str(exc))
-    print("\n" + _format_obd(rows))
+    print("\n" + format_obd_table(rows))
 
 
 def test_feedback_loop_simulation(benchmark) -> None:  # type: ignore[no-untyped-def]

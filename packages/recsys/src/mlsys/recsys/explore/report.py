@@ -21,7 +21,7 @@ from mlsys.recsys.explore._reward_model import cross_fit_rewards
 from mlsys.recsys.explore._simulator import FeedbackLoopSimulator, SimulationReport, SimulatorConfig
 from mlsys.recsys.explore._synthetic import synthetic_bandit
 
-__all__ = ["ObdRow", "obd_table", "simulation", "synthetic_table"]
+__all__ = ["ObdRow", "format_obd_table", "obd_table", "simulation", "synthetic_table"]
 
 
 def synthetic_table(
@@ -87,7 +87,8 @@ def simulation(
     return FeedbackLoopSimulator(config or SimulatorConfig()).run(rounds=rounds, progress=progress)
 
 
-def _format_obd(rows: list[ObdRow]) -> str:
+def format_obd_table(rows: list[ObdRow]) -> str:
+    """The rows of :func:`obd_table` as a Markdown table."""
     lines = [
         "| campaign | estimator | on-policy truth | estimate | 95% CI | relative error | CI covers truth |",
         "| --- | --- | ---: | ---: | --- | ---: | --- |",
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rows = obd_table(args.obd)
         print("## Open Bandit Dataset: Bernoulli TS evaluated from the uniform-random logs\n")
-        print(_format_obd(rows))
+        print(format_obd_table(rows))
     except DatasetNotFoundError as exc:
         print(f"(Open Bandit Dataset skipped: {exc})")
     print()
