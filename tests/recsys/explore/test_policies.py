@@ -214,3 +214,23 @@ def test_policies_are_seeded() -> None:
 def test_bad_input_is_a_typed_error(call, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInputError, match=match):
         call()
+
+
+def test_policy_versions_are_stable_across_processes_and_track_parameters() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from mlsys.recsys.explore import BernoulliThompsonSampling as B;print(B(3, alpha=[1, 2, 3]).version)"
+    )
+    runs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert len(runs) == 1
+    pol = BernoulliThompsonSampling(3, alpha=[1, 2, 3])
+    assert pol.version == runs.pop().strip()
+    before = pol.version
+    pol.update([0], [1])
+    assert pol.version != before
+    assert EpsilonGreedy(0.1).version != EpsilonGreedy(0.2).version

@@ -14,6 +14,7 @@ closed-form they are exact (``Slate.exact``); otherwise they are Monte-Carlo est
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -368,7 +369,9 @@ class BernoulliThompsonSampling(Policy):
 
     @property
     def version(self) -> str:
-        return f"ab={hash((self.alpha_.tobytes(), self.beta_.tobytes())) & 0xFFFFFFFF:08x}"
+        # a content hash, stable across processes (Python's hash() of bytes is salted per process)
+        digest = hashlib.sha256(self.alpha_.tobytes() + self.beta_.tobytes()).hexdigest()[:12]
+        return f"beta-posterior-{digest}"
 
     def update(self, actions: Any, rewards: Any) -> BernoulliThompsonSampling:
         """Posterior update with binary rewards (1 click, 0 no click) for the shown actions."""
