@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mlsys.common.errors import InvalidInputError, UnknownNameError
-from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray, as_action_dist
+from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray, as_action_dist, as_row_action_position
 
 __all__ = [
     "ESTIMATORS",
@@ -165,20 +165,6 @@ def _weights(feedback: BanditFeedback, pi_e: FloatArray, clip: float | None) -> 
     return iw
 
 
-def _as_rewards_model(estimated_rewards: Any, feedback: BanditFeedback) -> FloatArray:
-    q = np.asarray(estimated_rewards, dtype=np.float64)
-    if q.ndim == 2 and feedback.slate_size == 1:
-        q = q[:, :, None]
-    expected = (feedback.n_rows, feedback.n_actions, feedback.slate_size)
-    if q.shape != expected:
-        raise InvalidInputError(
-            f"estimated_rewards has shape {q.shape}, expected {expected} (rows, actions, positions)"
-        )
-    if not np.isfinite(q).all():
-        raise InvalidInputError("estimated_rewards holds NaN or inf")
-    return q
-
-
 # Each estimator reduces to (per-row numerator terms, per-row denominator terms or None): the value
 # is mean(num) / mean(den) (den None: 1). The bootstrap resamples rows of both.
 _Terms = tuple[FloatArray, FloatArray | None]
@@ -244,7 +230,7 @@ def _prepare(
             raise InvalidInputError(
                 f"estimator {name!r} needs estimated_rewards (a reward model's predictions)"
             )
-        q = _as_rewards_model(estimated_rewards, feedback)
+        q = as_row_action_position(estimated_rewards, feedback, "estimated_rewards")
     if name != "dm":
         _check_support(feedback, pi_e, support, support_tolerance, logging_action_dist)
     return fn(feedback, pi_e, q, clip)

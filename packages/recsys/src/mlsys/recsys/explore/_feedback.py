@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
 
-__all__ = ["BanditFeedback", "as_action_dist"]
+__all__ = ["BanditFeedback", "as_action_dist", "as_row_action_position"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -174,13 +174,10 @@ class BanditFeedback:
         )
 
 
-def as_action_dist(action_dist: Any, feedback: BanditFeedback, name: str = "action_dist") -> FloatArray:
-    """Validate a policy's action distribution against ``feedback``: ``(n_rows, n_actions, slate_size)``.
-
-    A 2-D ``(n_rows, n_actions)`` array is accepted for one-position feedback. Each position's
-    probabilities must be in [0, 1] and sum to 1 (within 1e-6).
-    """
-    arr = np.asarray(action_dist, dtype=np.float64)
+def as_row_action_position(values: Any, feedback: BanditFeedback, name: str) -> FloatArray:
+    """``values`` as a finite float64 ``(n_rows, n_actions, slate_size)`` array aligned with ``feedback``
+    (a 2-D ``(n_rows, n_actions)`` array is accepted for one-position feedback)."""
+    arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 2 and feedback.slate_size == 1:
         arr = arr[:, :, None]
     expected = (feedback.n_rows, feedback.n_actions, feedback.slate_size)
@@ -190,6 +187,16 @@ def as_action_dist(action_dist: Any, feedback: BanditFeedback, name: str = "acti
         )
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"{name} holds NaN or inf")
+    return arr
+
+
+def as_action_dist(action_dist: Any, feedback: BanditFeedback, name: str = "action_dist") -> FloatArray:
+    """Validate a policy's action distribution against ``feedback``: ``(n_rows, n_actions, slate_size)``.
+
+    A 2-D ``(n_rows, n_actions)`` array is accepted for one-position feedback. Each position's
+    probabilities must be in [0, 1] and sum to 1 (within 1e-6).
+    """
+    arr = as_row_action_position(action_dist, feedback, name)
     if (arr < -1e-12).any() or (arr > 1 + 1e-12).any():
         raise InvalidInputError(f"{name} holds values outside [0, 1] (min {arr.min()}, max {arr.max()})")
     sums = arr.sum(axis=1)
