@@ -26,6 +26,7 @@ __all__ = [
     "EmptyIndexError",
     "FormatVersionError",
     "InvalidInputError",
+    "LimitExceededError",
     "MissingDependencyError",
     "MlsysError",
     "NotFittedError",
@@ -41,6 +42,20 @@ class MlsysError(Exception):
 
 class InvalidInputError(MlsysError, ValueError):
     """An argument has the wrong shape, dtype, range or content (NaN, empty, k <= 0, ...)."""
+
+
+class LimitExceededError(InvalidInputError):
+    """A size parameter or input is above a :mod:`mlsys.common.limits` limit (refused before allocating).
+
+    ``limit`` is the name of the limit (``"max_k"``, ...), ``value`` what was asked, ``bound`` the
+    limit in force; the message says how to raise it.
+    """
+
+    def __init__(self, message: str, *, limit: str = "", value: int = 0, bound: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.bound = bound
 
 
 class DimensionMismatchError(InvalidInputError):

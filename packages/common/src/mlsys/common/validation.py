@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import DimensionMismatchError, DuplicateIdError, InvalidInputError
+from mlsys.common.limits import check_size
 
 __all__ = ["as_ids", "as_vectors", "check_k", "check_unique"]
 
@@ -75,8 +76,27 @@ def check_unique(ids: npt.NDArray[np.int64] | Sequence[Any], *, name: str = "ids
         raise DuplicateIdError(f"duplicate {name} {dups}; expected each id at most once")
 
 
-def check_k(k: Any, *, name: str = "k") -> int:
-    """Return ``k`` as an int if it is a positive integer, else raise."""
+def check_k(k: Any, *, name: str = "k", limit: str | None = "max_k") -> int:
+    """Return ``k`` as an int if it is a positive integer within ``limit``, else raise.
+
+    ``limit`` names the :class:`mlsys.common.limits.Limits` field that bounds it (``"max_k"`` for
+    result counts, ``"max_batch"`` for batch sizes; ``None`` for counts that size no allocation).
+
+    Raises:
+        InvalidInputError: not a positive integer.
+        LimitExceededError: above the limit (the message names it and how to raise it).
+
+    Example:
+        >>> check_k(10)
+        10
+        >>> check_k(10**12)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlsys.common.errors.LimitExceededError: k=1000000000000 exceeds the limit max_k=100000; ...
+    """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
-    return int(k)
+    k = int(k)
+    if limit is not None:
+        check_size(k, limit, name=name)
+    return k

@@ -30,6 +30,7 @@ from mlsys.common.errors import (
     UnknownIdError,
     UnknownNameError,
 )
+from mlsys.common.limits import check_result_size
 from mlsys.common.validation import as_ids, check_k, check_unique
 from mlsys.rag._embedders import check_texts
 from mlsys.rag._persist import read_manifest, write_manifest
@@ -414,12 +415,14 @@ class BM25Index:
             documents that share at least one term with the query (score > 0) are returned.
         """
         k = check_k(k)
+        batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
         if isinstance(queries, str):
             raise InvalidInputError("queries must be a sequence of strings, got a single str")
         qlist = list(queries)
+        check_result_size(len(qlist), k)
         for i, q in enumerate(qlist):
             if isinstance(q, str):
-                check_texts([q], what=f"queries[{i}]", allow_blank=False)
+                check_texts([q], what=f"queries[{i}]", allow_blank=False, query=True)
             elif not all(isinstance(t, str) for t in q):
                 raise InvalidInputError(f"queries[{i}] must be a string or a list of terms")
         with self._lock:

@@ -26,7 +26,9 @@ import numpy.typing as npt
 
 from mlsys.common._optional import import_optional
 from mlsys.common.errors import DatasetNotFoundError, InvalidInputError
+from mlsys.common.limits import check_text_length
 from mlsys.common.spaces import EmbeddingSpace
+from mlsys.common.validation import check_k
 from mlsys.rag._cache import EmbeddingCache
 
 __all__ = [
@@ -64,12 +66,15 @@ class Embedder(Protocol):
         ...
 
 
-def check_texts(texts: Any, *, what: str = "texts", allow_blank: bool = True) -> list[str]:
+def check_texts(
+    texts: Any, *, what: str = "texts", allow_blank: bool = True, query: bool = False
+) -> list[str]:
     """Validate a sequence of strings at a public boundary and return it as a list.
 
     Refuses a bare string (a common slip for a one-element list), non-``str`` items (``bytes`` must
     be decoded first), strings that are not valid Unicode (lone surrogates from undecodable bytes),
-    and - unless ``allow_blank`` - empty or whitespace-only strings.
+    and - unless ``allow_blank`` - empty or whitespace-only strings. ``query=True`` also refuses a
+    string longer than ``Limits.max_query_chars`` (:class:`~mlsys.common.errors.LimitExceededError`).
 
     Example:
         >>> check_texts(("a", "b"))
@@ -99,6 +104,8 @@ def check_texts(texts: Any, *, what: str = "texts", allow_blank: bool = True) ->
                 ) from exc
         if not allow_blank and not t.strip():
             raise InvalidInputError(f"{what}[{i}] is empty or whitespace-only; expected some text")
+        if query:
+            check_text_length(t, name=f"{what}[{i}]")
     return out
 
 
@@ -121,9 +128,7 @@ class BaseEmbedder(ABC):
     _space: EmbeddingSpace
 
     def __init__(self, *, batch_size: int = 64, cache: EmbeddingCache | None = None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
         self.cache = cache
         self.n_encoded = 0
         self.n_calls = 0
@@ -147,7 +152,7 @@ class BaseEmbedder(ABC):
 
     def embed_queries(self, texts: Sequence[str], *, progress: bool | None = None) -> npt.NDArray[np.float32]:
         """Encode queries (``space.query_prefix`` is prepended); empty/blank queries are refused."""
-        items = check_texts(texts, what="queries", allow_blank=False)
+        items = check_texts(texts, what="queries", allow_blank=False, query=True)
         return self._embed([self._space.query_prefix + t for t in items], progress)
 
     def _embed(self, texts: list[str], progress: bool | None) -> npt.NDArray[np.float32]:

@@ -67,6 +67,7 @@ def retrieval_run(
     k = check_k(k)
     depth = chunk_depth if chunk_depth is not None else (4 * k if doc_of is not None else k)
     depth = check_k(depth, name="chunk_depth")
+    batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
     qids = list(queries)
     run: dict[str, dict[str, float]] = {}
     for s in range(0, len(qids), batch_size):

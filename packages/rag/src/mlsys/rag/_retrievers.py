@@ -166,7 +166,7 @@ class BaseRetriever(ABC):
 
     @staticmethod
     def _check_queries(queries: Any) -> list[str]:
-        return check_texts(queries, what="queries", allow_blank=False)
+        return check_texts(queries, what="queries", allow_blank=False, query=True)
 
     def search(
         self,

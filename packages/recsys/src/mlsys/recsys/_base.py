@@ -16,6 +16,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from mlsys.common.errors import NotFittedError
+from mlsys.common.limits import check_result_size
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
 
@@ -158,8 +159,10 @@ class Recommender(ABC):
             [[8, -1]]
         """
         k = check_k(k)
+        batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
         self._check_fitted()
         ids = as_ids(users, name="users")
+        check_result_size(ids.shape[0], k)
         if not self.serves_unknown_users:
             self.user_index_.positions(ids)
         allow_mask = None

@@ -112,6 +112,7 @@ def evaluate_recommender(
         fit_seconds: recorded as is.
     """
     cut = [check_k(k) for k in ks]
+    batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
     if not cut:
         raise InvalidInputError("ks is empty; expected at least one cutoff such as (10, 20)")
     kmax = max(cut)

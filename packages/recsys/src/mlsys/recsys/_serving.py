@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from mlsys.common.ann import VectorIndex, make_index
 from mlsys.common.errors import DuplicateIdError, InvalidInputError, UnknownIdError
+from mlsys.common.limits import check_result_size
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
 from mlsys.recsys._two_tower import TwoTowerModel
@@ -162,6 +163,7 @@ class TwoTowerRetriever:
         """
         k = check_k(k)
         ids = as_ids(users, name="users")
+        check_result_size(ids.shape[0], k)
         ok = self.knows(ids)
         out_ids = np.full((ids.shape[0], k), -1, dtype=np.int64)
         out_sc = np.full((ids.shape[0], k), -np.inf, dtype=np.float32)
@@ -305,6 +307,7 @@ class FallbackChain:
         """Recommendations and, per row, the name of the stage that answered."""
         k = check_k(k)
         ids = as_ids(users, name="users")
+        check_result_size(ids.shape[0], k)
         src = self.route(ids)
         if (src == "").any():
             raise UnknownIdError(

@@ -50,7 +50,7 @@ from mlsys.common.errors import (
     UnknownIdError,
 )
 from mlsys.common.spaces import EmbeddingSpace
-from mlsys.common.validation import as_ids
+from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._data import FeatureSpec, FeatureTable, IdIndex, Interactions
 from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequencyEstimator
 
@@ -601,6 +601,7 @@ class TwoTowerModel:
         feature row (or a user tower without features): otherwise :class:`UnknownIdError`.
         """
         self._check_fitted()
+        batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
         ids = as_ids(users, name="users")
         table = features if features is not None else self.users_
         user_specs = self.net_.user_features.specs
@@ -643,6 +644,7 @@ class TwoTowerModel:
         item is encoded from its features alone. The table must have the training schema.
         """
         self._check_fitted()
+        batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
         if not isinstance(items, FeatureTable):
             raise InvalidInputError(f"items must be a FeatureTable, got {type(items).__name__}")
         if self.config.item_features is not None:

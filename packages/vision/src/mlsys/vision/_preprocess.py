@@ -9,6 +9,11 @@ Documented conversions (identical for both backends, done in numpy after decodin
   :class:`UnsupportedImageError`. Truncated files (a PNG without its ``IEND`` chunk, a JPEG without
   its end-of-image marker) and undecodable bytes raise :class:`ImageDecodeError` -- OpenCV would
   otherwise return a partially grey image.
+* **Decompression bombs**: both backends read the width and height the PNG/JPEG header declares
+  before decoding and refuse more than ``mlsys.common.limits.Limits.max_image_pixels`` (Pillow's
+  default, 89,478,485) with :class:`ImageDecodeError`, in microseconds. Raise it with
+  ``mlsys.common.limits.limits(max_image_pixels=...)``; beyond twice Pillow's own
+  ``PIL.Image.MAX_IMAGE_PIXELS`` the PIL backend also needs that raised.
 * **16-bit images** (16-bit PNGs) are reduced to 8 bits by keeping the high byte (``v >> 8``).
 * **Alpha** (RGBA, LA, palette with transparency) is composited over ``background`` (white by
   default); alpha never reaches the model.
@@ -37,7 +42,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common._optional import import_optional
-from mlsys.common.errors import CorruptFileError, InvalidInputError
+from mlsys.common.errors import CorruptFileError, InvalidInputError, LimitExceededError
+from mlsys.common.limits import check_image_pixels
 from mlsys.common.profiling import LatencyProfiler
 
 __all__ = [
@@ -61,7 +67,8 @@ _JPEG = b"\xff\xd8\xff"
 
 
 class ImageDecodeError(CorruptFileError):
-    """Image bytes that cannot be decoded: empty, truncated or corrupt."""
+    """Image bytes that cannot be decoded: empty, truncated, corrupt, or declaring more pixels than
+    ``mlsys.common.limits.Limits.max_image_pixels`` (a decompression bomb, refused before decoding)."""
 
 
 class UnsupportedImageError(InvalidInputError):
@@ -151,6 +158,48 @@ def _read_bytes(image: ImageInput) -> bytes:
             raise InvalidInputError(f"image file not found: {p}")
         return p.read_bytes()
     return bytes(image)  # type: ignore[arg-type]
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _declared_size(data: bytes, kind: str) -> tuple[int, int]:
+    """``(width, height)`` that a PNG or JPEG header declares, read without decoding any pixel."""
+    if kind == "png":
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageDecodeError(f"PNG of {len(data)} bytes has no IHDR header; expected a valid PNG")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        seg = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                break
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        if marker == 0xDA or seg < 2:  # start of scan before any frame header
+            break
+        i += 2 + seg
+    raise ImageDecodeError(
+        f"JPEG of {len(data)} bytes has no frame header before its scan; expected a valid JPEG"
+    )
+
+
+def _check_pixels(data: bytes, kind: str) -> None:
+    """Refuse an image whose header declares more than ``Limits.max_image_pixels`` (before decoding)."""
+    width, height = _declared_size(data, kind)
+    try:
+        check_image_pixels(width, height, source=kind.upper())
+    except LimitExceededError as exc:
+        raise ImageDecodeError(f"{exc} (a decompression bomb is refused before decoding)") from exc
 
 
 def _check_encoded(data: bytes) -> str:
@@ -291,7 +340,7 @@ class Preprocessor:
                     f"cannot preprocess a {type(image).__name__}; expected bytes, a path or a numpy array"
                 )
             data = _read_bytes(image)
-            _check_encoded(data)
+            _check_pixels(data, _check_encoded(data))
             arr = self._decode_cv2(data) if self._cv2 is not None else self._decode_pil(data)
             return self._convert(arr)
 

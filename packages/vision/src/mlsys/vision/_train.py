@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
+from mlsys.common.validation import check_k
 
 __all__ = [
     "EvalResult",
@@ -227,6 +228,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -
         5
     """
     _check_xy(x, y, "evaluate")
+    batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
     was_training = model.training
     model.eval()
     correct, total_loss = 0, 0.0

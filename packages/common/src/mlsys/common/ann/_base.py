@@ -50,6 +50,7 @@ from mlsys.common.errors import (
     UnknownIdError,
     UnknownNameError,
 )
+from mlsys.common.limits import SMALL_K, check_result_size
 from mlsys.common.spaces import EmbeddingSpace
 from mlsys.common.validation import as_ids, as_vectors, check_k, check_unique
 
@@ -407,7 +408,8 @@ class BaseIndex(ABC):
         Args:
             queries: ``(nq, dim)`` finite vectors; float32 C-contiguous input is used without a
                 copy, anything else numeric is converted; a ``(dim,)`` vector is one query.
-            k: results per query (positive int). More than the live items is allowed: padded.
+            k: results per query (positive int, at most ``Limits.max_k``; ``n_queries * k`` at most
+                ``Limits.max_result_size``). More than the live items is allowed: padded.
             allow: ids that may be returned (array, list, set, range). Unknown ids are ignored.
             deny: ids that must not be returned.
             space: when given, must equal :attr:`space`.
@@ -419,6 +421,7 @@ class BaseIndex(ABC):
         Raises:
             EmptyIndexError: the index holds no items.
             InvalidInputError, DimensionMismatchError: bad queries or ``k``.
+            LimitExceededError: ``k`` or the result size above :mod:`mlsys.common.limits`.
 
         Example:
             >>> from mlsys.common.ann import ExactIndex
@@ -442,8 +445,10 @@ class BaseIndex(ABC):
             and not self._normalize_queries
         ):
             q = self._prepare_queries(q)
-        if type(k) is not int or k <= 0:
+        if type(k) is not int or k <= 0 or k > SMALL_K:
+            # k above SMALL_K: the limits, before anything is allocated (result memory ~ n * k)
             k = check_k(k)
+            check_result_size(q.shape[0], k)
         lock = self._lock
         lock.acquire_read()
         try:

@@ -34,6 +34,7 @@ from mlsys.common.ann._persist import load_npy, save_npy
 from mlsys.common.ann._protocol import SearchResult
 from mlsys.common.ann._registry import register_index
 from mlsys.common.errors import CorruptFileError, InvalidInputError
+from mlsys.common.limits import SMALL_K as _SMALL_K
 from mlsys.common.spaces import EmbeddingSpace
 from mlsys.common.validation import as_vectors
 
@@ -406,7 +407,7 @@ class FaissIndex(BaseIndex):
             and shape[0]
             and queries.flags.c_contiguous
             and type(k) is int
-            and k > 0
+            and 0 < k <= _SMALL_K
             and not self._normalize_queries
         ):
             lock = self._lock

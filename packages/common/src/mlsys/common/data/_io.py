@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mlsys.common.errors import CorruptFileError, DatasetNotFoundError, ParseError
+from mlsys.common.limits import check_inflated_size, get_limits
 
 __all__ = ["PathLike", "existing_file", "iter_lines", "read_bytes"]
 
@@ -28,18 +29,35 @@ def existing_file(path: PathLike, *, what: str = "file") -> Path:
 def read_bytes(path: PathLike, *, what: str = "file") -> bytes:
     """Read a whole file, transparently decompressing gzip (detected by its magic bytes, not its name).
 
-    A truncated or damaged gzip stream raises :class:`CorruptFileError` naming the file.
+    A truncated or damaged gzip stream raises :class:`CorruptFileError` naming the file; one that
+    inflates to more than ``Limits.max_inflated_bytes`` raises
+    :class:`~mlsys.common.errors.LimitExceededError` after inflating at most that much.
     """
     p = existing_file(path, what=what)
     raw = p.read_bytes()
     if raw[:2] != _GZIP_MAGIC:
         return raw
+    limit = get_limits().max_inflated_bytes
+    parts: list[bytes] = []
+    total = 0
+    data = raw
     try:
-        return gzip.decompress(raw)
+        while data:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = d.decompress(data, limit + 1 - total)
+            total += len(out)
+            check_inflated_size(total, source=str(p))
+            parts.append(out)
+            if not d.eof:
+                raise EOFError("compressed stream ended before the end-of-stream marker")
+            data = d.unused_data
+            if data[:2] != _GZIP_MAGIC and not data.strip(b"\x00"):
+                break  # trailing zero padding, as gzip.decompress allows
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptFileError(
             f"{p}: damaged or truncated gzip stream ({exc}); expected a valid .gz file"
         ) from exc
+    return b"".join(parts)
 
 
 def iter_lines(path: PathLike, *, encoding: str = "utf-8", what: str = "file") -> Iterator[tuple[int, str]]:
@@ -55,8 +73,15 @@ def iter_lines(path: PathLike, *, encoding: str = "utf-8", what: str = "file") -
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw) if compressed else raw
         lineno = 0
+        # a gzip stream inflates at most max_inflated_bytes (+1 to see that it is over)
+        limit = get_limits().max_inflated_bytes if compressed else -1
+        inflated = 0
         try:
-            for lineno, data in enumerate(stream, start=1):  # lineno used after the loop
+            while data := stream.readline(limit - inflated + 1 if compressed else -1):
+                lineno += 1
+                if compressed:
+                    inflated += len(data)
+                    check_inflated_size(inflated, source=str(p))
                 try:
                     line = data.decode(encoding)
                 except UnicodeDecodeError as exc:

@@ -66,7 +66,7 @@ def catalog_coverage(ranked_ids: Any, n_items: int) -> float:
         >>> catalog_coverage(np.array([[0, 1], [1, 2], [2, -1]]), n_items=10)
         0.3
     """
-    n = check_k(n_items, name="n_items")
+    n = check_k(n_items, name="n_items", limit=None)
     arr = _ranked(ranked_ids, n)
     ids = arr[arr >= 0]
     return float(np.unique(ids).shape[0] / n)
