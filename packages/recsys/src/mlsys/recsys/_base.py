@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from mlsys.common.errors import NotFittedError
+from mlsys.common.errors import InvalidInputError, NotFittedError
 from mlsys.common.limits import check_result_size
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
@@ -32,7 +32,13 @@ def top_k(scores: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64
         >>> pos.tolist(), sc.tolist()
         ([[1, 0, -1]], [[0.5, 0.10000000149011612, -inf]])
     """
+    if not isinstance(scores, np.ndarray) or scores.ndim != 2:
+        raise InvalidInputError(
+            f"scores must be a 2-D array (n, n_items), got {getattr(scores, 'shape', type(scores).__name__)}"
+        )
+    k = check_k(k)
     n, m = scores.shape
+    check_result_size(n, k)
     kk = min(k, m)
     if kk == 0:
         return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)

@@ -312,7 +312,9 @@ class DemographicPrior(Recommender):
         rows = self.users_.index.positions(user_ids, missing="mask")
         has = np.flatnonzero(rows >= 0)
         if has.size:
-            buckets = self._bucket(self.users_.take(rows[has]))
+            # a batch may name a user twice: take each feature row once
+            uniq, inv = np.unique(rows[has], return_inverse=True)
+            buckets = self._bucket(self.users_.take(uniq))[inv.ravel()]
             for r, b in zip(has, buckets):
                 scores = self.bucket_scores_.get(int(b))
                 if scores is not None:

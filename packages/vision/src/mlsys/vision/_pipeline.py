@@ -48,7 +48,7 @@ def top_k(probs: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64]
         >>> top_k(np.array([[0.1, 0.7, 0.2]], np.float32), 2)[0].tolist()
         [[1, 2]]
     """
-    k = min(check_k(k), probs.shape[1])
+    k = min(check_k(k, limit=None), probs.shape[1])  # bounded by the classes: no limit needed
     part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     vals = np.take_along_axis(probs, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
@@ -149,7 +149,7 @@ class InferencePipeline:
             preprocessor = Preprocessor(replace(preprocessor.config, output="numpy"), profiler=self.profiler)
         preprocessor.profiler = self.profiler
         self.preprocessor = preprocessor
-        self.top_k = check_k(top_k, name="top_k")
+        self.top_k = check_k(top_k, name="top_k", limit=None)  # results are min(top_k, classes) wide
         self.labels = list(labels) if labels is not None else None
         self.model = model
         self._onnx = _is_onnx_session(model)

@@ -69,6 +69,12 @@ def recall_at_k(found: npt.NDArray[np.int64], truth: npt.NDArray[np.int64]) -> f
         >>> recall_at_k(np.array([[1, 2, 3]]), np.array([[3, 4, 1]]))
         0.6666666666666666
     """
+    found, truth = np.asarray(found), np.asarray(truth)
+    if found.ndim != 2 or truth.ndim != 2 or found.shape[0] != truth.shape[0]:
+        raise InvalidInputError(
+            f"found and truth must be (n_queries, k) id arrays with the same number of rows, got "
+            f"shapes {found.shape} and {truth.shape}"
+        )
     total = 0.0
     n = 0
     for f, t in zip(found.tolist(), truth.tolist()):

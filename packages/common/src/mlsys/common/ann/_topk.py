@@ -15,10 +15,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common.errors import InvalidInputError, UnknownNameError
+from mlsys.common.limits import SMALL_K, check_result_size
+from mlsys.common.validation import check_k
+
 __all__ = ["exact_topk", "sort_results"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+_METRICS = frozenset({"ip", "cosine", "l2"})
 
 
 def _block_scores(
@@ -99,6 +104,23 @@ def exact_topk(
         >>> rows.tolist(), scores.tolist()
         ([[0, 1]], [[1.0, 0.5]])
     """
+    if not (
+        type(queries) is np.ndarray
+        and type(db) is np.ndarray
+        and queries.ndim == 2
+        and db.ndim == 2
+        and queries.shape[1] == db.shape[1]
+        and queries.dtype == db.dtype == np.float32
+    ):
+        raise InvalidInputError(
+            "queries and db must be float32 arrays of shape (nq, dim) and (n, dim), got "
+            f"{getattr(queries, 'shape', type(queries).__name__)} and {getattr(db, 'shape', type(db).__name__)}"
+        )
+    if metric not in _METRICS:
+        raise UnknownNameError(f"unknown metric {metric!r}; expected one of {sorted(_METRICS)}")
+    if type(k) is not int or k <= 0 or k > SMALL_K:
+        k = check_k(k)
+        check_result_size(queries.shape[0], k)
     nq = queries.shape[0]
     n = db.shape[0]
     if metric == "l2" and db_sqnorms is None:
