@@ -1,0 +1,13 @@
+"""mlsys.recsys.cascade: ranking after retrieval — diversity re-ranking (MMR, greedy DPP).
+
+Example:
+    >>> import numpy as np
+    >>> from mlsys.recsys.cascade import dpp_greedy
+    >>> emb = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])
+    >>> dpp_greedy([1.0, 0.95, 0.5], emb, 2).tolist()
+    [0, 2]
+"""
+
+from mlsys.recsys.cascade._diversity import dpp_greedy, dpp_greedy_kernel, mmr
+
+__all__ = ["dpp_greedy", "dpp_greedy_kernel", "mmr"]
