@@ -1,4 +1,5 @@
-"""mlsys.recsys.cascade: ranking after retrieval — diversity re-ranking (MMR, greedy DPP).
+"""mlsys.recsys.cascade: ranking after retrieval — a cascade of stages with cutoffs, latency
+budgets and explicit degradation, an inventory guard, and diversity re-ranking (MMR, greedy DPP).
 
 Example:
     >>> import numpy as np
@@ -9,5 +10,31 @@ Example:
 """
 
 from mlsys.recsys.cascade._diversity import dpp_greedy, dpp_greedy_kernel, mmr
+from mlsys.recsys.cascade._pipeline import (
+    CandidateBatch,
+    Cascade,
+    CascadeResult,
+    DiversityStage,
+    InventoryMask,
+    RetrievalSource,
+    RetrievalStage,
+    ScoringStage,
+    Stage,
+    StageStats,
+)
 
-__all__ = ["dpp_greedy", "dpp_greedy_kernel", "mmr"]
+__all__ = [
+    "CandidateBatch",
+    "Cascade",
+    "CascadeResult",
+    "DiversityStage",
+    "InventoryMask",
+    "RetrievalSource",
+    "RetrievalStage",
+    "ScoringStage",
+    "Stage",
+    "StageStats",
+    "dpp_greedy",
+    "dpp_greedy_kernel",
+    "mmr",
+]

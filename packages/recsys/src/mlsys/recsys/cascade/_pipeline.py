@@ -1,0 +1,551 @@
+"""A cascade of ranking stages with per-stage cutoffs, latency budgets and accounting.
+
+``Cascade(retrieval, [stage, ...])`` answers ``recommend(users, k)``: the retrieval stage turns
+users into a :class:`CandidateBatch` (item ids, scores and named feature columns per user, padded
+with ``-1`` / ``-inf``); each later stage re-scores or re-orders its input and keeps its
+``cutoff`` best. Every stage runs inside an :class:`~mlsys.common.profiling.LatencyProfiler`
+stage, and the cascade counts, per stage, requests, candidates in and out, budget overruns and
+degradations.
+
+Degradation is explicit, never a silently wrong slate: a stage that raises, returns a batch of
+the wrong shape, returns items it was not given, or runs past its ``budget_s`` is replaced, for
+that call, by the previous stage's order cut to its cutoff; the event is counted in
+:attr:`Cascade.stats` (and the exception kept in ``last_error``).
+
+The :class:`InventoryMask` is applied before any scoring: out-of-stock items are removed from the
+retrieved candidates, rows left short are retrieved again restricted to in-stock items, and the
+final slate is checked once more against the inventory as it is then (an item marked out of stock
+during the request is removed and counted in ``out_of_stock_caught_late``); ``out_of_stock_served``
+counts out-of-stock items in returned slates, and stays 0.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from mlsys.common.errors import InvalidInputError
+from mlsys.common.profiling import LatencyProfiler
+from mlsys.common.validation import as_ids, check_k
+from mlsys.recsys.cascade._diversity import dpp_greedy, mmr
+
+__all__ = [
+    "Cascade",
+    "CandidateBatch",
+    "CascadeResult",
+    "DiversityStage",
+    "InventoryMask",
+    "RetrievalSource",
+    "RetrievalStage",
+    "ScoringStage",
+    "Stage",
+    "StageStats",
+]
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+
+class RetrievalSource(Protocol):
+    """Anything with the recommender contract: a :class:`~mlsys.recsys.Recommender`, a
+    :class:`~mlsys.recsys.TwoTowerRetriever`, a :class:`~mlsys.recsys.FallbackChain`."""
+
+    def recommend(
+        self, users: Any, k: int, *, exclude_seen: bool = True, allow: npt.ArrayLike | None = None
+    ) -> tuple[IntArray, FloatArray]: ...
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateBatch:
+    """Candidates of a batch of requests: row ``i`` belongs to ``users[i]``.
+
+    Attributes:
+        users: ``(n,)`` user ids.
+        items: ``(n, C)`` candidate item ids, ``-1`` padded at the end of a row.
+        scores: ``(n, C)`` the current order's scores (descending in each row), ``-inf`` padded.
+        features: named ``(n, C)`` float32 columns aligned with ``items`` (e.g. each retrieval
+            source's score and rank), carried through every stage for later ones to use.
+    """
+
+    users: IntArray
+    items: IntArray
+    scores: FloatArray
+    features: Mapping[str, FloatArray] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return int(self.items.shape[1])
+
+    def take(self, order: IntArray, scores: FloatArray | None = None) -> CandidateBatch:
+        """Rows re-ordered by ``order`` ``(n, C')`` (positions into the current width, ``-1`` = padding)."""
+        rows = np.arange(self.items.shape[0])[:, None]
+        safe = np.maximum(order, 0)
+        pad = order < 0
+        items = np.where(pad, -1, self.items[rows, safe])
+        sc = self.scores[rows, safe] if scores is None else scores
+        sc = np.where(pad | (items < 0), -np.inf, sc).astype(np.float32)
+        feats = {k: np.where(pad, np.nan, v[rows, safe]).astype(np.float32) for k, v in self.features.items()}
+        return CandidateBatch(self.users, items.astype(np.int64), sc, feats)
+
+    def cut(self, width: int) -> CandidateBatch:
+        """The first ``width`` candidates of each row (padded if the batch is narrower)."""
+        n, c = self.items.shape
+        order = np.full((n, width), -1, np.int64)
+        order[:, : min(c, width)] = np.arange(min(c, width))
+        return self.take(order)
+
+
+class Stage(ABC):
+    """One cascade stage: re-order a :class:`CandidateBatch` and keep ``cutoff`` candidates.
+
+    Subclasses implement :meth:`run`; the cascade times it, checks it and degrades on failure.
+    """
+
+    def __init__(self, name: str, cutoff: int, *, budget_s: float | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(f"stage name must be a non-empty str, got {name!r}")
+        self.name = name
+        self.cutoff = check_k(cutoff, name=f"{name} cutoff")
+        if budget_s is not None and not budget_s > 0:
+            raise InvalidInputError(f"{name} budget_s must be > 0 or None, got {budget_s!r}")
+        self.budget_s = budget_s
+
+    @abstractmethod
+    def run(self, batch: CandidateBatch) -> CandidateBatch:
+        """The batch re-ordered (and usually re-scored), at most ``cutoff`` wide."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, cutoff={self.cutoff}, budget_s={self.budget_s})"
+
+
+class ScoringStage(Stage):
+    """Re-score candidates with ``score_fn(users, items) -> (n, C) scores`` and keep the best ``cutoff``.
+
+    ``score_fn`` sees ``-1`` padding in ``items`` and may return anything there (it is ignored).
+    A learned ranker's ``score_candidates`` fits directly.
+
+    Example:
+        >>> import numpy as np
+        >>> stage = ScoringStage("light", lambda users, items: -items.astype(np.float32), cutoff=2)
+        >>> b = CandidateBatch(np.array([1]), np.array([[5, 3, 9]]), np.array([[3.0, 2.0, 1.0]], np.float32))
+        >>> stage.run(b).items.tolist()
+        [[3, 5]]
+    """
+
+    def __init__(
+        self,
+        name: str,
+        score_fn: Callable[[IntArray, IntArray], npt.ArrayLike],
+        cutoff: int,
+        *,
+        budget_s: float | None = None,
+        feature: bool = True,
+    ) -> None:
+        super().__init__(name, cutoff, budget_s=budget_s)
+        self.score_fn = score_fn
+        self.feature = feature
+
+    def run(self, batch: CandidateBatch) -> CandidateBatch:
+        s = np.asarray(self.score_fn(batch.users, batch.items), dtype=np.float32)
+        if s.shape != batch.items.shape:
+            raise InvalidInputError(
+                f"stage {self.name!r}: score_fn returned shape {s.shape}, expected {batch.items.shape}"
+            )
+        s = np.where(batch.items < 0, -np.inf, s)
+        if np.isnan(s).any():
+            raise InvalidInputError(f"stage {self.name!r}: score_fn returned NaN scores")
+        order = np.argsort(-s, axis=1, kind="stable")[:, : self.cutoff]
+        if order.shape[1] < self.cutoff:
+            order = np.pad(order, ((0, 0), (0, self.cutoff - order.shape[1])), constant_values=-1)
+        rows = np.arange(s.shape[0])[:, None]
+        new_scores = np.where(order < 0, -np.inf, s[rows, np.maximum(order, 0)]).astype(np.float32)
+        out = batch.take(order, new_scores)
+        if self.feature:
+            feats = dict(out.features)
+            feats[f"{self.name}_score"] = new_scores
+            out = CandidateBatch(out.users, out.items, out.scores, feats)
+        return out
+
+
+class DiversityStage(Stage):
+    """Diversify each row with greedy DPP (default) or MMR over item embeddings.
+
+    Args:
+        vectors: ``item_ids -> (n, d) embeddings`` (e.g. ``TwoTowerModel.encode_items`` behind a
+            lookup, or an index's ``get_vectors``).
+        method: ``"dpp"`` or ``"mmr"``.
+        strength: ``theta`` of :func:`dpp_greedy` or ``lambda_`` of :func:`mmr` (towards 1: relevance).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        vectors: Callable[[IntArray], npt.ArrayLike],
+        cutoff: int,
+        *,
+        method: Literal["dpp", "mmr"] = "dpp",
+        strength: float = 0.7,
+        budget_s: float | None = None,
+    ) -> None:
+        super().__init__(name, cutoff, budget_s=budget_s)
+        if method not in ("dpp", "mmr"):
+            raise InvalidInputError(f"method must be 'dpp' or 'mmr', got {method!r}")
+        self.vectors = vectors
+        self.method = method
+        self.strength = strength
+
+    def run(self, batch: CandidateBatch) -> CandidateBatch:
+        n = batch.items.shape[0]
+        order = np.full((n, self.cutoff), -1, np.int64)
+        for i in range(n):
+            valid = np.flatnonzero(batch.items[i] >= 0)
+            if valid.size == 0:
+                continue
+            emb = np.asarray(self.vectors(batch.items[i, valid]))
+            rel = batch.scores[i, valid]
+            if self.method == "dpp":
+                picks = dpp_greedy(rel, emb, self.cutoff, theta=self.strength)
+            else:
+                picks = mmr(rel, emb, self.cutoff, lambda_=self.strength)
+            order[i, : picks.shape[0]] = valid[picks]
+        # keep the relevance scores; the order is the diversified one (scores need not be descending)
+        return batch.take(order)
+
+
+class RetrievalStage:
+    """The first stage: merge several sources' top-``k`` lists into one candidate list per user.
+
+    Each source contributes ``<name>_score`` and ``<name>_rank`` feature columns (NaN where it did
+    not retrieve the item); candidates are ordered by reciprocal-rank fusion (``sum 1 / (60 + rank)``).
+
+    Args:
+        sources: ``(name, source, k)`` triples; a source follows the recommender contract.
+        cutoff: candidates kept after the merge.
+        budget_s: latency budget (counted; retrieval has no previous order to fall back to).
+    """
+
+    name = "retrieval"
+
+    def __init__(
+        self,
+        sources: Sequence[tuple[str, RetrievalSource, int]],
+        cutoff: int,
+        *,
+        budget_s: float | None = None,
+    ) -> None:
+        if not sources:
+            raise InvalidInputError("a retrieval stage needs at least one source")
+        names = [s[0] for s in sources]
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"retrieval source names must be unique, got {names}")
+        for name, src, k in sources:
+            if not hasattr(src, "recommend"):
+                raise InvalidInputError(f"source {name!r} has no recommend(users, k, ...) method")
+            check_k(k, name=f"source {name!r} k")
+        self.sources = list(sources)
+        self.cutoff = check_k(cutoff, name="retrieval cutoff")
+        self.budget_s = budget_s
+
+    def run(self, users: IntArray, *, allow: npt.ArrayLike | None = None) -> CandidateBatch:
+        n = users.shape[0]
+        per_row: list[dict[int, int]] = [{} for _ in range(n)]
+        results = []
+        for name, src, k in self.sources:
+            ids, sc = src.recommend(users, k, allow=allow)
+            results.append((name, np.asarray(ids, np.int64), np.asarray(sc, np.float32)))
+        # union of candidates per row, in first-seen order
+        width = 0
+        for _, ids, _ in results:
+            for i in range(n):
+                row = per_row[i]
+                for it in ids[i]:
+                    if it >= 0 and int(it) not in row:
+                        row[int(it)] = len(row)
+        width = max((len(r) for r in per_row), default=0)
+        width = max(width, 1)
+        items = np.full((n, width), -1, np.int64)
+        for i, row in enumerate(per_row):
+            items[i, : len(row)] = list(row)
+        fused = np.zeros((n, width), np.float64)
+        feats: dict[str, FloatArray] = {}
+        for name, ids, sc in results:
+            score_col = np.full((n, width), np.nan, np.float32)
+            rank_col = np.full((n, width), np.nan, np.float32)
+            for i in range(n):
+                row = per_row[i]
+                for r, (it, s) in enumerate(zip(ids[i], sc[i])):
+                    if it >= 0:
+                        c = row[int(it)]
+                        score_col[i, c] = s
+                        rank_col[i, c] = r + 1
+            feats[f"{name}_score"] = score_col
+            feats[f"{name}_rank"] = rank_col
+            fused += np.where(np.isnan(rank_col), 0.0, 1.0 / (60.0 + np.nan_to_num(rank_col)))
+        fused = np.where(items < 0, -np.inf, fused)
+        order = np.argsort(-fused, axis=1, kind="stable")[:, : self.cutoff]
+        batch = CandidateBatch(users, items, fused.astype(np.float32), feats)
+        return batch.take(order)
+
+
+class InventoryMask:
+    """Which items are out of stock right now; thread-safe, updated between (or during) requests.
+
+    Example:
+        >>> inv = InventoryMask()
+        >>> inv.set_out_of_stock([3, 7]); inv.set_in_stock([7])
+        >>> inv.out_of_stock().tolist(), inv.is_out_of_stock([3, 7, 9]).tolist()
+        ([3], [True, False, False])
+    """
+
+    def __init__(self, out_of_stock: npt.ArrayLike | None = None) -> None:
+        self._lock = threading.Lock()
+        self._oos: IntArray = np.unique(
+            as_ids(out_of_stock if out_of_stock is not None else [], name="out_of_stock")
+        )
+        self.version = 0
+
+    def set_out_of_stock(self, items: npt.ArrayLike) -> None:
+        ids = as_ids(items, name="items")
+        with self._lock:
+            self._oos = np.union1d(self._oos, ids)
+            self.version += 1
+
+    def set_in_stock(self, items: npt.ArrayLike) -> None:
+        ids = as_ids(items, name="items")
+        with self._lock:
+            self._oos = np.setdiff1d(self._oos, ids)
+            self.version += 1
+
+    def out_of_stock(self) -> IntArray:
+        """A snapshot of the out-of-stock ids (sorted)."""
+        with self._lock:
+            return self._oos
+
+    def is_out_of_stock(
+        self, items: npt.ArrayLike, snapshot: IntArray | None = None
+    ) -> npt.NDArray[np.bool_]:
+        oos = self.out_of_stock() if snapshot is None else snapshot
+        arr = np.asarray(items, dtype=np.int64)
+        return np.isin(arr, oos) & (arr >= 0)
+
+
+@dataclass
+class StageStats:
+    """Counters of one stage: calls, requests (rows), candidates in/out, overruns, degradations."""
+
+    calls: int = 0
+    requests: int = 0
+    candidates_in: int = 0
+    candidates_out: int = 0
+    budget_overruns: int = 0
+    degraded: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True, eq=False)
+class CascadeResult:
+    """``ids``/``scores`` ``(n, k)`` (``-1``/``-inf`` padded) and the stages that degraded for this call."""
+
+    ids: IntArray
+    scores: FloatArray
+    degraded_stages: tuple[str, ...]
+
+
+class Cascade:
+    """Retrieval, then stages, each cutting candidates; profiled, budgeted, degrading explicitly.
+
+    Args:
+        retrieval: the :class:`RetrievalStage`.
+        stages: later stages in order (light scorer, heavy ranker, diversity, ...).
+        inventory: out-of-stock items are never served (applied before scoring).
+        profiler: where stage latencies go (a new :class:`LatencyProfiler` by default).
+
+    Example:
+        >>> import numpy as np
+        >>> from mlsys.recsys import Interactions, Popularity
+        >>> pop = Popularity().fit(Interactions(users=[1, 2, 2, 3], items=[10, 10, 11, 12]))
+        >>> cas = Cascade(RetrievalStage([("pop", pop, 3)], cutoff=3), inventory=InventoryMask([10]))
+        >>> cas.recommend([1], 2).ids.tolist()
+        [[11, 12]]
+    """
+
+    def __init__(
+        self,
+        retrieval: RetrievalStage,
+        stages: Sequence[Stage] = (),
+        *,
+        inventory: InventoryMask | None = None,
+        profiler: LatencyProfiler | None = None,
+    ) -> None:
+        if not isinstance(retrieval, RetrievalStage):
+            raise InvalidInputError(f"retrieval must be a RetrievalStage, got {type(retrieval).__name__}")
+        names = ["retrieval"] + [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"stage names must be unique, got {names}")
+        for s in stages:
+            if not isinstance(s, Stage):
+                raise InvalidInputError(f"stages must be Stage instances, got {type(s).__name__}")
+        self.retrieval = retrieval
+        self.stages = list(stages)
+        self.inventory = inventory
+        self.profiler = profiler or LatencyProfiler()
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, StageStats] = {name: StageStats() for name in names}
+        self.out_of_stock_filtered = 0
+        self.out_of_stock_caught_late = 0
+        self.out_of_stock_served = 0
+
+    def _count(
+        self,
+        name: str,
+        rows: int,
+        cin: int,
+        cout: int,
+        *,
+        overrun: bool = False,
+        degraded: bool = False,
+        error: str | None = None,
+    ) -> None:
+        with self._stats_lock:
+            st = self.stats[name]
+            st.calls += 1
+            st.requests += rows
+            st.candidates_in += cin
+            st.candidates_out += cout
+            st.budget_overruns += int(overrun)
+            st.degraded += int(degraded)
+            if error is not None:
+                st.failures += 1
+                st.last_error = error
+
+    def _retrieve(self, users: IntArray, oos: IntArray, need: int) -> CandidateBatch:
+        batch = self.retrieval.run(users)
+        if oos.size == 0:
+            return batch
+        bad = np.isin(batch.items, oos) & (batch.items >= 0)
+        if bad.any():
+            with self._stats_lock:
+                self.out_of_stock_filtered += int(bad.sum())
+            keep = np.where(bad, -1, np.arange(batch.width)[None, :])
+            order = np.argsort(keep < 0, axis=1, kind="stable")  # kept positions first, in order
+            order = np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order)
+            batch = batch.take(order)
+        short = (batch.items >= 0).sum(axis=1) < min(need, self.retrieval.cutoff)
+        if short.any():
+            # rows the filter left short: retrieve again among in-stock items only
+            universe = np.unique(
+                np.concatenate(
+                    [s.item_ids_ for _, s, _ in self.retrieval.sources if hasattr(s, "item_ids_")]
+                    or [np.zeros(0, np.int64)]
+                )
+            )
+            allow = np.setdiff1d(universe, oos) if universe.size else None
+            if allow is not None:
+                again = self.retrieval.run(users[short], allow=allow)
+                merged = batch.cut(max(batch.width, again.width))
+                w = merged.width
+                again = again.cut(w)
+                items = merged.items.copy()
+                scores = merged.scores.copy()
+                items[short], scores[short] = again.items, again.scores
+                feats = {}
+                for k in merged.features:
+                    col = merged.features[k].copy()
+                    col[short] = again.features.get(k, np.full_like(again.scores, np.nan))
+                    feats[k] = col
+                batch = CandidateBatch(users, items, scores, feats)
+        return batch
+
+    def recommend(self, users: npt.ArrayLike, k: int) -> CascadeResult:
+        """The cascade's top-``k`` per user, ``-1``/``-inf`` padded when fewer candidates exist."""
+        k = check_k(k)
+        u = as_ids(users, name="users")
+        if u.shape[0] == 0:
+            raise InvalidInputError("users is empty; expected at least one user")
+        oos = self.inventory.out_of_stock() if self.inventory is not None else np.zeros(0, np.int64)
+        degraded: list[str] = []
+        prof = self.profiler
+        with prof.request():
+            t0 = time.perf_counter()
+            with prof.stage("retrieval"):
+                batch = self._retrieve(u, oos, k)
+            dt = time.perf_counter() - t0
+            cout = int((batch.items >= 0).sum())
+            rb = self.retrieval.budget_s
+            self._count("retrieval", u.shape[0], cout, cout, overrun=rb is not None and dt > rb)
+            for stage in self.stages:
+                cin = int((batch.items >= 0).sum())
+                t0 = time.perf_counter()
+                error: str | None = None
+                with prof.stage(stage.name):
+                    try:
+                        out = stage.run(batch)
+                        error = self._check(stage, batch, out)
+                    except Exception as exc:  # a failing stage degrades to the previous order, counted
+                        error = f"{type(exc).__name__}: {exc}"
+                dt = time.perf_counter() - t0
+                overrun = stage.budget_s is not None and dt > stage.budget_s
+                if error is not None or overrun:
+                    degraded.append(stage.name)
+                    out = batch.cut(stage.cutoff)
+                self._count(
+                    stage.name,
+                    u.shape[0],
+                    cin,
+                    int((out.items >= 0).sum()),
+                    overrun=overrun,
+                    degraded=error is not None or overrun,
+                    error=error,
+                )
+                batch = out
+            final = batch.cut(k)
+            if self.inventory is not None:
+                # the inventory may have changed during the request: check the slate once more
+                now = self.inventory.out_of_stock()
+                late = np.isin(final.items, now) & (final.items >= 0)
+                if late.any():
+                    keep = np.where(late, -1, np.arange(final.width)[None, :])
+                    order = np.argsort(keep < 0, axis=1, kind="stable")
+                    final = final.take(np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order))
+                served = int((np.isin(final.items, now) & (final.items >= 0)).sum())
+                with self._stats_lock:
+                    self.out_of_stock_caught_late += int(late.sum())
+                    self.out_of_stock_served += served
+        return CascadeResult(final.items, final.scores, tuple(degraded))
+
+    @staticmethod
+    def _check(stage: Stage, before: CandidateBatch, out: Any) -> str | None:
+        if not isinstance(out, CandidateBatch):
+            return f"returned {type(out).__name__}, expected CandidateBatch"
+        if out.items.shape[0] != before.items.shape[0] or out.items.ndim != 2:
+            return f"returned {out.items.shape[0]} rows, expected {before.items.shape[0]}"
+        if out.items.shape[1] > stage.cutoff:
+            return f"returned {out.items.shape[1]} candidates, more than its cutoff {stage.cutoff}"
+        for i in range(out.items.shape[0]):
+            got = out.items[i][out.items[i] >= 0]
+            if not np.isin(got, before.items[i]).all():
+                return "returned items that were not among its candidates"
+            if np.unique(got).shape[0] != got.shape[0]:
+                return "returned a duplicated item"
+        return None
+
+    def stats_dict(self) -> dict[str, Any]:
+        """Counters as plain data (for a metrics endpoint)."""
+        with self._stats_lock:
+            return {
+                "stages": {name: st.to_dict() for name, st in self.stats.items()},
+                "out_of_stock_filtered": self.out_of_stock_filtered,
+                "out_of_stock_caught_late": self.out_of_stock_caught_late,
+                "out_of_stock_served": self.out_of_stock_served,
+            }

@@ -1,0 +1,166 @@
+"""The cascade: stage order and cutoffs, explicit degradation, the inventory guard, accounting."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from mlsys.common.errors import InvalidInputError
+from mlsys.recsys import EASE, ItemKNN, Popularity
+from mlsys.recsys.cascade import (
+    CandidateBatch,
+    Cascade,
+    DiversityStage,
+    InventoryMask,
+    RetrievalStage,
+    ScoringStage,
+    Stage,
+)
+
+
+@pytest.fixture(scope="module")
+def models(synth):  # type: ignore[no-untyped-def]
+    x = synth.interactions
+    return {
+        "ease": EASE(l2=50.0).fit(x, catalogue=synth.items.ids),
+        "knn": ItemKNN().fit(x, catalogue=synth.items.ids),
+        "pop": Popularity().fit(x, catalogue=synth.items.ids),
+    }
+
+
+def _cascade(models, **kw):  # type: ignore[no-untyped-def]
+    retrieval = RetrievalStage(
+        [("ease", models["ease"], 30), ("knn", models["knn"], 30), ("pop", models["pop"], 10)], cutoff=40
+    )
+    ease = models["ease"]
+
+    def light_scores(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        pos = ease.item_index_.positions(items.ravel(), missing="mask").reshape(items.shape)
+        return ease.score(users)[np.arange(len(users))[:, None], np.maximum(pos, 0)]
+
+    light = ScoringStage("light", light_scores, cutoff=20)
+    rng = np.random.default_rng(0)
+    vecs = {int(i): rng.normal(size=8) for i in models["ease"].item_ids_}
+    div = DiversityStage(
+        "diversity", lambda ids: np.stack([vecs[int(i)] for i in ids]), cutoff=10, strength=0.8
+    )
+    return Cascade(retrieval, [light, div], **kw)
+
+
+def test_cascade_returns_k_distinct_retrieved_items_with_features(models, synth) -> None:  # type: ignore[no-untyped-def]
+    cas = _cascade(models)
+    users = synth.interactions.users[:40:4]
+    res = cas.recommend(users, 10)
+    assert res.ids.shape == (len(users), 10)
+    assert res.degraded_stages == (), cas.stats_dict()
+    for row in res.ids:
+        assert len(set(row.tolist())) == 10 and (row >= 0).all()
+    stats = cas.stats_dict()["stages"]
+    assert stats["light"]["candidates_out"] == 20 * len(users) and stats["diversity"][
+        "candidates_out"
+    ] == 10 * len(users)
+    assert stats["retrieval"]["requests"] == len(users)
+    assert set(cas.profiler.stats()) >= {"retrieval", "light", "diversity", "end_to_end"}
+    # retrieval merges the sources and records their scores and ranks as features
+    batch = cas.retrieval.run(users)
+    assert {"ease_score", "ease_rank", "knn_score", "pop_rank"} <= set(batch.features)
+    ease_ids, _ = models["ease"].recommend(users, 30)
+    assert (
+        np.isin(ease_ids[0], batch.items[0]).sum() >= 30 - 10
+    )  # most of EASE's list survives the fusion cut
+
+
+class _Boom(Stage):
+    def run(self, batch: CandidateBatch) -> CandidateBatch:
+        raise RuntimeError("model server down")
+
+
+class _Foreign(Stage):
+    def run(self, batch: CandidateBatch) -> CandidateBatch:
+        return CandidateBatch(
+            batch.users, np.full((len(batch.users), 5), 10**9), np.zeros((len(batch.users), 5), np.float32)
+        )
+
+
+class _Slow(Stage):
+    def run(self, batch: CandidateBatch) -> CandidateBatch:
+        time.sleep(0.05)
+        return batch.cut(self.cutoff)
+
+
+@pytest.mark.parametrize(
+    "stage", [_Boom("heavy", 5), _Foreign("heavy", 5), _Slow("heavy", 5, budget_s=0.001)]
+)
+def test_failing_or_slow_stage_degrades_to_previous_order_and_is_counted(models, synth, stage) -> None:  # type: ignore[no-untyped-def]
+    retrieval = RetrievalStage([("ease", models["ease"], 20)], cutoff=20)
+    cas = Cascade(retrieval, [stage])
+    users = synth.interactions.users[:3]
+    res = cas.recommend(users, 5)
+    assert res.degraded_stages == ("heavy",)
+    expected, _ = models["ease"].recommend(users, 5)
+    assert np.array_equal(res.ids, expected)  # exactly the previous stage's order
+    st = cas.stats["heavy"]
+    assert st.degraded == 1 and st.calls == 1
+    if isinstance(stage, _Slow):
+        assert st.budget_overruns == 1 and st.failures == 0
+    else:
+        assert st.failures == 1 and st.last_error
+
+
+def test_out_of_stock_items_are_never_served_while_stock_changes(models, synth) -> None:  # type: ignore[no-untyped-def]
+    inv = InventoryMask()
+    cas = _cascade(models, inventory=inv)
+    rng = np.random.default_rng(1)
+    catalogue = models["ease"].item_ids_
+    users = np.unique(synth.interactions.users)
+    served = 0
+    for _ in range(30):
+        inv.set_in_stock(catalogue)
+        oos = rng.choice(catalogue, size=len(catalogue) // 3, replace=False)
+        inv.set_out_of_stock(oos)
+        batch_users = rng.choice(users, 8, replace=False)
+        res = cas.recommend(batch_users, 10)
+        assert not np.isin(res.ids, oos).any()
+        assert (res.ids >= 0).all()  # still a full slate: 2/3 of the catalogue is in stock
+        served += res.ids.size
+    stats = cas.stats_dict()
+    assert stats["out_of_stock_served"] == 0 and stats["out_of_stock_filtered"] > 0
+    assert served == 30 * 8 * 10
+
+
+def test_stock_change_during_a_request_is_caught(models, synth) -> None:  # type: ignore[no-untyped-def]
+    inv = InventoryMask()
+
+    class _SellsOut(Stage):
+        def run(self, batch: CandidateBatch) -> CandidateBatch:
+            inv.set_out_of_stock(batch.items[:, 0])  # the top candidates sell out mid-request
+            return batch.cut(self.cutoff)
+
+    cas = Cascade(
+        RetrievalStage([("ease", models["ease"], 20)], cutoff=20), [_SellsOut("heavy", 10)], inventory=inv
+    )
+    res = cas.recommend(synth.interactions.users[:4], 10)
+    assert not np.isin(res.ids, inv.out_of_stock()).any()
+    assert cas.out_of_stock_caught_late > 0 and cas.out_of_stock_served == 0
+
+
+def test_bad_configuration_and_input(models) -> None:  # type: ignore[no-untyped-def]
+    ease = models["ease"]
+    with pytest.raises(InvalidInputError, match="at least one source"):
+        RetrievalStage([], cutoff=10)
+    with pytest.raises(InvalidInputError, match="unique"):
+        RetrievalStage([("a", ease, 5), ("a", ease, 5)], cutoff=10)
+    retrieval = RetrievalStage([("a", ease, 5)], cutoff=10)
+    with pytest.raises(InvalidInputError, match="unique"):
+        Cascade(retrieval, [ScoringStage("x", lambda u, i: i, 3), ScoringStage("x", lambda u, i: i, 3)])
+    with pytest.raises(InvalidInputError, match="budget_s"):
+        ScoringStage("x", lambda u, i: i, 3, budget_s=0)
+    cas = Cascade(retrieval)
+    with pytest.raises(InvalidInputError):
+        cas.recommend([], 5)
+    with pytest.raises(InvalidInputError):
+        cas.recommend([1], 0)
+    bad_shape = Cascade(retrieval, [ScoringStage("x", lambda u, i: np.zeros(3), 3)])
+    assert bad_shape.recommend([int(models["ease"].user_index_.ids[0])], 3).degraded_stages == ("x",)
