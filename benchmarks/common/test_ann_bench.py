@@ -193,6 +193,11 @@ def test_wrapper_overhead(benchmark: Any, indexes: dict[str, Any], data: Any, li
         f"{machine()}"
     )
     benchmark.extra_info.update({"single_overhead": single, "batch_overhead": batch})
+    benchmark.extra_info["ratios"] = {  # mlsys time / raw library time, measured in this run
+        "single_query_vs_raw": s_wrap / s_raw,
+        "batch_vs_raw": b_ratio,
+    }
+    benchmark.extra_info["reference"] = f"raw {lib} search call"
     benchmark(wrap_call, q[:1])
     if lib == "hnswlib":
         index.set_params(native=True)
@@ -223,6 +228,7 @@ def test_hnsw_recall_and_qps(benchmark: Any, indexes: dict[str, Any], data: Any,
         f"calibrated to 0.95: {cal.params} -> recall {cal.recall:.3f}, {cal.qps:,.0f} QPS (batch) {machine()}"
     )
     index.set_params(**{knob: 64})
+    benchmark.extra_info.update({"recall@10": rec, "qps_single": qps, "calibrated": dict(cal.params)})
     benchmark(index.search, q[:1], K)
     if not SMOKE:
         assert rec >= 0.95
@@ -243,6 +249,8 @@ def test_exact_batch_vs_faiss_flat(benchmark: Any, indexes: dict[str, Any], data
         t_flat, t_exact = interleaved_min(lambda: flat.search(q, K), lambda: exact.search(q, K), size(5, 2))
         benchmark.pedantic(exact.search, args=(q, K), rounds=1, iterations=1)
     ratio = t_exact / t_flat
+    benchmark.extra_info["ratios"] = {"exact_vs_faiss_flat": ratio}
+    benchmark.extra_info["reference"] = "faiss IndexFlatIP, batch, 1 thread"
     print(
         f"\nExactIndex batch search ({q.shape[0]} queries x {N:,} x {DIM}): {t_exact * 1e3:.0f} ms vs faiss IndexFlatIP "
         f"{t_flat * 1e3:.0f} ms -> {ratio:.2f}x (goal <= 1.2x) {machine()}"
@@ -290,6 +298,7 @@ def test_filtered_one_percent(benchmark: Any, indexes: dict[str, Any], data: Any
         f"\n{lib} filter allowing 1% ({allowed.size:,} ids): recall@10 vs exact-over-allowed {rec:.3f}, "
         f"k results for {100 * full:.0f}% of queries, {q.shape[0] / dt:,.0f} QPS (batch); {raw_note} {machine()}"
     )
+    benchmark.extra_info.update({"recall@10": rec, "full_fraction": full})
     benchmark(index.search, q[:1], K, allow=allowed)
     assert full == 1.0
     assert rec >= 0.99

@@ -204,6 +204,12 @@ def test_metrics_speed_side_by_side(benchmark) -> None:  # type: ignore[no-untyp
             assert abs(res["mrr@10"] - ref["mrr@10"]) < 1e-9, (name, res["mrr@10"], ref["mrr@10"])
 
     base = min(times["mlsys array"])
+    benchmark.extra_info["ratios"] = {  # mlsys array time / each system's time (best of the repeats)
+        f"mlsys_array_vs_{name.replace(' ', '_')}": base / min(ts)
+        for name, ts in times.items()
+        if name != "mlsys array"
+    }
+    benchmark.extra_info["means"] = ref
     print(
         f"\n=== ranking metrics, {N_QUERIES} queries x {DEPTH} docs, {', '.join(METRICS)}, best of {REPEATS} ==="
     )
@@ -313,6 +319,7 @@ def test_metrics_peak_memory(benchmark) -> None:  # type: ignore[no-untyped-def]
         if "first_call_s" in r:
             print(f"  ranx first call on a cold numba cache (compile): {r['first_call_s']:.1f} s")
     ours = rows["mlsys array"]["from_arrays_mib"]
+    benchmark.extra_info["peak_mib"] = {s: r["from_arrays_mib"] for s, r in rows.items()}
     for s in systems[1:]:
         print(
             f"mlsys array peak / {s} peak (from arrays): {ours / max(rows[s]['from_arrays_mib'], 1e-9):.3f}"

@@ -96,6 +96,12 @@ def test_chunker_throughput_vs_langchain_and_chonkie(benchmark: Any, dataset: Ca
     benchmark.pedantic(lambda: ours.chunk(text), rounds=1, iterations=1)
 
     base = statistics.median(times["mlsys RecursiveChunker"])
+    benchmark.extra_info["ratios"] = {  # mlsys RecursiveChunker time / each system's (medians)
+        f"recursive_vs_{name.split()[0]}_{name.split()[1]}": base / statistics.median(times[name])
+        for name in systems
+        if name != "mlsys RecursiveChunker"
+    }
+    benchmark.extra_info["mb"] = mb
     lines = [
         f"\nChunking {what}: {mb:.2f} MB, 512-character budget, median of {ROUNDS} interleaved rounds; "
         f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}",

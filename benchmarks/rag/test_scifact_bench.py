@@ -94,6 +94,9 @@ def test_scifact_retrieval_quality(benchmark: Any, dataset: Callable[[str], Any]
     )
 
     rows = [(name, ev.results[name].mean, ev.queries_per_second[name]) for name in ev.results]
+    benchmark.extra_info["quality"] = {n: dict(ev.results[n].mean) for n in ev.results}
+    if ref is not None:
+        benchmark.extra_info["quality"]["bm25s"] = ref
     rows.append(("bm25 chunked", chunked.results["bm25"].mean, chunked.queries_per_second["bm25"]))
     lines = [
         f"\nRetrieval quality on {what}; embedder {embedder.space}; "

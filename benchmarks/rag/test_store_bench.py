@@ -72,6 +72,8 @@ def test_incremental_upsert_vs_rebuild(benchmark: Any, dataset: Callable[[str], 
         t_full.append(time.perf_counter() - t)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     inc, full = statistics.median(t_inc), statistics.median(t_full)
+    benchmark.extra_info["ratios"] = {"upsert_1pct_vs_rebuild": inc / full}
+    benchmark.extra_info["chunks_embedded"] = float(statistics.median(embedded))
     print(
         f"\nIncremental upsert on {what}: {store.n_chunks} chunks of <= 128 words; "
         f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}\n"

@@ -114,6 +114,10 @@ def test_speed_against_obp(benchmark) -> None:  # type: ignore[no-untyped-def]
         iterations=1,
     )
     best = {k: min(v) for k, v in times.items()}
+    benchmark.extra_info["ratios"] = {  # ours / obp (best of the interleaved repeats)
+        "ts_propensities_vs_obp": best["ours_ts"] / best["obp_ts"],
+        "ips_bootstrap_vs_obp": best["ours_boot"] / best["obp_boot"],
+    }
     print(f"\n{machine_facts()}")
     print(
         f"TS propensities, {n_draws} draws, 80 actions x 3 slots: ours {best['ours_ts'] * 1e3:.1f} ms, "

@@ -71,6 +71,13 @@ def test_movielens_table(benchmark, dataset) -> None:  # type: ignore[no-untyped
     print()
     print(format_table(out["cold"], columns=COLD_COLUMNS))
     warm = {r.model: r.metrics for r in out["warm"]}
+    benchmark.extra_info["quality"] = {
+        f"{split}.{r.model}.{m}": r.metrics[m]
+        for split in ("warm", "cold")
+        for r in out[split]
+        for m in ("ndcg@10", "recall@10")
+        if m in r.metrics
+    }
     cold = {r.model: r.metrics for r in out["cold"]}
     assert warm["ease"]["ndcg@10"] > warm["random"]["ndcg@10"]
     if not SMOKE:
@@ -95,6 +102,7 @@ def test_two_tower_training_time(benchmark, dataset) -> None:  # type: ignore[no
         iterations=1,
     )
     tt_s = model.train_seconds_
+    benchmark.extra_info["ratios"] = {"two_tower_train_vs_ease_fit": tt_s / ease_s}
     print(
         f"\n{name}: two-tower training {tt_s:.1f} s ({cfg.epochs} epochs, {len(split.train)} events) vs "
         f"EASE fit {ease_s:.2f} s = {tt_s / ease_s:.0f}x; budget 120 s -> {tt_s / 120:.2f} of budget; {machine_facts()}"
@@ -134,6 +142,7 @@ def test_add_items_latency(benchmark, dataset) -> None:  # type: ignore[no-untyp
 
     benchmark.pedantic(add, setup=setup, rounds=size(5, 1), iterations=1)
     add_s, rebuild_s = float(np.median(timings)), float(np.median(rebuild))
+    benchmark.extra_info["ratios"] = {"add_items_vs_rebuild": add_s / rebuild_s}
     print(
         f"\n{name}: add_items({n_new}) + first recommend {add_s * 1000:.1f} ms (median of {len(timings)}); "
         f"full re-encode + re-index of {ds.items.n + n_new} items {rebuild_s * 1000:.1f} ms "

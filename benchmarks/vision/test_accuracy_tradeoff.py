@@ -142,6 +142,10 @@ def test_accuracy_vs_throughput(benchmark: Any) -> None:
         if isinstance(m, TokenMerging):
             rows[k]["tokens_last_block"] = float(m.tokens_per_block()[-1])
     plain_acc = rows["plain"]["accuracy"]
+    benchmark.extra_info["ratios"] = {
+        f"{k}_vs_plain": 1 / r["throughput_ratio"] for k, r in rows.items() if k != "plain"
+    }
+    benchmark.extra_info["accuracy"] = {k: r["accuracy"] for k, r in rows.items()}
     print(
         f"\naccuracy ({weights}, {len(y)} test images) vs throughput (batch {BATCH}, {THREADS} threads, interleaved)"
     )

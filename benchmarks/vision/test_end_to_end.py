@@ -203,6 +203,14 @@ def test_end_to_end_pil_vs_opencv(benchmark: Any) -> None:
         with torch.inference_mode():
             benchmark.pedantic(bpipes["opencv"].predict_batch, args=(batch,), rounds=1, iterations=1)
     results["load_average"] = os.getloadavg()
+    benchmark.extra_info["ratios"] = {  # OpenCV time / PIL time (p50s), per format
+        f"opencv_vs_pil.{fmt}.{part}": 1 / results[fmt][key]
+        for fmt in ("png", "jpeg")
+        for part, key in (
+            ("preprocess", "opencv_preprocess_speedup"),
+            ("end_to_end", "opencv_end_to_end_p50_speedup"),
+        )
+    }
     if not SMOKE:
         (CACHE / "bench").mkdir(parents=True, exist_ok=True)
         (CACHE / "bench" / "end_to_end.json").write_text(json.dumps(results, indent=2))

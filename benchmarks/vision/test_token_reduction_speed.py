@@ -98,6 +98,12 @@ def _measure(kind: str) -> dict[str, Any]:
             "batch1_speedup": base_1 / m1,
         }
     out["rows"] = rows
+    out["ratios"] = {  # time of each variant / the plain model's (inverse of the speedups)
+        f"{k}_vs_plain.{m}": 1 / r[s]
+        for k, r in rows.items()
+        if k != "plain"
+        for m, s in (("batch", "throughput_ratio"), ("batch1", "batch1_speedup"))
+    }
     out["load_average"] = os.getloadavg()
     print(f"\n{kind}: batch {BATCH} throughput and batch-1 latency, {out['threads']} threads, interleaved")
     print(
@@ -117,6 +123,7 @@ def _measure(kind: str) -> dict[str, Any]:
 
 def test_vit_small_pruning_speed(benchmark: Any) -> None:
     res = _measure("vit-s16-224")
+    benchmark.extra_info["ratios"] = res["ratios"]
     rows = res["rows"]
     models = _variants("vit-s16-224")
     x = torch.randn(BATCH, 3, models["plain"].config.img_size, models["plain"].config.img_size)  # type: ignore[union-attr]
@@ -130,6 +137,7 @@ def test_vit_small_pruning_speed(benchmark: Any) -> None:
 
 def test_fmnist_pruning_speed(benchmark: Any) -> None:
     res = _measure("fmnist")
+    benchmark.extra_info["ratios"] = res["ratios"]
     models = _variants("fmnist")
     m = models["plain"]
     assert isinstance(m, ViT)
