@@ -5,6 +5,9 @@
     nox -s bench        pytest-benchmark suite; saves JSON under .benchmarks/
     nox -s bench -- --compare   ...and fails on a regression beyond BENCH_FAIL_THRESHOLD
     nox -s bench -- --smoke     every benchmark once, on small sizes (what CI runs)
+    nox -s bench -- --gate      the regression gate: quality figures and speed ratios vs
+                                benchmarks/gate/baseline.json; table in .benchmarks/gate/gate.{json,md}
+    nox -s bench -- --update-baseline   rerun the gate and rewrite the baseline from it
     nox -s demo         a tour of every capability, printing its figures
     nox -s lint         ruff check + ruff format --check
     nox -s typecheck    mypy on the four packages
@@ -82,11 +85,16 @@ def slow(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The pytest-benchmark suite. ``-- --compare`` gates on the last saved run, ``-- --smoke`` runs each once."""
+    """The pytest-benchmark suite. ``-- --gate`` checks quality and speed ratios against the committed
+    baseline (``-- --update-baseline`` rewrites it); ``-- --smoke`` runs each benchmark once;
+    ``-- --compare`` compares absolute times with the last saved run on the same machine."""
     _install(session, "-r", "requirements/bench.txt")
     _install_obp(session)
     args = list(session.posargs)
     env = {"HF_HUB_OFFLINE": "1"}
+    if "--gate" in args or "--update-baseline" in args:
+        _gate(session, args, env)
+        return
     extra = [
         "--benchmark-storage=.benchmarks",
         "--benchmark-sort=name",
@@ -95,13 +103,45 @@ def bench(session: nox.Session) -> None:
     if "--smoke" in args:
         args.remove("--smoke")
         env["MLSYS_BENCH_SMOKE"] = "1"
-        extra.append("--benchmark-disable")
+        # the gate's benchmarks run in full, in their own CI step (`--gate`)
+        extra += ["--benchmark-disable", "--ignore=benchmarks/gate"]
     else:
         extra.append("--benchmark-autosave")
     if "--compare" in args:
         args.remove("--compare")
         extra += ["--benchmark-compare", f"--benchmark-compare-fail={BENCH_FAIL_THRESHOLD}"]
     session.run("pytest", "benchmarks", "-p", "no:cacheprovider", *extra, *args, env=env)
+
+
+def _gate(session: nox.Session, args: list[str], env: dict[str, str]) -> None:
+    """Run the gate's benchmarks (~1 minute), then compare with, or rewrite, the committed baseline.
+
+    Every run is also saved by pytest-benchmark under .benchmarks/ (the history that
+    benchmarks/gate/history.py plots).
+    """
+    update = "--update-baseline" in args
+    args = [a for a in args if a not in ("--gate", "--update-baseline")]
+    run_json = ".benchmarks/gate/run.json"
+    os.makedirs(".benchmarks/gate", exist_ok=True)  # --benchmark-json does not create folders
+    session.run(
+        "pytest",
+        "benchmarks/gate",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-storage=.benchmarks",
+        "--benchmark-autosave",
+        f"--benchmark-json={run_json}",
+        "--benchmark-columns=min,median,max,rounds",
+        "--benchmark-sort=name",
+        *args,
+        env=env,
+    )
+    if update:
+        session.run("python", "benchmarks/gate/core.py", "update", "--run", run_json)
+    else:
+        session.run(
+            "python", "benchmarks/gate/core.py", "check", "--run", run_json, "--out", ".benchmarks/gate"
+        )
 
 
 @nox.session(python=PYTHON)
