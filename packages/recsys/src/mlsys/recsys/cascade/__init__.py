@@ -10,6 +10,7 @@ Example:
 """
 
 from mlsys.recsys.cascade._diversity import dpp_greedy, dpp_greedy_kernel, mmr
+from mlsys.recsys.cascade._guards import DriftReport, EmbeddingRegistry, drift_report, feature_hashes
 from mlsys.recsys.cascade._pipeline import (
     CandidateBatch,
     Cascade,
@@ -28,6 +29,8 @@ __all__ = [
     "Cascade",
     "CascadeResult",
     "DiversityStage",
+    "DriftReport",
+    "EmbeddingRegistry",
     "InventoryMask",
     "RetrievalSource",
     "RetrievalStage",
@@ -36,5 +39,7 @@ __all__ = [
     "StageStats",
     "dpp_greedy",
     "dpp_greedy_kernel",
+    "drift_report",
+    "feature_hashes",
     "mmr",
 ]
