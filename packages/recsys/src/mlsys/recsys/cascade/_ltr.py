@@ -1,0 +1,618 @@
+"""A learned ranking stage over retrieval candidates: LightGBM LambdaMART on out-of-fold features.
+
+:class:`LearnedRanker` retrieves candidates from several sources (EASE, ItemKNN with a per-target
+neighbourhood, implicit ALS when installed, popularity) and re-ranks them with a LightGBM
+``lambdarank`` model. It never sees a test split: everything it learns comes from the training
+interactions passed to :meth:`~LearnedRanker.fit`.
+
+How it is trained (the ways out of the failure in ``FINDINGS.md``, "a learned re-ranker over
+retrievers' scores can lose to its best retriever"):
+
+1. Each user's distinct training items are dealt into ``n_folds`` folds (seeded). For each fold,
+   the sources are fit on the training interactions *minus* that fold; candidates are retrieved for
+   the users with items in the fold, and a candidate's label is 1 when it is one of those items.
+   Every training interaction is a label exactly once, and the ranker learns from sources fit on
+   ``(n_folds - 1) / n_folds`` of the data, as close as k-fold gets to the serving sources (fit on
+   all of it).
+2. Source features are given raw *and* scale-free (per-user rank, z-score, ratio to the user's best
+   score), so that the shift of score scales between fold and full fits does not move the ranker.
+3. Features the sources do not encode: item popularity and its share inside the user's active time
+   window, item first/last/mean event time relative to the user, co-occurrence with the user's last
+   items, history length, genre overlap and entropy, release-year bucket, popularity in the user's
+   demographic bucket.
+4. EASE's ``l2`` is chosen on the first fold (``ease_l2=None``) and scaled by the ratio of full to
+   fold events when the serving sources are fit.
+5. LambdaMART is early-stopped on NDCG@10 of a held-out *group* split of the validation users (no
+   user in both), then optionally refit on every group with the chosen number of rounds.
+
+:meth:`LearnedRanker.candidates` and :meth:`LearnedRanker.score_candidates` are the two halves for
+a cascade; :meth:`~mlsys.recsys.Recommender.recommend` runs both (non-candidates rank after every
+candidate, in EASE order).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from mlsys.common.errors import InvalidInputError, NotFittedError
+from mlsys.common.limits import check_result_size
+from mlsys.common.validation import as_ids, check_k
+from mlsys.recsys._base import Recommender
+from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
+from mlsys.recsys.cascade._features import SignalSettings, Signals
+
+__all__ = ["LearnedRanker", "LearnedRankerConfig"]
+
+_SOURCES = ("ease", "knn", "als", "pop")
+
+
+def _check_int(value: object, name: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidInputError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_pos(value: object, name: str) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value <= 0:  # type: ignore[operator]
+        raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LearnedRankerConfig:
+    """Configuration of :class:`LearnedRanker` (validated on construction).
+
+    Attributes:
+        n_candidates: candidates retrieved per user and re-ranked.
+        candidate_mix: ``(source, weight)`` pairs; candidates are merged by ``rank / weight`` over
+            the sources (a weight-2 source contributes twice as deep as a weight-1 source).
+            Sources: ``"ease"``, ``"knn"``, ``"als"`` (skipped when ``als_factors=0``), ``"pop"``.
+        n_folds: folds of each user's training items that produce the ranker's training data (>= 2).
+        ease_l2: EASE's regularisation; ``None`` chooses it from ``ease_l2_grid`` on the first fold.
+        ease_l2_grid: candidates for ``ease_l2``.
+        scale_l2: multiply the chosen ``l2`` by (full events / fold events) for the serving EASE.
+        knn_neighbors: ItemKNN keeps this many source items per target item.
+        als_factors: implicit ALS factors (0 disables ALS; needs the ``implicit`` package).
+        als_iterations: ALS iterations.
+        recent_items: the "last items" of a user for co-occurrence features.
+        time_bins: quantile bins of training timestamps for the time-window features.
+        item_genre_feature: multi-hot item column for genre features (ignored when absent).
+        item_year_feature: categorical item column used as a release-year feature (ignored when absent).
+        user_features: categorical user columns forming the demographic bucket (ignored when absent).
+        early_stopping_fraction: share of validation users held out (as whole groups) for early stopping.
+        refit: after early stopping, refit on every group with the best number of rounds.
+        num_leaves, learning_rate, min_data_in_leaf, feature_fraction, lambda_l2, max_rounds,
+            early_stopping_rounds: LightGBM LambdaMART parameters.
+        num_threads: LightGBM / ALS threads; ``-1`` uses every core. Same ``num_threads`` and seed,
+            same model; a different thread count may move scores in the last digits.
+        batch_size: users featurised at once when serving.
+        seed: folds, the early-stopping split, ALS and LightGBM.
+
+    Example:
+        >>> LearnedRankerConfig(n_candidates=50).n_folds
+        5
+    """
+
+    n_candidates: int = 100
+    candidate_mix: tuple[tuple[str, float], ...] = (("ease", 2.0), ("knn", 1.0), ("als", 1.0), ("pop", 0.5))
+    n_folds: int = 5
+    ease_l2: float | None = None
+    ease_l2_grid: tuple[float, ...] = (100.0, 200.0, 300.0, 500.0, 800.0)
+    scale_l2: bool = True
+    knn_neighbors: int = 100
+    als_factors: int = 64
+    als_iterations: int = 15
+    recent_items: int = 5
+    time_bins: int = 256
+    item_genre_feature: str | None = "genres"
+    item_year_feature: str | None = "year"
+    user_features: tuple[str, ...] = ("age", "gender")
+    early_stopping_fraction: float = 0.2
+    refit: bool = True
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    max_rounds: int = 1000
+    early_stopping_rounds: int = 50
+    num_threads: int = -1
+    batch_size: int = 512
+    seed: int = 0
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_int(self.n_candidates, "n_candidates", 1)
+        check_k(self.n_candidates, name="n_candidates")
+        _check_int(self.n_folds, "n_folds", 2)
+        _check_int(self.knn_neighbors, "knn_neighbors", 1)
+        _check_int(self.als_factors, "als_factors", 0)
+        _check_int(self.als_iterations, "als_iterations", 1)
+        _check_int(self.recent_items, "recent_items", 1)
+        _check_int(self.time_bins, "time_bins", 1)
+        _check_int(self.num_leaves, "num_leaves", 2)
+        _check_int(self.min_data_in_leaf, "min_data_in_leaf", 1)
+        _check_int(self.max_rounds, "max_rounds", 1)
+        _check_int(self.early_stopping_rounds, "early_stopping_rounds", 1)
+        _check_int(self.batch_size, "batch_size", 1)
+        _check_int(self.seed, "seed", 0)
+        if (
+            isinstance(self.num_threads, bool)
+            or not isinstance(self.num_threads, int)
+            or not (self.num_threads == -1 or self.num_threads >= 1)
+        ):
+            raise InvalidInputError(f"num_threads must be -1 or an int >= 1, got {self.num_threads!r}")
+        if self.ease_l2 is not None:
+            _check_pos(self.ease_l2, "ease_l2")
+        if not self.ease_l2_grid:
+            raise InvalidInputError("ease_l2_grid is empty; expected at least one l2 value")
+        for v in self.ease_l2_grid:
+            _check_pos(v, "ease_l2_grid value")
+        for name in ("learning_rate", "feature_fraction"):
+            _check_pos(getattr(self, name), name)
+        if self.feature_fraction > 1.0:
+            raise InvalidInputError(f"feature_fraction must be in (0, 1], got {self.feature_fraction!r}")
+        if not (isinstance(self.lambda_l2, (int, float)) and self.lambda_l2 >= 0):
+            raise InvalidInputError(f"lambda_l2 must be >= 0, got {self.lambda_l2!r}")
+        f = self.early_stopping_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+            raise InvalidInputError(f"early_stopping_fraction must be in (0, 1), got {f!r}")
+        if not self.candidate_mix:
+            raise InvalidInputError("candidate_mix is empty; expected (source, weight) pairs")
+        seen: set[str] = set()
+        for pair in self.candidate_mix:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise InvalidInputError(f"candidate_mix entries must be (source, weight), got {pair!r}")
+            src, w = pair
+            if src not in _SOURCES:
+                raise InvalidInputError(f"unknown candidate source {src!r}; expected one of {_SOURCES}")
+            if src in seen:
+                raise InvalidInputError(f"candidate source {src!r} appears twice in candidate_mix")
+            seen.add(src)
+            _check_pos(w, f"candidate_mix weight of {src!r}")
+        if not isinstance(self.user_features, tuple):
+            raise InvalidInputError(f"user_features must be a tuple of names, got {self.user_features!r}")
+
+    def threads(self) -> int:
+        """The effective thread count (``-1`` resolved to the number of cores)."""
+        return (os.cpu_count() or 1) if self.num_threads == -1 else self.num_threads
+
+
+def _ndcg_at(
+    ranked: npt.NDArray[np.int64], targets: list[np.ndarray], k: int = 10
+) -> npt.NDArray[np.float64]:
+    """Binary NDCG@k of ranked item positions against each row's target positions."""
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    out = np.zeros(ranked.shape[0])
+    for r, t in enumerate(targets):
+        if t.size == 0:
+            continue
+        hits = np.isin(ranked[r, :k], t)
+        out[r] = float((hits * disc[: hits.shape[0]]).sum() / disc[: min(t.size, k)].sum())
+    return out
+
+
+class LearnedRanker(Recommender):
+    """LambdaMART over multi-source retrieval candidates, trained on out-of-fold features (module docs).
+
+    A :class:`~mlsys.recsys.Recommender`: ``fit(train, catalogue=, users=, items=)``, then
+    ``recommend`` / ``score`` / :func:`~mlsys.recsys.evaluate_recommender` as any model; and the
+    cascade halves :meth:`candidates` and :meth:`score_candidates`. Needs ``lightgbm``
+    (``pip install 'mlsys-recsys[ltr]'``); ALS features need ``implicit`` (else set
+    ``als_factors=0``). Persistence is not implemented yet (refit from the training data).
+
+    Learned state: ``booster_`` (the LightGBM model), ``feature_names_``, ``ease_l2_`` (serving
+    ``l2``), ``validation_`` (what was measured on the validation folds), ``training_targets_``
+    (the labelled (user, item) pairs it learned from: all of them training interactions).
+
+    Example:
+        >>> from mlsys.recsys import synthetic_dataset
+        >>> ds = synthetic_dataset(n_users=60, n_items=40, per_user=10, seed=0)
+        >>> cfg = LearnedRankerConfig(n_candidates=20, n_folds=2, ease_l2=10.0, als_factors=0,
+        ...                           max_rounds=20, min_data_in_leaf=5, num_threads=1)
+        >>> ranker = LearnedRanker(cfg).fit(ds.interactions, users=ds.users, items=ds.items)
+        >>> ids, per_source = ranker.candidates([1, 2], 5)
+        >>> ids.shape, sorted(per_source)
+        ((2, 5), ['ease', 'knn', 'pop'])
+        >>> float(ranker.score_candidates([1], [[ids[0, 0], -1]])[0, 1])
+        -inf
+        >>> ranker.recommend([1], 3)[0].shape
+        (1, 3)
+    """
+
+    def __init__(self, config: LearnedRankerConfig | None = None) -> None:
+        if config is not None and not isinstance(config, LearnedRankerConfig):
+            raise InvalidInputError(f"config must be a LearnedRankerConfig, got {type(config).__name__}")
+        self.config = config or LearnedRankerConfig()
+        self.name = "learned_ranker"
+
+    # -- fitting ---------------------------------------------------------------------------------
+    def _settings(self, l2: float) -> SignalSettings:
+        c = self.config
+        return SignalSettings(
+            ease_l2=float(l2),
+            knn_neighbors=c.knn_neighbors,
+            als_factors=c.als_factors,
+            als_iterations=c.als_iterations,
+            recent_items=c.recent_items,
+            time_bins=c.time_bins,
+            item_genre_feature=c.item_genre_feature,
+            item_year_feature=c.item_year_feature,
+            user_features=c.user_features,
+            seed=c.seed,
+            num_threads=c.threads(),
+        )
+
+    @staticmethod
+    def _events(
+        train: Interactions, user_index: IdIndex, item_index: IdIndex
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        u = user_index.positions(train.users, missing="mask")
+        i = item_index.positions(train.items, missing="mask")
+        keep = (u >= 0) & (i >= 0)
+        return u[keep], i[keep], train.timestamps[keep].astype(np.float64)
+
+    @staticmethod
+    def _user_ts(
+        events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]], n_users: int
+    ) -> npt.NDArray[np.float64]:
+        u, _, ts = events
+        out = np.zeros((n_users, 3))
+        if ts.size == 0:
+            return out
+        order = np.lexsort((ts, u))
+        us, tss = u[order], ts[order]
+        start = np.r_[0, np.flatnonzero(np.diff(us)) + 1]
+        stop = np.r_[start[1:], us.shape[0]]
+        rows = us[start]
+        out[:, :] = float(np.median(ts))
+        out[rows, 0] = tss[start]
+        out[rows, 1] = tss[stop - 1]
+        out[rows, 2] = tss[(start + stop - 1) // 2]
+        return out
+
+    def _signals(
+        self,
+        events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]],
+        shape: tuple[int, int],
+        l2: float,
+        edges: npt.NDArray[np.float64],
+        user_index: IdIndex,
+        item_index: IdIndex,
+        users: FeatureTable | None,
+        items: FeatureTable | None,
+    ) -> Signals:
+        u, i, _ = events
+        x = sp.csr_matrix((np.ones(u.shape[0], np.float32), (u, i)), shape=shape)
+        x.sum_duplicates()
+        x.data[:] = 1.0
+        x.sort_indices()
+        return Signals(
+            x, self._user_ts(events, shape[0]), events, user_index, item_index, users, items,
+            self._settings(l2), edges,
+        )  # fmt: skip
+
+    def _fit(
+        self,
+        train: Interactions,
+        seen: sp.csr_matrix,
+        user_index: IdIndex,
+        item_index: IdIndex,
+        *,
+        users: FeatureTable | None,
+        items: FeatureTable | None,
+    ) -> None:
+        from mlsys.common._optional import import_optional
+
+        lgb = import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
+        c = self.config
+        if c.als_factors > 0:
+            import_optional("implicit", package="implicit")
+        events = self._events(train, user_index, item_index)
+        shape = (len(user_index), len(item_index))
+        ts = events[2]
+        edges = (
+            np.unique(np.quantile(ts, np.linspace(0, 1, c.time_bins + 1)[1:-1])) if ts.size else np.zeros(0)
+        )
+
+        # 1. deal each user's distinct items into folds (seeded; users with one item never validate)
+        rng = np.random.default_rng(c.seed)
+        fold_of = np.full(seen.nnz, -1, dtype=np.int64)  # aligned with seen.indices
+        for r in range(shape[0]):
+            a, b = seen.indptr[r], seen.indptr[r + 1]
+            n = b - a
+            if n >= 2:
+                fold_of[a:b] = np.arange(n)[rng.permutation(n)] % c.n_folds
+        row_of = np.repeat(np.arange(shape[0]), np.diff(seen.indptr))
+        pair_fold = fold_of  # fold of each (user, item) pair
+        # fold of every event = fold of its (user, item) pair
+        key_pairs = row_of * shape[1] + seen.indices
+        key_events = events[0] * shape[1] + events[1]
+        ev_fold = pair_fold[np.searchsorted(key_pairs, key_events)]
+
+        # 2. choose EASE's l2 on fold 0
+        grid_scores: dict[float, float] = {}
+        if c.ease_l2 is None:
+            keep = ev_fold != 0
+            sub = tuple(e[keep] for e in events)
+            x0 = sp.csr_matrix((np.ones(sub[0].shape[0], np.float32), (sub[0], sub[1])), shape=shape)
+            x0.sum_duplicates()
+            x0.data[:] = 1.0
+            val_users = np.unique(row_of[pair_fold == 0])
+            targets = [seen.indices[seen.indptr[r] : seen.indptr[r + 1]][fold_of[seen.indptr[r] : seen.indptr[r + 1]] == 0] for r in val_users]  # fmt: skip
+            from mlsys.recsys.cascade._features import ease_weights
+
+            xu = x0[val_users]
+            coo = xu.tocoo()
+            for l2 in c.ease_l2_grid:
+                s = np.asarray(xu @ ease_weights(x0, float(l2)), dtype=np.float32)
+                s[coo.row, coo.col] = -np.inf
+                top = np.argsort(-s, axis=1, kind="stable")[:, :10]
+                grid_scores[float(l2)] = float(_ndcg_at(top, targets).mean())
+            fold_l2 = max(grid_scores, key=lambda k: (grid_scores[k], -k))
+        else:
+            fold_l2 = float(c.ease_l2)
+        n_fold_events = float(np.mean([(ev_fold != f).sum() for f in range(c.n_folds)]))
+        serve_l2 = fold_l2 * (ts.shape[0] / n_fold_events) if c.scale_l2 and n_fold_events > 0 else fold_l2
+
+        # 3. out-of-fold features and labels
+        feats, labels, groups, g_users, n_targets = [], [], [], [], []
+        tgt_u, tgt_i = [], []
+        stats = {"ranker": [], "ease": [], "recall": []}  # type: ignore[var-annotated]
+        names: list[str] = []
+        for f in range(c.n_folds):
+            keep = ev_fold != f
+            sub = (events[0][keep], events[1][keep], events[2][keep])
+            sig = self._signals(sub, shape, fold_l2, edges, user_index, item_index, users, items)
+            names = sig.feature_names()
+            vu = np.unique(row_of[pair_fold == f])
+            for s0 in range(0, vu.shape[0], c.batch_size):
+                upos = vu[s0 : s0 + c.batch_size]
+                scores = sig.source_scores(upos)
+                cand = self._merge(scores, c.n_candidates)
+                x = sig.features(upos, cand, scores)
+                for r, up in enumerate(upos):
+                    a, b = seen.indptr[up], seen.indptr[up + 1]
+                    t = seen.indices[a:b][fold_of[a:b] == f]
+                    valid = cand[r] >= 0
+                    y = np.isin(cand[r][valid], t).astype(np.float32)
+                    tgt_u.append(np.full(t.shape[0], up))
+                    tgt_i.append(t)
+                    stats["recall"].append(y.sum() / max(t.size, 1))
+                    feats.append(x[r][valid])
+                    labels.append(y)
+                    groups.append(int(valid.sum()))
+                    n_targets.append(int(t.size))
+                    g_users.append(int(up))
+        self.feature_names_ = names
+        g_users_arr = np.asarray(g_users)
+        group_sizes = np.asarray(groups)
+        has_pos = np.array([lab.sum() > 0 for lab in labels])
+        # 4. group split of the validation users for early stopping
+        uniq = np.unique(g_users_arr)
+        es_rng = np.random.default_rng([c.seed, 1])
+        n_es = max(1, int(round(c.early_stopping_fraction * uniq.shape[0])))
+        es_users = es_rng.choice(uniq, size=min(n_es, max(uniq.shape[0] - 1, 1)), replace=False)
+        is_es = np.isin(g_users_arr, es_users)
+        tr_idx = np.flatnonzero(~is_es & has_pos)
+        es_idx = np.flatnonzero(is_es & has_pos)
+        if tr_idx.size == 0 or es_idx.size == 0:
+            raise InvalidInputError(
+                "too little training data for the learned ranker: need validation users with held-out "
+                f"items among their candidates in both the training and early-stopping groups (got "
+                f"{tr_idx.size} and {es_idx.size} groups); use more interactions or more candidates"
+            )
+
+        def stack(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return (
+                np.concatenate([feats[j] for j in idx]),
+                np.concatenate([labels[j] for j in idx]),
+                group_sizes[idx],
+            )
+
+        params = {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [10],
+            "lambdarank_truncation_level": 20,
+            "num_leaves": c.num_leaves,
+            "learning_rate": c.learning_rate,
+            "min_data_in_leaf": c.min_data_in_leaf,
+            "feature_fraction": c.feature_fraction,
+            "lambda_l2": c.lambda_l2,
+            "num_threads": c.threads(),
+            "seed": c.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+            **c.extra_params,
+        }
+        xt, yt, gt = stack(tr_idx)
+        xe, ye, ge = stack(es_idx)
+        dtrain = lgb.Dataset(xt, yt, group=gt, feature_name=names, free_raw_data=True)
+        deval = lgb.Dataset(xe, ye, group=ge, reference=dtrain)
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=c.max_rounds,
+            valid_sets=[deval],
+            callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
+        )
+        best = int(booster.best_iteration or c.max_rounds)
+        # validation NDCG@10 (early-stopping groups; IDCG over every held-out item of the group)
+        es_groups = np.flatnonzero(is_es)
+        ranker_nd, ease_nd = [], []
+        ease_col = names.index("ease_score")
+        for j in es_groups:
+            lab = labels[j]
+            pred = booster.predict(feats[j], num_iteration=best, num_threads=c.threads())
+            n_pos_all = n_targets[j]
+            for store, sc in ((ranker_nd, pred), (ease_nd, feats[j][:, ease_col])):
+                order = np.argsort(-sc, kind="stable")[:10]
+                disc = 1.0 / np.log2(np.arange(2, 12))
+                dcg = float((lab[order] * disc[: order.shape[0]]).sum())
+                idcg = float(disc[: min(max(n_pos_all, 1), 10)].sum())
+                store.append(dcg / idcg if n_pos_all > 0 else 0.0)
+        if c.refit:
+            xa, ya, ga = stack(np.flatnonzero(has_pos))
+            booster = lgb.train(params | {"metric": "None"}, lgb.Dataset(xa, ya, group=ga, feature_name=names),
+                                num_boost_round=best)  # fmt: skip
+        self.booster_ = booster
+        self.best_iteration_ = best
+        self.fold_l2_ = fold_l2
+        self.ease_l2_ = float(serve_l2)
+        tu, ti = np.concatenate(tgt_u), np.concatenate(tgt_i)
+        self.training_targets_ = Interactions(users=user_index.ids[tu], items=item_index.ids[ti])
+        self.validation_ = {
+            "ease_l2_grid_ndcg@10": grid_scores,
+            "fold_l2": fold_l2,
+            "serve_l2": float(serve_l2),
+            "best_iteration": best,
+            "n_groups": int(has_pos.sum()),
+            "n_rows": int(group_sizes.sum()),
+            "candidate_recall": float(np.mean(stats["recall"])),
+            "early_stopping_users": int(es_users.shape[0]),
+            "ndcg@10_ranker": float(np.mean(ranker_nd)),
+            "ndcg@10_ease": float(np.mean(ease_nd)),
+        }
+        # 5. serving sources on the full training data
+        self.signals_ = self._signals(events, shape, serve_l2, edges, user_index, item_index, users, items)
+
+    # -- the cascade halves ----------------------------------------------------------------------
+    def _merge(self, scores: dict[str, npt.NDArray[np.float32]], n: int) -> npt.NDArray[np.int64]:
+        """Candidate positions ``(b, n)`` merged over sources by ``rank / weight``; ``-1`` pads."""
+        mix = [(s, w) for s, w in self.config.candidate_mix if s in scores]
+        b, m = next(iter(scores.values())).shape
+        prio = np.full((b, m), np.inf)
+        for j, (s, w) in enumerate(mix):
+            order = np.argsort(-scores[s], axis=1, kind="stable")
+            rank = np.empty((b, m))
+            rank[np.arange(b)[:, None], order] = np.arange(m)[None, :]
+            p = rank / w + j * 1e-6
+            p[~np.isfinite(scores[s])] = np.inf
+            prio = np.minimum(prio, p)
+        kk = min(n, m)
+        pos = np.argsort(prio, axis=1, kind="stable")[:, :kk]
+        bad = ~np.isfinite(np.take_along_axis(prio, pos, axis=1))
+        pos = np.where(bad, -1, pos)
+        if kk < n:
+            pos = np.pad(pos, ((0, 0), (0, n - kk)), constant_values=-1)
+        return pos.astype(np.int64)
+
+    def _check_ready(self) -> None:
+        self._check_fitted()
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("LearnedRanker is not fitted; call fit(train) first")
+
+    def candidates(
+        self, users: npt.ArrayLike, n: int
+    ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float32]]]:
+        """Retrieve ``n`` candidates per user (training items excluded), merged over the sources.
+
+        Returns:
+            ``ids (n_users, n)`` int64 padded with ``-1``, and ``{source: scores (n_users, n)}``
+            float32 (each source's raw score of each candidate; ``-inf`` at padding).
+
+        Raises:
+            UnknownIdError: a user not seen at fit.
+        """
+        self._check_ready()
+        n = check_k(n, name="n")
+        ids = as_ids(users, name="users")
+        check_result_size(ids.shape[0], n)
+        upos = self.user_index_.positions(ids)
+        out_ids = np.full((ids.shape[0], n), -1, dtype=np.int64)
+        per: dict[str, npt.NDArray[np.float32]] = {
+            s: np.full((ids.shape[0], n), -np.inf, np.float32) for s in self.signals_.sources
+        }
+        cat = self.item_index_.ids
+        for s0 in range(0, ids.shape[0], self.config.batch_size):
+            up = upos[s0 : s0 + self.config.batch_size]
+            scores = self.signals_.source_scores(up)
+            cand = self._merge(scores, n)
+            rows = slice(s0, s0 + up.shape[0])
+            out_ids[rows] = np.where(cand >= 0, cat[np.maximum(cand, 0)], -1)
+            for s, v in scores.items():
+                g = np.take_along_axis(v, np.maximum(cand, 0), axis=1)
+                per[s][rows] = np.where(cand >= 0, g, -np.inf)
+        return out_ids, per
+
+    def score_candidates(self, users: npt.ArrayLike, item_ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Ranker scores ``(n_users, C)`` float32 of candidate ``item_ids (n_users, C)``; ``-1`` scores ``-inf``.
+
+        Raises:
+            UnknownIdError: a user not seen at fit, or an item id outside the catalogue.
+            InvalidInputError: ``item_ids`` is not an int ``(n_users, C)`` array.
+        """
+        self._check_ready()
+        ids = as_ids(users, name="users")
+        upos = self.user_index_.positions(ids)
+        arr = np.asarray(item_ids)
+        if arr.ndim != 2 or arr.shape[0] != ids.shape[0]:
+            raise InvalidInputError(f"item_ids must have shape (n_users={ids.shape[0]}, C), got {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidInputError(f"item_ids must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        pad = arr == -1
+        cand = np.full(arr.shape, -1, dtype=np.int64)
+        if (~pad).any():
+            cand[~pad] = self.item_index_.positions(arr[~pad])  # raises UnknownIdError
+        return self._score_positions(upos, cand)
+
+    def _score_positions(
+        self, upos: npt.NDArray[np.int64], cand: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        out = np.full(cand.shape, -np.inf, dtype=np.float32)
+        if cand.shape[1] == 0:
+            return out
+        bs = self.config.batch_size
+        for s0 in range(0, upos.shape[0], bs):
+            up, cd = upos[s0 : s0 + bs], cand[s0 : s0 + bs]
+            x = self.signals_.features(up, cd)
+            pred = self.booster_.predict(x.reshape(-1, x.shape[2]), num_threads=self.config.threads())
+            pred = np.asarray(pred, dtype=np.float32).reshape(cd.shape)
+            out[s0 : s0 + bs] = np.where(cd >= 0, pred, -np.inf)
+        return out
+
+    def _score(self, user_ids: npt.NDArray[np.int64], positions: npt.NDArray[np.int64]) -> np.ndarray:
+        self._check_ready()
+        n_items = len(self.item_index_)
+        out = np.empty((positions.shape[0], n_items), dtype=np.float32)
+        bs = self.config.batch_size
+        for s0 in range(0, positions.shape[0], bs):
+            up = positions[s0 : s0 + bs]
+            scores = self.signals_.source_scores(up)
+            cand = self._merge(scores, self.config.n_candidates)
+            pred = self._score_positions(up, cand)
+            # non-candidates rank after every candidate, in EASE order
+            ease = scores["ease"]
+            order = np.argsort(-ease, axis=1, kind="stable")
+            rank = np.empty(ease.shape, dtype=np.float32)
+            rank[np.arange(up.shape[0])[:, None], order] = np.arange(n_items, dtype=np.float32)[None, :]
+            finite = np.where(np.isfinite(pred), pred, np.inf)
+            floor = np.minimum(finite.min(axis=1, keepdims=True), 0.0) - 1.0
+            block = floor - rank / max(n_items, 1)
+            rows = np.arange(up.shape[0])[:, None]
+            ok = cand >= 0
+            block[np.broadcast_to(rows, cand.shape)[ok], cand[ok]] = pred[ok]
+            out[s0 : s0 + bs] = block
+        return out
+
+    def feature_importance(self, kind: str = "gain") -> dict[str, float]:
+        """Feature importances of the LightGBM model (``"gain"`` or ``"split"``), largest first, summing to 1."""
+        self._check_ready()
+        if kind not in ("gain", "split"):
+            raise InvalidInputError(f"kind must be 'gain' or 'split', got {kind!r}")
+        imp = np.asarray(self.booster_.feature_importance(importance_type=kind), dtype=np.float64)
+        total = imp.sum() or 1.0
+        pairs = sorted(zip(self.feature_names_, imp / total), key=lambda p: -p[1])
+        return {k: float(v) for k, v in pairs}
+
+    def __repr__(self) -> str:
+        return f"LearnedRanker({asdict(self.config)!r})"
