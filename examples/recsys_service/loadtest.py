@@ -17,8 +17,9 @@ What it does:
    - errors: any non-200 or transport error;
    - mixing: a response's items must equal the reference answer *of the version it reports*, and
      its digest the digest of that version: a response computed partly with the old and partly with
-     the new bundle (or labelled with the wrong version) would match neither. Every batch's two
-     references differ (checked and printed), so the check can tell the versions apart;
+     the new bundle (or labelled with the wrong version) would (all but surely) match neither. The
+     number of batches whose two references differ is printed (at least half must differ, else
+     the check could not tell the versions apart and the run fails);
    - order: a response finished before the swap was sent is old; one sent after the swap returned
      is new; no client sees the old version again after it saw the new one.
 
@@ -313,7 +314,7 @@ def check(res: LoadResult) -> dict[str, Any]:
         and len(during) > 0
         and counts.get(old, 0) > 0
         and counts.get(new, 0) > 0
-        and distinguishable == n_batches
+        and 2 * distinguishable >= n_batches  # the check can tell the versions apart
     )
     return checks
 
