@@ -249,3 +249,13 @@ def test_sample_weighted_loss_and_training(synth) -> None:  # type: ignore[no-un
     skewed = Interactions(x.users, x.items, x.timestamps, rng.uniform(0.1, 5.0, len(x.users)))
     other = TwoTowerModel(cfg).fit(skewed, items=synth.items, progress=False, weighted=True)
     assert not np.allclose(other.encode_items(synth.items), plain.encode_items(synth.items))
+    # a pair with repeated events adds its weights: it counts twice, so training differs
+    doubled = Interactions(
+        np.concatenate([x.users, x.users[:1]]), np.concatenate([x.items, x.items[:1]]), weights=None
+    )
+    twice = TwoTowerModel(cfg).fit(doubled, items=synth.items, progress=False, weighted=True)
+    assert not np.allclose(twice.loss_history_, plain.loss_history_)
+    with pytest.raises(InvalidInputError, match="one per row"):
+        in_batch_softmax_loss(u, v, items, temperature=0.5, sample_weight=w[:, None])
+    with pytest.raises(InvalidInputError, match="non-negative"):
+        in_batch_softmax_loss(u, v, items, temperature=0.5, sample_weight=-w)

@@ -154,7 +154,7 @@ def test_support_deficiency_is_reported_not_hidden() -> None:
             fn(fb, pi)
     with pytest.raises(SupportDeficiencyError):
         doubly_robust(fb, pi, np.zeros((4, 3)))
-    with pytest.warns(UserWarning, match="never showed"):
+    with pytest.warns(UserWarning, match="could not have shown"):
         ips(fb, pi, support="warn")
     assert ips(fb, pi, support_tolerance=0.5) == pytest.approx(0.5 * 1.0 * 2 / 4)
     # exact support from the logging policy's distribution: action 1 has pi_0 = 0 in row 0
@@ -164,6 +164,50 @@ def test_support_deficiency_is_reported_not_hidden() -> None:
     assert exact.deficient_mass == pytest.approx(0.5 / 4)
     with pytest.raises(UnknownNameError):
         ips(fb, pi, support="maybe")  # type: ignore[arg-type]
+    for bad_tol in (float("nan"), -0.1, 2.0, "x"):
+        with pytest.raises(InvalidInputError, match="support_tolerance"):
+            ips(fb, pi, support_tolerance=bad_tol)  # type: ignore[arg-type]
+
+
+def test_a_greedy_contextual_logger_cannot_evaluate_another_greedy_policy() -> None:
+    """Every action was logged somewhere (the pooled check passes) but each row shows one action
+    with probability 1: the target's other choices are unsupported row by row."""
+    rng = np.random.default_rng(0)
+    n, n_act = 2_000, 5
+    q = rng.random((n, n_act))
+    logger = EpsilonGreedy(0.0).select(q)  # greedy on q: propensity 1 everywhere
+    fb = BanditFeedback(
+        action=logger.actions[:, 0],
+        reward=rng.random(n) < 0.5,
+        propensity=logger.propensities[:, 0],
+        n_actions=n_act,
+    )
+    assert set(fb.action.tolist()) == set(range(n_act))  # pooled support looks complete
+    target = EpsilonGreedy(0.0).action_distribution(-q)  # greedy on the opposite preference
+    rep = support_report(fb, target)
+    assert rep.deficient_mass == pytest.approx(1.0) and rep.deterministic_rows == n and not rep.exact
+    with pytest.raises(SupportDeficiencyError, match="propensity 1"):
+        ips(fb, target)
+    with pytest.raises(SupportDeficiencyError):
+        importance_weights(fb, target)
+    # the exact check agrees
+    assert support_report(
+        fb, target, logging_action_dist=EpsilonGreedy(0.0).action_distribution(q)
+    ).deficient_mass == pytest.approx(1.0)
+
+
+def test_non_feedback_and_zero_truth_are_typed_errors() -> None:
+    for fn in (support_report, importance_weights, evaluate_policy):
+        with pytest.raises(InvalidInputError, match="BanditFeedback"):
+            fn(None, np.ones((1, 1)))  # type: ignore[arg-type]
+    fb = BanditFeedback(action=[0, 1] * 20, reward=[1.0, 0.0] * 20, propensity=[0.5] * 40)
+    iv = estimate_interval("ips", fb, np.full((40, 2), 0.5), n_bootstrap=10)
+    with pytest.raises(InvalidInputError, match="truth of 0"):
+        iv.relative_error(0.0)
+    with pytest.raises(InvalidInputError, match="alpha"):
+        estimate_interval("ips", fb, np.full((40, 2), 0.5), alpha="x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="seed"):
+        estimate_interval("ips", fb, np.full((40, 2), 0.5), seed="x")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -256,3 +300,32 @@ def test_obd_bts_policy_from_random_logs(obd: dict[str, OpenBanditData]) -> None
         assert table[name].relative_error(truth) < 0.25, (name, table[name])
     # obp's own figure for IPW with the same prior: 0.004553 (Monte-Carlo noise of the action distribution aside)
     assert table["ips"].value == pytest.approx(0.004553, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(n_actions=2.5), "n_actions"),
+        (dict(n_actions="x"), "n_actions"),
+        (dict(slate_size=True), "slate_size"),
+        (dict(reward_range="ab"), "reward_range"),
+        (dict(reward_range=(0.0, 1.0, 2.0)), "reward_range"),
+        (dict(context=[["a"], ["b"]]), "context"),
+        (dict(action=[0, 1e20]), "integers"),
+    ],
+)
+def test_more_bad_feedback_is_typed(kwargs, match) -> None:  # type: ignore[no-untyped-def]
+    args = dict(action=[0, 1], reward=[1.0, 0.0], propensity=[0.5, 0.5])
+    args.update(kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        BanditFeedback(**args)
+
+
+def test_cross_fit_with_a_classifier_on_a_one_class_fold_is_typed() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    fb = BanditFeedback(action=[0, 1, 0, 1, 0, 1], reward=[0.0] * 6, propensity=[0.5] * 6)
+    with pytest.raises(InvalidInputError, match="failed to fit fold"):
+        cross_fit_rewards(fb, LogisticRegression(), n_folds=2)
+    with pytest.raises(InvalidInputError, match="seed"):
+        cross_fit_rewards(fb, seed="x")  # type: ignore[arg-type]

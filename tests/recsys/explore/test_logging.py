@@ -110,6 +110,38 @@ def test_corrupt_middle_record_fails_loudly(tmp_path: Path) -> None:
     with pytest.raises(CorruptLogError, match="propensity") as err:
         read_log(path)
     assert err.value.line == 3 and err.value.records == _records(1)
+    # damage in the middle is not "repaired" away: nothing changes unless forced, and then it moves aside
+    before = path.read_bytes()
+    with pytest.raises(CorruptLogError, match="middle of the file"):
+        repair_log(path)
+    assert path.read_bytes() == before
+    assert repair_log(path, force=True) == 3
+    assert read_log(path) == _records(1)
+    assert Path(f"{path}.tail").read_text().count("\n") == 3
+
+
+def test_deeply_nested_record_is_a_corrupt_log_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    with PropensityLogger(path) as log:
+        log.log(_records(2))
+    with path.open("a") as fh:
+        fh.write("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(CorruptLogError) as err:
+        read_log(path)
+    assert err.value.records == _records(2)
+
+
+def test_a_crash_right_after_the_header_leaves_an_appendable_log(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"format":"mlsys.propensity_log","version":1}')  # no newline yet
+    assert read_log(path) == []
+    with PropensityLogger(path) as log:
+        log.log(_records(1))
+    assert read_log(path) == _records(1)
+    log = PropensityLogger(path)
+    log.close()
+    with pytest.raises(InvalidInputError, match="closed"):
+        log.log(_records(1))
 
 
 def test_not_a_log_and_wrong_version(tmp_path: Path) -> None:
@@ -175,16 +207,17 @@ def test_a_rejected_batch_writes_nothing(tmp_path: Path) -> None:
 
 def test_slates_with_a_shadow_bucket_log_and_evaluate(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    scores = rng.normal(size=(2_000, 6))
+    scores = rng.normal(size=(4_000, 6))
+    ctr = np.linspace(0.05, 0.55, 6)  # the click rate depends on the action
     policy = ShadowExploration(EpsilonGreedy(0.1, 2, seed=1), fraction=0.25, seed=2)
     slate = policy.select(scores)
-    rewards = (rng.random(slate.actions.shape) < 0.3).astype(float)
+    rewards = (rng.random(slate.actions.shape) < ctr[slate.actions]).astype(float)
     main, shadow = tmp_path / "main.jsonl", tmp_path / "shadow.jsonl"
     with PropensityLogger(main, shadow_path=shadow) as log:
         written = log.log_slate(
-            slate, rewards, policy=policy, round_ids=np.arange(2_000), contexts=scores, timestamp=1.0
+            slate, rewards, policy=policy, round_ids=np.arange(4_000), contexts=scores, timestamp=1.0
         )
-    assert read_log(main) == written and len(written) == 4_000
+    assert read_log(main) == written and len(written) == 8_000
     shadow_records = read_log(shadow)
     assert len(shadow_records) == 2 * int(slate.shadow.sum())
     assert {r.policy_id for r in shadow_records} == {"uniform"}
@@ -192,12 +225,24 @@ def test_slates_with_a_shadow_bucket_log_and_evaluate(tmp_path: Path) -> None:
     # the shadow log is a uniform-random log: any policy can be evaluated on it without support gaps
     fb = to_feedback(shadow_records, n_actions=6, slate_size=2)
     target = EpsilonGreedy(0.0, 2).action_distribution(fb.context)
-    assert 0.2 < ips(fb, target) < 0.4
+    truth = float((target * ctr[None, :, None]).sum(axis=1).mean())  # the greedy slate's true click rate
+    assert abs(ips(fb, target) - truth) < 0.05 * truth * 3  # 3x a few-percent standard error
+    # the main log (mixture propensities) estimates the same value
     fb_main = to_feedback(read_log(main), n_actions=6)
-    assert fb_main.n_rows == 4_000 and fb_main.context.shape == (4_000, 6)
+    assert fb_main.n_rows == 8_000 and fb_main.context.shape == (8_000, 6)
+    target_main = EpsilonGreedy(0.0, 2).action_distribution(fb_main.context)
+    truth_main = float((target_main * ctr[None, :, None]).sum(axis=1).mean())
+    assert abs(ips(fb_main, target_main) - truth_main) < 0.05 * truth_main
+    # a shadow slate and no shadow log: refused before anything is written
+    lone = tmp_path / "lone.jsonl"
+    with PropensityLogger(lone) as log, pytest.raises(InvalidInputError, match="shadow_path"):
+        log.log_slate(slate, rewards, policy=policy, round_ids=np.arange(4_000))
+    assert read_log(lone) == []
+    with PropensityLogger(lone) as log, pytest.raises(InvalidInputError, match="contexts"):
+        log.log_slate(slate, rewards, policy=policy, round_ids=np.arange(4_000), contexts=np.zeros(7))
     with pytest.raises(InvalidInputError, match="no records of policy"):
         to_feedback(written, policy_id="other")
     with pytest.raises(InvalidInputError, match="rewards have shape"):
         PropensityLogger(tmp_path / "x.jsonl").log_slate(
-            slate, rewards[:, :1], policy=policy, round_ids=np.arange(2_000)
+            slate, rewards[:, :1], policy=policy, round_ids=np.arange(4_000)
         )

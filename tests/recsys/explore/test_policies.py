@@ -114,7 +114,7 @@ def test_softmax_first_slot_exact_and_slate_probabilities_sum_to_one() -> None:
         total += z[a] / z.sum() * z[b] / (z.sum() - z[a])
     assert abs(total - 1) < 1e-12
     n = 40_000
-    s = Softmax(0.7, 2, n_draws=2_000, seed=1).select(np.repeat(scores, n, axis=0))
+    s = Softmax(0.7, 2, n_draws=20, seed=1).select(np.repeat(scores, n, axis=0))
     _assert_close_to_frequencies(dist, _frequencies(s.actions, 4), n)
     first = s.actions[:, 0]
     second = s.actions[:, 1]
@@ -223,14 +223,95 @@ def test_policy_versions_are_stable_across_processes_and_track_parameters() -> N
     code = (
         "from mlsys.recsys.explore import BernoulliThompsonSampling as B;print(B(3, alpha=[1, 2, 3]).version)"
     )
-    runs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        for _ in range(2)
-    }
-    assert len(runs) == 1
+    other_process = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     pol = BernoulliThompsonSampling(3, alpha=[1, 2, 3])
-    assert pol.version == runs.pop().strip()
+    assert pol.version == other_process.strip()  # hash() of bytes would differ between processes
     before = pol.version
     pol.update([0], [1])
     assert pol.version != before
     assert EpsilonGreedy(0.1).version != EpsilonGreedy(0.2).version
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(2, 7), st.integers(1, 3), st.floats(0.0, 1.0), st.integers(0, 2**31 - 1))
+def test_epsilon_greedy_propensities_match_empirical_frequencies(
+    n_actions: int, k: int, eps: float, seed: int
+) -> None:
+    k = min(k, n_actions)
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(1, n_actions))
+    if n_actions > k + 1:
+        scores[0, rng.integers(0, n_actions)] = -np.inf  # one non-candidate
+    pol = EpsilonGreedy(eps, k, seed=seed)
+    n = 8_000
+    freq = _frequencies(pol.select(np.repeat(scores, n, axis=0)).actions, n_actions)
+    dist = pol.action_distribution(scores)[0]
+    np.testing.assert_allclose(dist.sum(axis=0), 1.0)
+    _assert_close_to_frequencies(dist, freq, n)
+
+
+def test_softmax_is_finite_at_extreme_temperatures_and_scores() -> None:
+    pol = Softmax(0.05, 3, n_draws=5, seed=0)
+    s = pol.select(np.array([[0.0, 0.5, 1.0, 3.0]] * 20))
+    assert np.isfinite(s.slate_propensities).all() and (s.slate_propensities <= 1).all()
+    assert (s.propensities > 0).all()  # Monte-Carlo slots that missed every draw are floored, not 0
+    big = Softmax(1e-3).action_distribution([[1e306, -1e306]])
+    assert np.isfinite(big).all() and big[0, 0, 0] == 1.0
+    wide = Softmax(1.0, 3, n_draws=5, seed=0).select(np.random.default_rng(0).normal(size=(400, 60)))
+    assert (wide.propensities > 0).all()
+
+
+def test_shadow_exploration_over_thompson_sampling() -> None:
+    bts = BernoulliThompsonSampling(6, 2, alpha=[5, 1, 1, 1, 1, 1], n_draws=2_000, seed=0)
+    pol = ShadowExploration(bts, fraction=0.3, seed=1)
+    s = pol.select(500)
+    assert s.actions.shape == (500, 2) and 0.2 < s.shadow.mean() < 0.4
+    np.testing.assert_allclose(s.shadow_propensities, 1 / 6)
+    dist = pol.action_distribution(3)
+    np.testing.assert_allclose(dist.sum(axis=1), 1.0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    model = BayesianLinearRewardModel(5).fit(x, rng.integers(0, 5, 200), rng.random(200))
+    lin = ShadowExploration(LinearThompsonSampling(model, 2, n_draws=200, seed=0), fraction=0.5, seed=2)
+    s2 = lin.select(x[:50])
+    assert s2.actions.shape == (50, 2) and (s2.propensities > 0).all()
+    np.testing.assert_allclose(s2.shadow_propensities, 1 / 5)
+
+
+def test_linear_ts_is_seeded() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 2))
+    model = BayesianLinearRewardModel(4).fit(x, rng.integers(0, 4, 100), rng.random(100))
+    a = LinearThompsonSampling(model, 2, n_draws=100, seed=5).select(x[:20])
+    b = LinearThompsonSampling(model, 2, n_draws=100, seed=5).select(x[:20])
+    c = LinearThompsonSampling(model, 2, n_draws=100, seed=6).select(x[:20])
+    assert np.array_equal(a.actions, b.actions) and np.array_equal(a.propensities, b.propensities)
+    assert not np.array_equal(a.actions, c.actions)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: greedy_slate([[1.0, 2.0]], -1), "slate_size"),
+        (lambda: greedy_slate([[1.0, 2.0]], 0), "slate_size"),
+        (lambda: EpsilonGreedy(True), "number"),
+        (lambda: EpsilonGreedy(0.1, seed="x"), "seed"),
+        (lambda: BernoulliThompsonSampling(True), "n_actions"),
+        (lambda: BernoulliThompsonSampling(3, alpha=[1, 2]), "length n_actions"),
+        (lambda: LinearThompsonSampling(BayesianLinearRewardModel(2), scale="x"), "scale"),
+        (lambda: BayesianLinearRewardModel(2, prior_variance="x"), "prior_variance"),
+        (
+            lambda: BayesianLinearRewardModel(2, prior_variance=1e300).fit(
+                np.ones((3, 1)), [0, 1, 0], [1, 0, 1]
+            ),
+            "prior_variance",
+        ),
+    ],
+)
+def test_more_bad_input_is_typed(call, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInputError, match=match):
+        call()
+    assert EpsilonGreedy(np.float32(0.25)).epsilon == 0.25
+    assert BernoulliThompsonSampling(3).update([], []).alpha_.tolist() == [1.0, 1.0, 1.0]

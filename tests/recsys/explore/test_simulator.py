@@ -53,6 +53,9 @@ def test_simulation_is_seeded_and_arms_share_users() -> None:
     b = FeedbackLoopSimulator(cfg).run(pol, rounds=4, progress=False)
     for metric in a.metrics["eg"]:
         assert np.array_equal(a.metrics["eg"][metric], b.metrics["eg"][metric])
+    longer = FeedbackLoopSimulator(cfg).run(pol, rounds=6, progress=False)
+    for metric in a.metrics["eg"]:  # a shorter run is exactly the first rounds of a longer one
+        assert np.array_equal(a.metrics["eg"][metric], longer.metrics["eg"][metric][:4])
     c = FeedbackLoopSimulator(cfg).run(
         {**pol, "sm": lambda m, rng: Softmax(0.1, 5, n_draws=50, seed=rng)}, rounds=4, progress=False
     )

@@ -381,6 +381,12 @@ def in_batch_softmax_loss(
     target = torch.arange(items.shape[0])
     if sample_weight is None:
         return nn.functional.cross_entropy(logits, target)
+    if sample_weight.shape != (items.shape[0],):
+        raise InvalidInputError(
+            f"sample_weight has shape {tuple(sample_weight.shape)}, expected ({items.shape[0]},) (one per row)"
+        )
+    if not bool(torch.isfinite(sample_weight).all()) or bool((sample_weight < 0).any()):
+        raise InvalidInputError("sample_weight must be finite and non-negative")
     per_row = nn.functional.cross_entropy(logits, target, reduction="none")
     return (per_row * sample_weight).mean()
 
@@ -423,7 +429,8 @@ class TwoTowerModel:
         ``weighted=True`` is the sample-weight hook for IPS-weighted training: each distinct
         (user, item) pair's loss is weighted by the sum of its events' ``train.weights`` (e.g.
         :func:`mlsys.recsys.explore.importance_weights` of logged clicks), normalised to mean 1
-        over the training pairs. With equal weights it trains exactly as ``weighted=False``.
+        over the training pairs. With equal weights per pair (the same total weight for every
+        (user, item) pair) it trains exactly as ``weighted=False``; repeated events of a pair add up.
 
         ``users`` (optional) must describe every training user. ``progress`` shows a tqdm bar
         (default: only on a terminal). Empty interactions raise

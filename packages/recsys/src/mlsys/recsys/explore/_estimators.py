@@ -28,7 +28,13 @@ from typing import Any, Literal
 import numpy as np
 
 from mlsys.common.errors import InvalidInputError, UnknownNameError
-from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray, as_action_dist, as_row_action_position
+from mlsys.recsys.explore._feedback import (
+    BanditFeedback,
+    FloatArray,
+    _check_seed,
+    as_action_dist,
+    as_row_action_position,
+)
 
 __all__ = [
     "ESTIMATORS",
@@ -54,20 +60,31 @@ class SupportDeficiencyError(InvalidInputError):
 
 @dataclass(frozen=True)
 class SupportReport:
-    """How much of the target policy's mass falls on (action, position) pairs never logged.
+    """How much of the target policy's mass the log cannot evaluate.
 
-    ``deficient_mass`` is the mean over rows and positions of the target probability on such
-    pairs (0 = fully supported, 1 = nothing the target does was ever logged). ``unlogged`` lists
-    the ``(action, position)`` pairs with target mass but no logged row (at most 20).
+    ``deficient_mass`` is the mean over logged rows of the target's probability, at the row's
+    position, on actions the logging policy could not have shown there (0 = fully supported).
+    ``unlogged`` lists ``(action, position)`` pairs with target mass but no logged row (at most 20);
+    ``deterministic_rows`` counts rows logged with propensity 1 (the logger showed nothing else
+    there). ``exact`` says whether the logging policy's distribution was given: without it the
+    check only sees what the log proves (never-logged pairs, deterministic rows), a lower bound.
     """
 
     deficient_mass: float
     unlogged: tuple[tuple[int, int], ...]
     n_unlogged: int
+    deterministic_rows: int = 0
+    exact: bool = False
 
     @property
     def supported(self) -> bool:
-        return self.n_unlogged == 0
+        return self.deficient_mass == 0.0
+
+
+def _check_feedback(feedback: Any) -> BanditFeedback:
+    if not isinstance(feedback, BanditFeedback):
+        raise InvalidInputError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
+    return feedback
 
 
 def support_report(
@@ -75,32 +92,45 @@ def support_report(
 ) -> SupportReport:
     """Measure the target policy's mass outside the logging policy's support.
 
-    Without ``logging_action_dist`` the support is what was logged: (action, position) pairs that
-    appear in at least one row. With it (the logging policy's full ``(n, n_actions, slate_size)``
-    distribution), the support is exact and per row: ``pi_0 > 0``.
+    With ``logging_action_dist`` (the logging policy's full ``(n, n_actions, slate_size)``
+    distribution) the support is exact and per row: ``pi_0 > 0``. Without it, the log proves two
+    kinds of gap: (action, position) pairs that appear in no row, and, in a row logged with
+    propensity 1, every other action at that position (a deterministic logger, e.g. greedy, showed
+    nothing else in that context). Other per-context gaps are invisible without the logging
+    distribution: pass it whenever the logging policy is contextual.
 
     Example:
         >>> import numpy as np
-        >>> fb = BanditFeedback(action=[0, 0], reward=[1, 0], propensity=[1.0, 1.0], n_actions=2)
-        >>> support_report(fb, np.array([[0.5, 0.5], [0.5, 0.5]])).deficient_mass
+        >>> fb = BanditFeedback(action=[0, 1], reward=[1, 0], propensity=[1.0, 1.0], n_actions=2)
+        >>> support_report(fb, np.array([[0.5, 0.5], [0.5, 0.5]])).deficient_mass  # greedy logger
         0.5
     """
+    _check_feedback(feedback)
     pi_e = as_action_dist(action_dist, feedback)
+    rows = np.arange(feedback.n_rows)
+    pi_at = pi_e[rows, :, feedback.position]  # (n, A): the target at each row's own position
+    deterministic = feedback.propensity >= 1.0 - 1e-12
     if logging_action_dist is not None:
         pi_0 = as_action_dist(logging_action_dist, feedback, name="logging_action_dist")
-        outside = (pi_0 <= 0) & (pi_e > 0)
-        mass = float((pi_e * outside).sum(axis=1).mean())
-        pairs_mask = outside.any(axis=0)
+        outside = pi_0[rows, :, feedback.position] <= 0
+        pairs_mask = ((pi_0 <= 0) & (pi_e > 0)).any(axis=0)
     else:
         logged = np.zeros((feedback.n_actions, feedback.slate_size), dtype=bool)
         logged[feedback.action, feedback.position] = True
-        mass = float((pi_e * ~logged[None]).sum(axis=1).mean())
+        outside = ~logged[:, feedback.position].T  # (n, A)
         pairs_mask = (pi_e > 0).any(axis=0) & ~logged
+        # a row logged with probability 1 proves the logger showed no other action there
+        other = np.ones(outside.shape, dtype=bool)
+        other[rows, feedback.action] = False
+        outside = outside | (other & deterministic[:, None])
+    mass = float((pi_at * outside).sum(axis=1).mean())
     pairs = np.argwhere(pairs_mask)
     return SupportReport(
         deficient_mass=mass,
         unlogged=tuple((int(a), int(p)) for a, p in pairs[:20]),
         n_unlogged=int(pairs.shape[0]),
+        deterministic_rows=int(deterministic.sum()),
+        exact=logging_action_dist is not None,
     )
 
 
@@ -111,16 +141,23 @@ def _check_support(
     tolerance: float,
     logging_action_dist: Any | None,
 ) -> None:
+    if support not in ("raise", "warn", "ignore"):
+        raise UnknownNameError(f"support must be 'raise', 'warn' or 'ignore', got {support!r}")
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float | np.floating)
+        or not 0.0 <= float(tolerance) <= 1.0
+    ):
+        raise InvalidInputError(f"support_tolerance must be a number in [0, 1], got {tolerance!r}")
     if support == "ignore":
         return
-    if support not in ("raise", "warn"):
-        raise UnknownNameError(f"support must be 'raise', 'warn' or 'ignore', got {support!r}")
     rep = support_report(feedback, pi_e, logging_action_dist=logging_action_dist)
     if rep.deficient_mass <= tolerance:
         return
     msg = (
-        f"the target policy puts {rep.deficient_mass:.4g} of its mass (mean over rows and positions) on "
-        f"{rep.n_unlogged} (action, position) pairs the logging policy never showed, e.g. {list(rep.unlogged[:5])}; "
+        f"the target policy puts {rep.deficient_mass:.4g} of its mass (mean over logged rows) on actions the "
+        f"logging policy could not have shown there ({rep.n_unlogged} (action, position) pairs never logged, e.g. "
+        f"{list(rep.unlogged[:5])}; {rep.deterministic_rows} rows logged with propensity 1); "
         "no importance-weighted estimate can see that mass. Log with more exploration, restrict the target "
         "policy to the logged support, or pass support='warn'/'ignore' to estimate the supported part only"
     )
@@ -141,20 +178,24 @@ def importance_weights(
     clip: float | None = None,
     support: SupportPolicy = "raise",
     support_tolerance: float = 0.0,
+    logging_action_dist: Any | None = None,
 ) -> FloatArray:
     """Per-row importance weights ``pi_e(a | x, pos) / propensity``, capped at ``clip``.
 
-    Also the sample-weight hook for IPS-weighted training: pass them as ``Interactions(weights=...)``
-    or as a model's ``sample_weight`` to fit a model for the target policy's distribution.
+    Also the sample-weight hook for IPS-weighted training: pass them as a model's
+    ``sample_weight``, or as ``Interactions(weights=...)`` for ``TwoTowerModel.fit(weighted=True)``
+    after dropping the rows whose weight is 0 (``feedback.subset(w > 0)``: they carry no evidence
+    for the target, and interaction weights must be positive).
 
     Example:
         >>> fb = BanditFeedback(action=[0, 1], reward=[1, 0], propensity=[0.5, 0.5])
         >>> importance_weights(fb, [[1.0, 0.0], [0.0, 1.0]]).tolist()
         [2.0, 2.0]
     """
+    _check_feedback(feedback)
     _check_clip(clip)
     pi_e = as_action_dist(action_dist, feedback)
-    _check_support(feedback, pi_e, support, support_tolerance, None)
+    _check_support(feedback, pi_e, support, support_tolerance, logging_action_dist)
     return _weights(feedback, pi_e, clip)
 
 
@@ -217,8 +258,7 @@ def _prepare(
     support_tolerance: float,
     logging_action_dist: Any | None,
 ) -> _Terms:
-    if not isinstance(feedback, BanditFeedback):
-        raise InvalidInputError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
+    _check_feedback(feedback)
     if name not in ESTIMATORS:
         raise UnknownNameError(f"unknown estimator {name!r}; expected one of {sorted(ESTIMATORS)}")
     fn, needs_q = ESTIMATORS[name]
@@ -354,6 +394,8 @@ class PolicyValueInterval:
 
     def relative_error(self, truth: float) -> float:
         """``|value - truth| / |truth|``."""
+        if truth == 0:
+            raise InvalidInputError("relative error to a truth of 0 is undefined; compare absolute errors")
         return abs(self.value - truth) / abs(truth)
 
     def covers(self, value: float) -> bool:
@@ -384,9 +426,9 @@ def estimate_interval(
         >>> iv.lower < iv.value < iv.upper
         True
     """
-    if not 0 < alpha < 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.floating) or not 0 < alpha < 1:
         raise InvalidInputError(f"alpha must be in (0, 1), got {alpha!r}")
-    if not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
         raise InvalidInputError(f"n_bootstrap must be an int >= 10, got {n_bootstrap!r}")
     num, den = _prepare(
         estimator,
@@ -399,7 +441,7 @@ def estimate_interval(
         logging_action_dist,
     )
     value = _value((num, den))
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _check_seed(seed)
     n = num.shape[0]
     boot = np.empty(n_bootstrap)
     chunk = max(1, min(n_bootstrap, 4_000_000 // n))

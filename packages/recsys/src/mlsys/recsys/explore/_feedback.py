@@ -22,12 +22,41 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
+
+
+def _real(x: Any, name: str, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> float:
+    """``x`` as a float inside the interval, or a typed error (bools and strings refused)."""
+    if isinstance(x, bool | np.bool_) or not isinstance(x, int | float | np.integer | np.floating):
+        raise InvalidInputError(f"{name} must be a number, got {x!r}")
+    v = float(x)
+    ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok or v != v:
+        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise InvalidInputError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {x!r}")
+    return v
+
+
+def _check_seed(seed: Any) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and not _is_int(seed):
+        raise InvalidInputError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
 def _int_array(x: Any, name: str, n: int | None) -> IntArray:
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise InvalidInputError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.mod(arr, 1) == 0):
+        if (
+            not np.issubdtype(arr.dtype, np.floating)
+            or not np.isfinite(arr).all()
+            or not np.all(np.mod(arr, 1) == 0)
+            or np.abs(arr).max() >= 2**62
+        ):
             raise InvalidInputError(f"{name} must hold integers, got dtype {arr.dtype}")
     if n is not None and arr.shape[0] != n:
         raise InvalidInputError(f"{name} has length {arr.shape[0]}, expected {n} (one per logged row)")
@@ -97,6 +126,9 @@ class BanditFeedback:
             raise InvalidInputError(
                 f"position holds negative values (first at row {int(np.argmax(position < 0))})"
             )
+        for label, v in (("n_actions", self.n_actions), ("slate_size", self.slate_size)):
+            if v is not None and (not _is_int(v) or v <= 0):
+                raise InvalidInputError(f"{label} must be a positive int or None, got {v!r}")
         n_actions = int(action.max()) + 1 if self.n_actions is None else int(self.n_actions)
         slate_size = int(position.max()) + 1 if self.slate_size is None else int(self.slate_size)
         if n_actions <= 0 or int(action.max()) >= n_actions:
@@ -112,7 +144,14 @@ class BanditFeedback:
                 f"propensity must be in (0, 1], got {propensity[i]!r} at row {i} "
                 f"({int(bad.sum())} rows out of range); a logged action always had a positive probability"
             )
-        lo, hi = (float(v) for v in self.reward_range)
+        rr = self.reward_range
+        if (
+            not isinstance(rr, tuple | list)
+            or len(rr) != 2
+            or not all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in rr)
+        ):
+            raise InvalidInputError(f"reward_range must be a (low, high) pair of numbers, got {rr!r}")
+        lo, hi = float(rr[0]), float(rr[1])
         if not lo <= hi:
             raise InvalidInputError(
                 f"reward_range must be (low, high) with low <= high, got {self.reward_range}"
@@ -126,7 +165,10 @@ class BanditFeedback:
             )
         context = None
         if self.context is not None:
-            c = np.asarray(self.context, dtype=np.float64)
+            try:
+                c = np.asarray(self.context, dtype=np.float64)
+            except (ValueError, TypeError):
+                raise InvalidInputError("context must be numeric") from None
             if c.ndim == 1:
                 c = c[:, None]
             if c.ndim != 2 or c.shape[0] != n:
@@ -177,7 +219,12 @@ class BanditFeedback:
 def as_row_action_position(values: Any, feedback: BanditFeedback, name: str) -> FloatArray:
     """``values`` as a finite float64 ``(n_rows, n_actions, slate_size)`` array aligned with ``feedback``
     (a 2-D ``(n_rows, n_actions)`` array is accepted for one-position feedback)."""
-    arr = np.asarray(values, dtype=np.float64)
+    if not isinstance(feedback, BanditFeedback):
+        raise InvalidInputError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InvalidInputError(f"{name} must be a numeric array") from None
     if arr.ndim == 2 and feedback.slate_size == 1:
         arr = arr[:, :, None]
     expected = (feedback.n_rows, feedback.n_actions, feedback.slate_size)

@@ -3,7 +3,11 @@
 A log is append-only JSON Lines: a header line ``{"format": "mlsys.propensity_log", "version": 1}``
 then one record per line, flushed as it is written. A crash mid-write leaves a partial last
 line: reading stops there with :class:`CorruptLogError`, which carries every record before it
-(``err.records``), and :func:`repair_log` cuts the file back to its last complete record. Records
+(``err.records``), and :func:`repair_log` cuts such an incomplete last record off (a broken record
+in the middle of a file is not cut silently: it raises, or with ``force=True`` the broken record
+and everything after it move to ``<log>.tail`` for inspection). Parquet files are written whole
+(:func:`write_parquet`, for closed logs): a truncated one has lost its footer and cannot be read
+in part, so keep JSON Lines as the live, append-only log. Records
 carry Open Bandit Pipeline's fields (``context``, ``action``, ``position``, ``propensity``,
 ``reward``) plus ``round_id``, ``policy_id``, ``policy_version`` and ``timestamp``;
 :func:`to_feedback` turns them into :class:`BanditFeedback`. With pyarrow installed,
@@ -29,6 +33,7 @@ from mlsys.common.errors import (
     InvalidInputError,
     MissingDependencyError,
 )
+from mlsys.common.validation import as_ids
 from mlsys.recsys.explore._feedback import BanditFeedback
 from mlsys.recsys.explore._policies import Policy, Slate
 
@@ -191,6 +196,11 @@ class PropensityLogger:
                 fh.seek(-1, os.SEEK_END)
                 last = fh.read(1)
             _check_header(first, path)
+            if last != b"\n" and first.rstrip("\n") == first and path.stat().st_size == len(first.encode()):
+                # a crash right after the header was written: complete its line and carry on
+                with path.open("ab") as fh:
+                    fh.write(b"\n")
+                return path.open("a", encoding="utf-8")
             if last != b"\n":
                 raise CorruptLogError(
                     "the last record is incomplete (no trailing newline): run repair_log(path) before appending",
@@ -206,6 +216,10 @@ class PropensityLogger:
         return out
 
     def _write(self, fh: IO[str], records: Iterable[LogRecord]) -> None:
+        if fh.closed:
+            raise InvalidInputError(
+                f"{self.path}: the logger is closed; open a new PropensityLogger to append"
+            )
         fh.write("".join(r.to_json() + "\n" for r in records))
         fh.flush()
         if self.fsync:
@@ -238,10 +252,20 @@ class PropensityLogger:
         n, k = slate.actions.shape
         if r.shape != (n, k):
             raise InvalidInputError(f"rewards have shape {r.shape}, expected {(n, k)} (one per shown slot)")
-        ids = np.asarray(round_ids)
-        if ids.shape != (n,):
-            raise InvalidInputError(f"round_ids have shape {ids.shape}, expected ({n},)")
-        ctx = None if contexts is None else np.asarray(contexts, dtype=np.float64).reshape(n, -1)
+        ids = as_ids(round_ids, name="round_ids", n=n)
+        if (ids < 0).any():
+            raise InvalidInputError("round_ids must be non-negative")
+        ctx = None
+        if contexts is not None:
+            try:
+                ctx = np.asarray(contexts, dtype=np.float64)
+            except (ValueError, TypeError):
+                raise InvalidInputError("contexts must be numeric") from None
+            if ctx.shape[:1] != (n,) or ctx.ndim > 2:
+                raise InvalidInputError(f"contexts have shape {ctx.shape}, expected ({n},) or ({n}, d)")
+            ctx = ctx.reshape(n, -1)
+        if slate.shadow is not None and slate.shadow.any() and self._shadow is None:
+            raise InvalidInputError("the slate has shadow rounds but the logger has no shadow_path")
         ts = time.time() if timestamp is None else float(timestamp)
         records, shadow = [], []
         for i in range(n):
@@ -273,9 +297,7 @@ class PropensityLogger:
                         )
                     )
         self._write(self._fh, records)
-        if shadow:
-            if self._shadow is None:
-                raise InvalidInputError("the slate has shadow rounds but the logger has no shadow_path")
+        if shadow and self._shadow is not None:
             self._write(self._shadow, shadow)
         return records
 
@@ -305,9 +327,9 @@ def _read_jsonl(path: Path) -> list[LogRecord]:
                 )
             try:
                 records.append(LogRecord.from_json(raw.decode("utf-8")))
-            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
                 raise CorruptLogError(
-                    f"malformed record: {exc}", path=path, line=lineno, records=records
+                    f"malformed record: {str(exc)[:200]}", path=path, line=lineno, records=records
                 ) from None
     return records
 
@@ -386,8 +408,14 @@ def read_log(path: str | os.PathLike[str]) -> list[LogRecord]:
     return _read_parquet(p) if p.suffix == ".parquet" else _read_jsonl(p)
 
 
-def repair_log(path: str | os.PathLike[str]) -> int:
-    """Cut a JSON Lines log back to its last valid record; return the number of lines removed."""
+def repair_log(path: str | os.PathLike[str], *, force: bool = False) -> int:
+    """Cut an incomplete last record (a crash mid-write) off a JSON Lines log; return lines removed.
+
+    A broken record that is not the last line means the file was damaged, not interrupted: that
+    raises :class:`CorruptLogError` and changes nothing, unless ``force=True``, which moves the
+    broken record and every line after it to ``<path>.tail`` (nothing is deleted) and keeps the
+    valid records before it.
+    """
     p = Path(path)
     try:
         _read_jsonl(p)
@@ -396,6 +424,17 @@ def repair_log(path: str | os.PathLike[str]) -> int:
         with p.open("rb") as fh:
             lines = fh.readlines()
         keep = err.line - 1
+        if keep < len(lines) - 1 and not force:
+            raise CorruptLogError(
+                f"record {err.line} of {len(lines)} lines is broken in the middle of the file; nothing was changed "
+                "(repair_log(path, force=True) moves it and the lines after it to <path>.tail)",
+                path=p,
+                line=err.line,
+                records=err.records,
+            ) from None
+        if keep < len(lines) - 1:
+            with Path(f"{p}.tail").open("ab") as tail:
+                tail.writelines(lines[keep:])
         with p.open("r+b") as fh:
             fh.truncate(sum(len(line) for line in lines[:keep]))
         return len(lines) - keep
@@ -411,6 +450,9 @@ def to_feedback(
 ) -> BanditFeedback:
     """Records (optionally only ``policy_id``'s) as :class:`BanditFeedback`; contexts must all be
     present with one width, or all absent."""
+    for r in records:
+        if not isinstance(r, LogRecord):
+            raise InvalidInputError(f"records must be LogRecord objects, got {type(r).__name__}")
     rs = [r for r in records if policy_id is None or r.policy_id == policy_id]
     if not rs:
         raise InvalidInputError(

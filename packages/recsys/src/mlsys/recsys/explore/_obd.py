@@ -104,6 +104,10 @@ def load_open_bandit_dataset(
         raise InvalidInputError(f"campaign must be one of {_CAMPAIGNS}, got {campaign!r}")
     root = find_open_bandit_dataset(path)
     file = root / behavior / campaign / f"{campaign}.csv"
+    if not file.is_file():
+        raise DatasetNotFoundError(
+            f"{file}: the Open Bandit Dataset sample at {root} has no {behavior}/{campaign} log"
+        )
     with file.open(newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)

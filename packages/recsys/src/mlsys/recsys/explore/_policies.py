@@ -24,7 +24,7 @@ import numpy.typing as npt
 from scipy.special import gammaln
 
 from mlsys.common.errors import InvalidInputError, NotFittedError
-from mlsys.recsys.explore._feedback import FloatArray, IntArray
+from mlsys.recsys.explore._feedback import FloatArray, IntArray, _check_seed, _is_int, _real
 from mlsys.recsys.explore._reward_model import BayesianLinearRewardModel
 
 __all__ = [
@@ -100,6 +100,7 @@ def greedy_slate(scores: Any, k: int) -> IntArray:
         >>> greedy_slate([[0.1, 0.9, 0.9, -np.inf]], 2).tolist()
         [[1, 2]]
     """
+    k = _check_slate_size(k)
     s = _as_scores(scores)
     _check_eligible(np.isfinite(s), k)
     return np.argsort(-s, axis=1, kind="stable")[:, :k].astype(np.int64)
@@ -116,13 +117,13 @@ def _topk_frequencies(samples: FloatArray, k: int) -> FloatArray:
 
 
 def _check_slate_size(slate_size: Any) -> int:
-    if not isinstance(slate_size, int | np.integer) or isinstance(slate_size, bool) or slate_size <= 0:
+    if not _is_int(slate_size) or slate_size <= 0:
         raise InvalidInputError(f"slate_size must be a positive int, got {slate_size!r}")
     return int(slate_size)
 
 
 def _check_draws(n_draws: Any) -> int:
-    if not isinstance(n_draws, int | np.integer) or n_draws < 1:
+    if not _is_int(n_draws) or n_draws < 1:
         raise InvalidInputError(f"n_draws must be a positive int, got {n_draws!r}")
     return int(n_draws)
 
@@ -138,11 +139,13 @@ class Policy(ABC):
     policy_id: str = "policy"
     #: whether action_distribution is exact (closed-form) rather than Monte-Carlo.
     exact: bool = True
+    #: what ``x`` is: ``"scores"`` (n, n_actions; -inf = not a candidate), ``"context"`` or ``"rounds"``.
+    input_kind: str = "scores"
 
     def __init__(self, slate_size: int = 1, *, seed: int | np.random.Generator | None = 0) -> None:
         self.slate_size = _check_slate_size(slate_size)
         self.seed = seed
-        self.rng_ = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.rng_ = _check_seed(seed)
 
     @property
     def version(self) -> str:
@@ -206,10 +209,9 @@ class EpsilonGreedy(Policy):
     def __init__(
         self, epsilon: float = 0.1, slate_size: int = 1, *, seed: int | np.random.Generator | None = 0
     ) -> None:
-        if not isinstance(epsilon, int | float) or not 0.0 <= float(epsilon) <= 1.0:
-            raise InvalidInputError(f"epsilon must be in [0, 1], got {epsilon!r}")
+        eps = _real(epsilon, "epsilon", 0.0, 1.0)
         super().__init__(slate_size, seed=seed)
-        self.epsilon = float(epsilon)
+        self.epsilon = eps
 
     @property
     def version(self) -> str:
@@ -265,10 +267,9 @@ class Softmax(Policy):
         n_draws: int = 10_000,
         seed: int | np.random.Generator | None = 0,
     ) -> None:
-        if not isinstance(temperature, int | float) or not float(temperature) > 0:
-            raise InvalidInputError(f"temperature must be > 0, got {temperature!r}")
+        temp = _real(temperature, "temperature", 0.0, float("inf"), lo_open=True, hi_open=True)
         super().__init__(slate_size, seed=seed)
-        self.temperature = float(temperature)
+        self.temperature = temp
         self.n_draws = _check_draws(n_draws)
         self.exact = slate_size == 1
 
@@ -277,8 +278,9 @@ class Softmax(Policy):
         return f"T={self.temperature:g}"
 
     def _logits(self, s: FloatArray) -> FloatArray:
-        z = s / self.temperature
-        return z - z.max(axis=1, keepdims=True)
+        # subtract the max before dividing: huge scores over a tiny temperature would overflow to NaN
+        with np.errstate(over="ignore"):  # -huge / tiny -> -inf: probability 0, as it should be
+            return (s - s.max(axis=1, keepdims=True)) / self.temperature
 
     def action_distribution(self, x: Any) -> FloatArray:
         s = _as_scores(x)
@@ -305,17 +307,20 @@ class Softmax(Policy):
         z = self._logits(s)
         keys = z + self.rng_.gumbel(size=z.shape)
         actions = np.argsort(-keys, axis=1, kind="stable")[:, :k].astype(np.int64)
-        # exact probability of the ordered slate under Plackett-Luce
+        # exact probability of the ordered slate under Plackett-Luce, from the unchosen weights
+        # (a running ``total - chosen`` cancels to 0 when one weight dominates)
         w = np.exp(z)
         rows = np.arange(s.shape[0])
-        remaining = w.sum(axis=1)
+        chosen = np.zeros(w.shape, dtype=bool)
         slate_p = np.ones(s.shape[0])
         for j in range(k):
-            wj = w[rows, actions[:, j]]
-            slate_p *= wj / remaining
-            remaining = remaining - wj
+            remaining = np.where(chosen, 0.0, w).sum(axis=1)
+            slate_p *= w[rows, actions[:, j]] / remaining
+            chosen[rows, actions[:, j]] = True
         dist = self.action_distribution(s) if k > 1 else (w / w.sum(axis=1, keepdims=True))[:, :, None]
         props = dist[rows[:, None], actions, np.arange(k)[None, :]]
+        if k > 1:  # a shown action always had positive probability; a rare one can miss every MC draw
+            props = np.maximum(props, 1.0 / (self.n_draws + 1))
         greedy = greedy_slate(s, k)
         return Slate(actions, props, slate_p, k == 1, None if k == 1 else self.n_draws, actions != greedy)
 
@@ -342,6 +347,7 @@ class BernoulliThompsonSampling(Policy):
 
     policy_id = "bernoulli_ts"
     exact = False
+    input_kind = "rounds"
 
     def __init__(
         self,
@@ -354,14 +360,19 @@ class BernoulliThompsonSampling(Policy):
         seed: int | np.random.Generator | None = 0,
     ) -> None:
         super().__init__(slate_size, seed=seed)
-        if not isinstance(n_actions, int | np.integer) or n_actions < self.slate_size:
+        if not _is_int(n_actions) or n_actions < self.slate_size:
             raise InvalidInputError(
                 f"n_actions must be an int >= slate_size={self.slate_size}, got {n_actions!r}"
             )
         self.n_actions = int(n_actions)
         self.n_draws = _check_draws(n_draws)
-        a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (self.n_actions,)).copy()
-        b = np.broadcast_to(np.asarray(beta, dtype=np.float64), (self.n_actions,)).copy()
+        try:
+            a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (self.n_actions,)).copy()
+            b = np.broadcast_to(np.asarray(beta, dtype=np.float64), (self.n_actions,)).copy()
+        except (ValueError, TypeError):
+            raise InvalidInputError(
+                f"alpha and beta must be numbers or arrays of length n_actions={self.n_actions}"
+            ) from None
         if not (np.isfinite(a).all() and np.isfinite(b).all() and (a > 0).all() and (b > 0).all()):
             raise InvalidInputError("alpha and beta must be positive and finite")
         self.alpha_, self.beta_ = a, b
@@ -376,7 +387,12 @@ class BernoulliThompsonSampling(Policy):
     def update(self, actions: Any, rewards: Any) -> BernoulliThompsonSampling:
         """Posterior update with binary rewards (1 click, 0 no click) for the shown actions."""
         a = np.asarray(actions).ravel()
-        r = np.asarray(rewards, dtype=np.float64).ravel()
+        try:
+            r = np.asarray(rewards, dtype=np.float64).ravel()
+        except (ValueError, TypeError):
+            raise InvalidInputError("rewards must be numbers (0 or 1)") from None
+        if a.size == 0 and r.size == 0:
+            return self
         if a.shape != r.shape:
             raise InvalidInputError(f"actions and rewards differ in length: {a.shape[0]} vs {r.shape[0]}")
         if a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= self.n_actions):
@@ -447,6 +463,7 @@ class LinearThompsonSampling(Policy):
 
     policy_id = "linear_ts"
     exact = False
+    input_kind = "context"
 
     def __init__(
         self,
@@ -460,8 +477,7 @@ class LinearThompsonSampling(Policy):
         super().__init__(slate_size, seed=seed)
         if not isinstance(model, BayesianLinearRewardModel):
             raise InvalidInputError(f"model must be a BayesianLinearRewardModel, got {type(model).__name__}")
-        if not scale > 0:
-            raise InvalidInputError(f"scale must be > 0, got {scale!r}")
+        scale = _real(scale, "scale", 0.0, float("inf"), lo_open=True, hi_open=True)
         if model.n_actions < self.slate_size:
             raise InvalidInputError(
                 f"the model has {model.n_actions} actions, fewer than slate_size={self.slate_size}"
@@ -505,7 +521,9 @@ class LinearThompsonSampling(Policy):
 class ShadowExploration(Policy):
     """Serve a ``fraction`` of rounds uniformly at random, the rest with ``policy``.
 
-    The uniform rounds form a clean randomised log (``Slate.shadow`` marks them and
+    ``policy`` may be any policy: over a score-based one the uniform bucket draws from the round's
+    candidates (finite scores), over a contextual or context-free one from every action. The
+    uniform rounds form a clean randomised log (``Slate.shadow`` marks them and
     :class:`~mlsys.recsys.explore.PropensityLogger` mirrors them to its shadow log), the
     counterfactual data every later policy can be evaluated on without support gaps. The logged
     propensities are the mixture's, ``(1 - f) pi(a) + f / m``: exact when ``policy`` is exact.
@@ -523,11 +541,10 @@ class ShadowExploration(Policy):
     ) -> None:
         if not isinstance(policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, got {type(policy).__name__}")
-        if not isinstance(fraction, int | float) or not 0.0 <= float(fraction) <= 1.0:
-            raise InvalidInputError(f"fraction must be in [0, 1], got {fraction!r}")
+        frac = _real(fraction, "fraction", 0.0, 1.0)
         super().__init__(policy.slate_size, seed=seed)
         self.policy = policy
-        self.fraction = float(fraction)
+        self.fraction = frac
         self.uniform = UniformRandom(policy.slate_size, seed=self.rng_)
         self.exact = policy.exact
         self.policy_id = f"{policy.policy_id}+uniform"
@@ -536,21 +553,31 @@ class ShadowExploration(Policy):
     def version(self) -> str:
         return f"{self.policy.version};f={self.fraction:g}"
 
+    def _uniform_input(self, x: Any, base: FloatArray) -> Any:
+        # score-based policies: uniform over the round's candidates; others: over every action
+        if self.policy.input_kind == "scores":
+            return x
+        return np.zeros(base.shape[:2])
+
     def action_distribution(self, x: Any) -> FloatArray:
         base = self.policy.action_distribution(x)
-        uni = self.uniform.action_distribution(x)
+        uni = self.uniform.action_distribution(self._uniform_input(x, base))
         return (1 - self.fraction) * base + self.fraction * uni
 
     def select(self, x: Any) -> Slate:
-        base = self.policy.select(x)
-        uni = self.uniform.select(x)
-        n = base.actions.shape[0]
+        base_slate = self.policy.select(x)
+        base = self.policy.action_distribution(x)
+        ux = self._uniform_input(x, base)
+        uni = self.uniform.select(ux)
+        n = base_slate.actions.shape[0]
         shadow = np.less(self.rng_.random(n), self.fraction)
-        actions = np.where(shadow[:, None], uni.actions, base.actions)
-        dist = self.action_distribution(x)
+        actions = np.where(shadow[:, None], uni.actions, base_slate.actions)
+        dist = (1 - self.fraction) * base + self.fraction * self.uniform.action_distribution(ux)
         rows = np.arange(n)[:, None]
         props = dist[rows, actions, np.arange(self.slate_size)[None, :]]
-        if not base.exact:
-            props = np.maximum(props, 1.0 / ((base.n_draws or 0) + 1))
-        explored = np.where(shadow[:, None], uni.explored, base.explored)
-        return Slate(actions, props, None, base.exact, base.n_draws, explored, shadow, uni.propensities)
+        if not base_slate.exact:
+            props = np.maximum(props, 1.0 / ((base_slate.n_draws or 0) + 1))
+        explored = np.where(shadow[:, None], uni.explored, base_slate.explored)
+        return Slate(
+            actions, props, None, base_slate.exact, base_slate.n_draws, explored, shadow, uni.propensities
+        )

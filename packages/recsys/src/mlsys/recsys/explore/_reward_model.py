@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError, NotFittedError
-from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray
+from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray, _is_int, _real
 
 __all__ = ["BayesianLinearRewardModel", "cross_fit_rewards"]
 
@@ -63,12 +63,13 @@ class BayesianLinearRewardModel:
         noise_variance: float | None = None,
         fit_intercept: bool = True,
     ) -> None:
-        if not isinstance(n_actions, int | np.integer) or n_actions <= 0:
+        if not _is_int(n_actions) or n_actions <= 0:
             raise InvalidInputError(f"n_actions must be a positive int, got {n_actions!r}")
-        if prior_variance is not None and not prior_variance > 0:
-            raise InvalidInputError(f"prior_variance must be > 0 or None, got {prior_variance!r}")
-        if noise_variance is not None and not noise_variance > 0:
-            raise InvalidInputError(f"noise_variance must be > 0 or None, got {noise_variance!r}")
+        inf = float("inf")
+        if prior_variance is not None:
+            prior_variance = _real(prior_variance, "prior_variance", 0.0, inf, lo_open=True, hi_open=True)
+        if noise_variance is not None:
+            noise_variance = _real(noise_variance, "noise_variance", 0.0, inf, lo_open=True, hi_open=True)
         self.n_actions = int(n_actions)
         self.prior_variance = None if prior_variance is None else float(prior_variance)
         self.noise_variance = noise_variance
@@ -142,7 +143,17 @@ class BayesianLinearRewardModel:
                 xw = x[rows] * w[rows, None]
                 precision[act] += xw.T @ x[rows]
                 b[act] = xw.T @ r[rows]
-        cov_unit = np.linalg.inv(precision)  # (A, d, d), posterior covariance / noise
+        try:
+            cov_unit = np.linalg.inv(precision)  # (A, d, d), posterior covariance / noise
+        except np.linalg.LinAlgError:
+            raise InvalidInputError(
+                "the posterior precision is singular: prior_variance is too large for these features "
+                "(or the features are degenerate); use a smaller prior_variance or None"
+            ) from None
+        if not np.isfinite(cov_unit).all():
+            raise InvalidInputError(
+                "the posterior is not finite: check the prior_variance and feature scales"
+            )
         self.coef_ = np.einsum("ade,ae->ad", cov_unit, b)
         self.covariance_ = cov_unit * noise
         self.noise_variance_ = noise
@@ -193,7 +204,11 @@ def cross_fit_rewards(
     Returns:
         ``(n_rows, n_actions, slate_size)`` float64.
     """
-    if not isinstance(n_folds, int) or n_folds < 2:
+    if not isinstance(feedback, BanditFeedback):
+        raise InvalidInputError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
+    if not _is_int(seed):
+        raise InvalidInputError(f"seed must be an int, got {seed!r}")
+    if not _is_int(n_folds) or n_folds < 2:
         raise InvalidInputError(f"n_folds must be an int >= 2, got {n_folds!r}")
     n, n_act, k = feedback.n_rows, feedback.n_actions, feedback.slate_size
     if n < n_folds:
@@ -216,7 +231,12 @@ def cross_fit_rewards(
             from sklearn.base import clone
 
             est = clone(model)
-            est.fit(np.hstack([x_tr, eye_a[feedback.action[train]]]), feedback.reward[train])
+            try:
+                est.fit(np.hstack([x_tr, eye_a[feedback.action[train]]]), feedback.reward[train])
+            except ValueError as exc:  # e.g. a classifier on a fold with one class
+                raise InvalidInputError(
+                    f"the reward model failed to fit fold {f} of {n_folds}: {exc}"
+                ) from None
             n_te = int(test.sum())
             for p in range(k):
                 pos = np.full(n_te, p, np.int64)

@@ -5,9 +5,12 @@ A generated population (seeded) with hidden preferences: user ``u`` has an obser
 where the item vectors ``w_i`` and offsets ``b_i`` are hidden. Every arm starts from the same
 uniformly random warm-start log; each round, a sample of users gets a slate from the arm's
 policy over the arm's model (a :class:`BayesianLinearRewardModel` per item over the user
-context), clicks are drawn, logged with their propensities, and the model is refit on the arm's
-whole log. Users, slates' click draws and warm-start data are shared across arms (common random
-numbers), so differences between arms come from the policies alone.
+context), clicks are drawn and appended to the arm's log of (context, item, click), and the model is
+refit on that whole log (a plain on-policy refit, as a production retrain would do: the slates'
+propensities are computed by the policies but not used for training here). Users, click draws
+and warm-start data are shared across arms (common random numbers, drawn per round, so a shorter
+run is exactly the first rounds of a longer one), and differences between arms come from the
+policies alone.
 
 The report tracks, per round: catalogue coverage and intra-list diversity (``mlsys.common.metrics``,
 on the hidden item vectors), true utility (expected clicks per slate under the hidden
@@ -234,8 +237,9 @@ class FeedbackLoopSimulator:
         warm_click = (warm_u < self.click_probability(warm_users))[
             np.arange(warm_users.shape[0])[:, None], warm_slate.actions
         ]
-        round_users = [master.integers(0, cfg.n_users, cfg.users_per_round) for _ in range(rounds)]
-        round_u = [master.random((cfg.users_per_round, n_items)) for _ in range(rounds)]
+        round_rngs = [np.random.default_rng([cfg.seed, 3, t]) for t in range(rounds)]
+        round_users = [g.integers(0, cfg.n_users, cfg.users_per_round) for g in round_rngs]
+        round_u = [g.random((cfg.users_per_round, n_items)) for g in round_rngs]
 
         report = SimulationReport(
             cfg, rounds, warm_start_coverage=catalog_coverage(warm_slate.actions, n_items)
