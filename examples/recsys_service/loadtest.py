@@ -9,7 +9,8 @@ What it does:
 1. waits for ``/health``, draws a fixed set of request batches (1-4 users each, ``k`` items) and
    records the serving version's answer to every batch, one request at a time (the reference);
 2. runs ``--concurrency`` clients that send those batches at random until ``--requests`` are sent
-   (and at least ``--min-after-swap`` of them after the swap finished), or ``--max-seconds``;
+   and at least ``--min-after-swap`` of them were sent after the swap finished; hard stops:
+   ``--max-seconds`` and ``--max-requests`` (default 10x ``--requests``);
 3. once a third of the requests are done, calls ``POST /admin/swap`` (retrain + re-index, new
    embedding space) while the clients keep going;
 4. records the new version's reference answers, then checks every response:
@@ -135,8 +136,14 @@ async def run_load(
     seed: int = 0,
     swap_seed: int | None = None,
     admin_token: str | None = None,
+    max_requests: int | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
-    """Run the load with a mid-run swap against ``url`` and check it (see the module docstring)."""
+    """Run the load with a mid-run swap against ``url`` and check it (see the module docstring).
+
+    ``rate`` (requests/s over all clients) paces the clients (open loop); ``None``: each client
+    sends its next request as soon as the previous one is answered (closed loop).
+    """
     rng = np.random.default_rng(seed)
     headers = {"X-Admin-Token": admin_token} if admin_token else {}
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
@@ -155,7 +162,7 @@ async def run_load(
         swap_info: dict[str, Any] = {"status": 0, "body": {}, "start": float("nan"), "end": float("nan")}
         t_start = time.perf_counter()
         deadline = t_start + max_seconds
-        hard_cap = 3 * requests
+        hard_cap = 10 * requests if max_requests is None else max_requests
 
         def keep_going() -> bool:
             if time.perf_counter() > deadline or state["sent"] >= hard_cap:
@@ -167,7 +174,14 @@ async def run_load(
         async def worker(cid: int) -> None:
             wrng = np.random.default_rng([seed, cid])
             seq = 0
+            interval = concurrency / rate if rate else 0.0
+            next_at = time.perf_counter() + interval * cid / concurrency
             while keep_going():
+                if interval:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_at = max(next_at, time.perf_counter()) + interval  # no catch-up bursts
                 state["sent"] += 1
                 bi = int(wrng.integers(0, len(batches)))
                 s = Sample(cid, seq, bi, time.perf_counter(), 0.0, -1)
@@ -365,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--max-seconds", type=float, default=30.0, help="hard stop of the load phase")
+    p.add_argument("--max-requests", type=int, default=None, help="hard stop (default: 10x --requests)")
+    p.add_argument("--rate", type=float, default=None, help="pace all clients to this many requests/s")
     p.add_argument("--min-after-swap", type=int, default=50)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -372,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"))
     p.add_argument("--server-arg", action="append", default=[], help="extra serve.py argument (repeatable)")
     args = p.parse_args(argv)
-    if args.requests > 5000 or args.concurrency > 64:
-        p.error("keep the load bounded: --requests <= 5000, --concurrency <= 64")
+    if args.requests > 5000 or args.concurrency > 64 or (args.max_requests or 0) > 50_000:
+        p.error("keep the load bounded: --requests <= 5000, --max-requests <= 50000, --concurrency <= 64")
 
     proc = None
     log = None
@@ -401,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                 k=args.k,
                 seed=args.seed,
                 admin_token=args.admin_token,
+                max_requests=args.max_requests,
+                rate=args.rate,
             )
         )
         print(format_table(res))

@@ -226,6 +226,9 @@ def build_bundle(
     )
 
 
+_TOTAL_KEYS = ("out_of_stock_filtered", "out_of_stock_caught_late", "out_of_stock_served", "degradations")
+
+
 class SwapInProgressError(RuntimeError):
     """Another swap is being built."""
 
@@ -240,8 +243,10 @@ class RecsysService:
         admin_token: when set, admin calls must present it.
     """
 
-    #: bundles whose counters are kept for the all-versions totals (oldest dropped beyond this).
-    KEEP_BUNDLES = 16
+    #: bundles kept referenced after a swap (the serving one included): their live counters feed
+    #: the all-versions totals; an older one is folded into the retired totals and released (by then
+    #: no request is still running on it), so memory holds at most this many model versions.
+    KEEP_BUNDLES = 3
 
     def __init__(
         self,
@@ -270,6 +275,8 @@ class RecsysService:
         # a reader sees either the old bundle or the new one, never a mixture.
         self.bundle: Bundle = self._build(1, seed)
         self._bundles: list[Bundle] = [self.bundle]
+        self._retired = {_k: 0 for _k in _TOTAL_KEYS}
+        self._retired_versions: list[str] = []
 
     def _build(self, generation: int, seed: int) -> Bundle:
         return build_bundle(
@@ -326,6 +333,12 @@ class RecsysService:
             with self._count_lock:
                 self.swaps += 1
                 self._bundles.append(new)
+                for gone in self._bundles[: -self.KEEP_BUNDLES]:
+                    st = gone.cascade.stats_dict()
+                    for key in _TOTAL_KEYS[:-1]:
+                        self._retired[key] += st[key]
+                    self._retired["degradations"] += sum(x["degraded"] for x in st["stages"].values())
+                    self._retired_versions.append(gone.version)
                 del self._bundles[: -self.KEEP_BUNDLES]
             return {
                 "previous": old.version,
@@ -376,13 +389,13 @@ class RecsysService:
                 "responses_by_version": dict(self.responses_by_version),
             }
             bundles = list(self._bundles)
-        totals = {"out_of_stock_filtered": 0, "out_of_stock_caught_late": 0, "out_of_stock_served": 0}
-        degraded = 0
+            totals = dict(self._retired)
+            retired_versions = list(self._retired_versions)
         for bb in bundles:
             st = bb.cascade.stats_dict()
-            for key in totals:
+            for key in _TOTAL_KEYS[:-1]:
                 totals[key] += st[key]
-            degraded += sum(s["degraded"] for s in st["stages"].values())
+            totals["degradations"] += sum(s["degraded"] for s in st["stages"].values())
         latency = {
             name: {
                 "count": s.count,
@@ -399,7 +412,11 @@ class RecsysService:
             "digest": b.digest,
             "service": service,
             "cascade": b.cascade.stats_dict(),
-            "all_versions": {**totals, "degradations": degraded, "bundles": [x.version for x in bundles]},
+            "all_versions": {
+                **totals,
+                "live_bundles": [x.version for x in bundles],
+                "retired_bundles": retired_versions,
+            },
             "inventory": {
                 "out_of_stock_count": int(self.inventory.out_of_stock().shape[0]),
                 "version": self.inventory.version,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import subprocess
 import sys
 import threading
 import time
@@ -143,6 +144,14 @@ def test_out_of_stock_never_served_across_updates_and_swaps(client: TestClient) 
     m = client.get("/metrics").json()
     assert m["all_versions"]["out_of_stock_served"] == 0 and m["all_versions"]["out_of_stock_filtered"] > 0
     assert m["inventory"]["out_of_stock_count"] == len(oos)
+    # old bundles are released after KEEP_BUNDLES swaps; their counters stay in the totals
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.KEEP_BUNDLES = 1
+    assert client.post("/admin/swap", json={}, headers=hdr).status_code == 200
+    m2 = client.get("/metrics").json()["all_versions"]
+    assert m2["live_bundles"] == [service.bundle.version] and len(m2["retired_bundles"]) == 2
+    assert m2["out_of_stock_filtered"] == m["all_versions"]["out_of_stock_filtered"]
+    assert m2["out_of_stock_served"] == 0
     # back in stock: servable again
     back = client.post("/admin/inventory", json={"in_stock": oos}, headers=hdr).json()
     assert back["out_of_stock_count"] == 0
@@ -200,6 +209,20 @@ def test_hot_swap_under_concurrent_load_has_no_failures_and_no_mixing(live_serve
     assert c["server_errors"] == 0 and c["out_of_stock_served"] == 0
     assert "PASS" in table
     assert time.perf_counter() - t0 < 20
+
+
+@pytest.mark.slow
+def test_documented_one_command_load_test_passes() -> None:
+    """`python examples/recsys_service/loadtest.py` (it starts serve.py itself) exits 0."""
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE / "loadtest.py"), "--requests", "150", "--concurrency", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PASS" in out.stdout and "errors                     0" in out.stdout
 
 
 def _fake_result(**override: Any) -> Any:
