@@ -10,6 +10,7 @@ Example:
 """
 
 from mlsys.recsys.cascade._diversity import dpp_greedy, dpp_greedy_kernel, mmr
+from mlsys.recsys.cascade._evaluation import ExplorationConversions, exploration_conversions, recall_vs_exact
 from mlsys.recsys.cascade._guards import DriftReport, EmbeddingRegistry, drift_report, feature_hashes
 from mlsys.recsys.cascade._pipeline import (
     CandidateBatch,
@@ -31,6 +32,7 @@ __all__ = [
     "DiversityStage",
     "DriftReport",
     "EmbeddingRegistry",
+    "ExplorationConversions",
     "InventoryMask",
     "RetrievalSource",
     "RetrievalStage",
@@ -40,6 +42,8 @@ __all__ = [
     "dpp_greedy",
     "dpp_greedy_kernel",
     "drift_report",
+    "exploration_conversions",
     "feature_hashes",
     "mmr",
+    "recall_vs_exact",
 ]
