@@ -22,7 +22,24 @@ import numpy.typing as npt
 from mlsys.common.errors import DimensionMismatchError, DuplicateIdError, InvalidInputError
 from mlsys.common.limits import check_size
 
-__all__ = ["as_ids", "as_vectors", "check_k", "check_unique"]
+__all__ = ["as_array", "as_ids", "as_vectors", "check_k", "check_unique"]
+
+
+def as_array(x: Any, *, dtype: Any = None, name: str = "array") -> npt.NDArray[Any]:
+    """``numpy.asarray(x, dtype)``, with numpy's conversion errors (ragged lists, strings where
+    numbers are expected, ints that overflow the dtype) raised as :class:`InvalidInputError`.
+
+    Example:
+        >>> as_array([[1, 2], [3]], dtype=np.float32)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlsys.common.errors.InvalidInputError: array cannot be converted to a float32 array: ...
+    """
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        want = f"a {np.dtype(dtype)} array" if dtype is not None else "an array"
+        raise InvalidInputError(f"{name} cannot be converted to {want}: {exc}") from exc
 
 
 def as_vectors(
@@ -33,7 +50,7 @@ def as_vectors(
     A 1-D input of length ``dim`` is treated as one vector. Other float or int dtypes are converted
     (a copy); NaN/inf, wrong ndim, wrong width and (unless ``allow_empty``) empty input are refused.
     """
-    arr = np.asarray(x)
+    arr = as_array(x, name=name)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
@@ -55,7 +72,7 @@ def as_vectors(
 
 def as_ids(ids: Any, *, name: str = "ids", n: int | None = None) -> npt.NDArray[np.int64]:
     """Return ``ids`` as a contiguous int64 ``(n,)`` array, or raise (non-integer, wrong length)."""
-    arr = np.asarray(ids)
+    arr = as_array(ids, name=name)
     if arr.ndim == 0:
         arr = arr[None]
     if arr.ndim != 1:

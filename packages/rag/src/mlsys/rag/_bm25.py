@@ -13,7 +13,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,8 @@ class Analyzer:
 
     def terms(self, text: str) -> list[str]:
         """The terms of one text, in order (duplicates kept)."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text must be a str, got {type(text).__name__}")
         if self.config.lowercase:
             text = text.lower()
         stop = self._stop
@@ -416,14 +418,16 @@ class BM25Index:
         """
         k = check_k(k)
         batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
-        if isinstance(queries, str):
-            raise InvalidInputError("queries must be a sequence of strings, got a single str")
+        if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
+            raise InvalidInputError(
+                f"queries must be a sequence of strings (or of term lists), got {type(queries).__name__}"
+            )
         qlist = list(queries)
         check_result_size(len(qlist), k)
         for i, q in enumerate(qlist):
             if isinstance(q, str):
                 check_texts([q], what=f"queries[{i}]", allow_blank=False, query=True)
-            elif not all(isinstance(t, str) for t in q):
+            elif not isinstance(q, (list, tuple)) or not all(isinstance(t, str) for t in q):
                 raise InvalidInputError(f"queries[{i}] must be a string or a list of terms")
         with self._lock:
             if self._dirty:

@@ -47,6 +47,8 @@ def text_sha256(text: str) -> str:
         >>> text_sha256("abc")[:12]
         'ba7816bf8f01'
     """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"text must be a str, got {type(text).__name__}")
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -546,6 +546,8 @@ def sentence_spans(text: str) -> list[Span]:
         >>> [text[a:b] for a, b in sentence_spans(text)]
         ['See Fig. 2 here. ', 'Next one! ok']
     """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"text must be a str, got {type(text).__name__}")
     spans: list[Span] = []
     start = 0
     n = len(text)

@@ -53,7 +53,11 @@ class ChunkTable:
 
     def __init__(self, chunks: Iterable[Chunk]) -> None:
         self._by_doc: dict[str, list[Chunk]] = {}
+        if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
+            raise InvalidInputError(f"chunks must be an iterable of Chunk, got {type(chunks).__name__}")
         for c in chunks:
+            if not isinstance(c, Chunk):
+                raise InvalidInputError(f"chunks must hold Chunk objects, got a {type(c).__name__}")
             self._by_doc.setdefault(c.doc_id, []).append(c)
         for doc_id, cs in self._by_doc.items():
             cs.sort(key=lambda c: c.seq)

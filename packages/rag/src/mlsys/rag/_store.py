@@ -189,8 +189,11 @@ def _as_documents(documents: Any) -> list[Document]:
         documents = [documents]
     if isinstance(documents, Mapping):
         items: Iterable[Any] = [Document(k, v) for k, v in documents.items()]
-    elif isinstance(documents, (str, bytes)):
-        raise InvalidInputError("documents must be Documents, (doc_id, text[, metadata]) tuples or a mapping")
+    elif isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
+        raise InvalidInputError(
+            "documents must be Documents, (doc_id, text[, metadata]) tuples or a mapping, "
+            f"got {type(documents).__name__}"
+        )
     else:
         items = documents
     out = []
@@ -526,7 +529,12 @@ class DocumentStore:
         """Delete documents; an unknown id raises :class:`UnknownIdError` and nothing is deleted."""
         if isinstance(doc_ids, str):
             doc_ids = [doc_ids]
+        if isinstance(doc_ids, bytes) or not isinstance(doc_ids, Iterable):
+            raise InvalidInputError(f"doc_ids must be a sequence of str, got {type(doc_ids).__name__}")
         ids = list(doc_ids)
+        bad = [d for d in ids if not isinstance(d, str)]
+        if bad:
+            raise InvalidInputError(f"doc_ids must be str, got {bad[:3]!r}")
         with self._lock:
             missing = [d for d in ids if d not in self._docs]
             if missing:

@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -231,7 +231,7 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidInputError(f"FeatureSpec.name must be a non-empty string, got {self.name!r}")
-        if self.kind not in FEATURE_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in FEATURE_KINDS:
             raise InvalidInputError(f"FeatureSpec.kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0:
             raise InvalidInputError(f"FeatureSpec.size must be a positive int, got {self.size!r}")
@@ -303,7 +303,15 @@ class FeatureTable:
     def __init__(self, ids: Any, columns: Mapping[str, Any], specs: Sequence[FeatureSpec]) -> None:
         id_arr = as_ids(ids)
         check_unique(id_arr)
+        if not isinstance(columns, Mapping):
+            raise InvalidInputError(f"columns must be a mapping name -> array, got {type(columns).__name__}")
+        if isinstance(specs, (str, bytes)) or not isinstance(specs, Iterable):
+            raise InvalidInputError(f"specs must be a sequence of FeatureSpec, got {type(specs).__name__}")
         specs = tuple(specs)
+        if not all(isinstance(s, FeatureSpec) for s in specs):
+            raise InvalidInputError(
+                f"specs must hold FeatureSpec objects, got {[type(s).__name__ for s in specs]}"
+            )
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise DuplicateIdError(f"duplicate feature names in specs {names}")

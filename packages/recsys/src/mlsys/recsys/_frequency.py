@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
+from mlsys.common.validation import as_array
 
 __all__ = ["StaticFrequencyEstimator", "StreamingFrequencyEstimator"]
 
@@ -39,11 +40,11 @@ class StaticFrequencyEstimator:
     """
 
     def __init__(self, counts: npt.ArrayLike, smoothing: float = 0.0) -> None:
-        c = np.asarray(counts, dtype=np.float64)
+        c = as_array(counts, dtype=np.float64, name="counts")
         if c.ndim != 1 or c.size == 0 or not np.isfinite(c).all() or (c < 0).any():
             raise InvalidInputError("counts must be a non-empty 1-D array of finite non-negative numbers")
-        if smoothing < 0:
-            raise InvalidInputError(f"smoothing must be >= 0, got {smoothing}")
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not smoothing >= 0:
+            raise InvalidInputError(f"smoothing must be a number >= 0, got {smoothing!r}")
         c = c + smoothing
         if c.sum() <= 0:
             raise InvalidInputError("counts sum to 0; expected at least one observed item (or smoothing > 0)")

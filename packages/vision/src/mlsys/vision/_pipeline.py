@@ -17,12 +17,23 @@ import numpy.typing as npt
 
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
 from mlsys.common.profiling import LatencyProfiler, StageStats
-from mlsys.common.validation import check_k
+from mlsys.common.validation import as_array, check_k
 from mlsys.vision._preprocess import ImageInput, PreprocessConfig, Preprocessor
 
 __all__ = ["BatchPrediction", "InferencePipeline", "Prediction", "softmax", "top_k"]
 
 STAGES: tuple[str, ...] = ("decode", "resize", "crop", "normalize", "model", "postprocess")
+
+
+def _scores_2d(x: Any, name: str) -> npt.NDArray[np.float32]:
+    """A non-empty ``(B, n_classes)`` float32 array of finite-or-inf numbers, or InvalidInputError."""
+    z = as_array(x, dtype=np.float32, name=name) if not isinstance(x, (str, bytes)) else None
+    if z is None or z.ndim != 2 or z.shape[1] == 0 or np.isnan(z).any():
+        raise InvalidInputError(
+            f"{name} must be a numeric (B, n_classes) array with n_classes >= 1 and no NaN, got "
+            f"{'shape ' + str(z.shape) if z is not None else type(x).__name__}"
+        )
+    return z
 
 
 def softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
@@ -33,7 +44,7 @@ def softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         >>> softmax(np.array([[0.0, 0.0]])).tolist()
         [[0.5, 0.5]]
     """
-    z = np.asarray(logits, dtype=np.float32)
+    z = _scores_2d(logits, "logits")
     z = z - z.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
@@ -48,6 +59,7 @@ def top_k(probs: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64]
         >>> top_k(np.array([[0.1, 0.7, 0.2]], np.float32), 2)[0].tolist()
         [[1, 2]]
     """
+    probs = _scores_2d(probs, "probs")
     k = min(check_k(k, limit=None), probs.shape[1])  # bounded by the classes: no limit needed
     part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     vals = np.take_along_axis(probs, part, axis=1)

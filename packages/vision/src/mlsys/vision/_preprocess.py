@@ -116,7 +116,11 @@ class PreprocessConfig:
                 f"PreprocessConfig.crop {self.crop} is larger than the resized shorter side {self.resize}; "
                 f"expected crop <= resize"
             )
-        if self.channels not in (1, 3):
+        if (
+            isinstance(self.channels, bool)
+            or not isinstance(self.channels, int)
+            or self.channels not in (1, 3)
+        ):
             raise InvalidInputError(f"PreprocessConfig.channels must be 1 or 3, got {self.channels!r}")
         mean, std = tuple(self.mean), tuple(self.std)
         for name, v in (("mean", mean), ("std", std)):

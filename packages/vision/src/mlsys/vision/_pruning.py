@@ -48,8 +48,8 @@ def default_prune_after(depth: int) -> tuple[int, ...]:
         >>> default_prune_after(12), default_prune_after(6)
         ((3, 6, 9), (1, 3, 4))
     """
-    if depth < 2:
-        raise InvalidInputError(f"pruning needs a ViT with at least 2 blocks, got depth {depth}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
+        raise InvalidInputError(f"pruning needs a ViT with at least 2 blocks, got depth {depth!r}")
     cands = sorted({max(1, min(depth - 1, (depth * k) // 4)) for k in (1, 2, 3)})
     return tuple(cands)
 

@@ -54,7 +54,7 @@ def index_class(kind: str) -> type[Any]:
     """The class registered under ``kind``; :class:`UnknownNameError` lists the valid kinds."""
     try:
         return _REGISTRY[kind]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable kind
         raise UnknownNameError(f"unknown index kind {kind!r}; registered: {list_indexes()}") from None
 
 

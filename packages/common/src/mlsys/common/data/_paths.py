@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlsys.common.errors import DatasetNotFoundError
+from mlsys.common.errors import DatasetNotFoundError, InvalidInputError
 
 __all__ = ["cache_root", "data_root", "find_dataset"]
 
@@ -66,9 +66,17 @@ def find_dataset(name: str, *, root: str | os.PathLike[str] | None = None) -> Pa
         ...
         mlsys.common.errors.DatasetNotFoundError: data set 'no-such-set' not found at /nonexistent/no-such-set ...
     """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidInputError(f"data set name must be a non-empty str, got {name!r}")
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise InvalidInputError(f"root must be a path, got {type(root).__name__}")
     base = Path(root) if root is not None else data_root()
     path = base / name
-    if not path.is_dir():
+    try:
+        found = path.is_dir()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+        found = False
+    if not found:
         raise DatasetNotFoundError(
             f"data set {name!r} not found at {path} (set ${ENV_VAR} to the folder that holds it)"
         )

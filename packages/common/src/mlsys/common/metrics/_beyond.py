@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
 from mlsys.common.metrics._qrels import Qrels
-from mlsys.common.validation import check_k
+from mlsys.common.validation import as_array, check_k
 
 __all__ = ["catalog_coverage", "intra_list_diversity", "novelty", "serendipity"]
 
@@ -35,7 +35,7 @@ _BLOCK = 4_000_000  # entries of the (lists, k, k) pair matrices built per block
 
 
 def _ranked(ranked_ids: Any, n_items: int | None = None, *, k: int | None = None) -> npt.NDArray[np.int64]:
-    arr = np.asarray(ranked_ids)
+    arr = as_array(ranked_ids, name="ranked_ids")
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -89,7 +89,7 @@ def novelty(ranked_ids: Any, item_popularity: Any, *, k: int | None = None) -> f
         >>> novelty(np.array([[0, 1]]), np.array([0.5, 0.25]))
         1.5
     """
-    pop = np.asarray(item_popularity, dtype=np.float64)
+    pop = as_array(item_popularity, dtype=np.float64, name="item_popularity")
     if pop.ndim != 1 or pop.size == 0:
         raise InvalidInputError(f"item_popularity must be a non-empty 1-D array, got shape {pop.shape}")
     if not np.isfinite(pop).all() or (pop < 0).any() or (pop > 1).any():
@@ -144,7 +144,7 @@ def intra_list_diversity(
             "pass exactly one of item_vectors (cosine) or categories (labels or multi-hot)"
         )
     if item_vectors is not None:
-        feats = np.asarray(item_vectors, dtype=np.float64)
+        feats = as_array(item_vectors, dtype=np.float64, name="item_vectors")
         if feats.ndim != 2:
             raise DimensionMismatchError(f"item_vectors must have shape (n_items, dim), got {feats.shape}")
         if not np.isfinite(feats).all():
@@ -152,7 +152,7 @@ def intra_list_diversity(
         norms = np.linalg.norm(feats, axis=1)
         kind = "cosine"
     else:
-        cats = np.asarray(categories)
+        cats = as_array(categories, name="categories")
         if cats.ndim == 1:
             if cats.size and not np.issubdtype(cats.dtype, np.integer):
                 raise InvalidInputError(f"categories (1-D) must be integer labels, got dtype {cats.dtype}")
@@ -262,7 +262,7 @@ def serendipity(
     arr = _ranked(ranked_ids, k=k)
     if arr.shape[0] != qrels.n_queries:
         raise InvalidInputError(f"ranked_ids has {arr.shape[0]} rows but qrels has {qrels.n_queries} queries")
-    exp = np.asarray(expected_ids)
+    exp = as_array(expected_ids, name="expected_ids")
     if exp.size and not np.issubdtype(exp.dtype, np.integer):
         raise InvalidInputError(f"expected_ids must be integer item ids, got dtype {exp.dtype}")
     exp = exp.astype(np.int64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from mlsys.common.errors import DuplicateIdError, InvalidInputError
 from mlsys.common.metrics._ranking import JudgedStats
+from mlsys.common.validation import as_array
 
 __all__ = ["Qrels"]
 
@@ -65,10 +66,27 @@ class Qrels:
 
         Prefer :meth:`from_dict` and :meth:`from_lists`, which validate their input.
         """
+        if isinstance(query_ids, (str, bytes)) or not isinstance(query_ids, Iterable):
+            raise InvalidInputError(f"query_ids must be a sequence, got {type(query_ids).__name__}")
         self._query_ids = [str(q) for q in query_ids]
-        self._indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-        self.doc_ids = np.ascontiguousarray(doc_ids, dtype=np.int64)
-        self._relevance = np.ascontiguousarray(relevance, dtype=np.int64)
+        self._indptr = np.ascontiguousarray(as_array(indptr, dtype=np.int64, name="indptr"))
+        self.doc_ids = np.ascontiguousarray(as_array(doc_ids, dtype=np.int64, name="doc_ids"))
+        self._relevance = np.ascontiguousarray(as_array(relevance, dtype=np.int64, name="relevance"))
+        n = self.doc_ids.shape[0] if self.doc_ids.ndim == 1 else -1
+        ip = self._indptr
+        if (
+            ip.shape != (len(self._query_ids) + 1,)
+            or self._relevance.shape != self.doc_ids.shape
+            or n < 0
+            or ip[0] != 0
+            or ip[-1] != n
+            or (np.diff(ip) < 0).any()
+        ):
+            raise InvalidInputError(
+                "Qrels CSR arrays are inconsistent: expected indptr of length n_queries + 1 from 0 to "
+                "len(doc_ids), non-decreasing, and 1-D doc_ids and relevance of equal length; build "
+                "Qrels with Qrels.from_dict or Qrels.from_lists"
+            )
         for a in (self._indptr, self.doc_ids, self._relevance):
             a.setflags(write=False)
         self._doc_index = dict(doc_index) if doc_index is not None else None
