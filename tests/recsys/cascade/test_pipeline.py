@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlsys.common.errors import InvalidInputError
 from mlsys.recsys import EASE, ItemKNN, Popularity
@@ -164,3 +167,58 @@ def test_bad_configuration_and_input(models) -> None:  # type: ignore[no-untyped
         cas.recommend([1], 0)
     bad_shape = Cascade(retrieval, [ScoringStage("x", lambda u, i: np.zeros(3), 3)])
     assert bad_shape.recommend([int(models["ease"].user_index_.ids[0])], 3).degraded_stages == ("x",)
+
+
+class _FixedSource:
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+
+    def recommend(self, users, k, *, exclude_seen=True, allow=None):  # type: ignore[no-untyped-def]
+        ids = self.ids[: len(users), :k]
+        scores = np.where(ids >= 0, -np.arange(ids.shape[1], dtype=np.float32)[None, :], -np.inf)
+        return ids, scores.astype(np.float32)
+
+
+def _naive_merge(lists: list[np.ndarray], n: int) -> tuple[list[list[int]], dict[tuple[int, int, int], int]]:
+    rows: list[list[int]] = []
+    ranks: dict[tuple[int, int, int], int] = {}
+    for i in range(n):
+        seen: list[int] = []
+        for s, ids in enumerate(lists):
+            for r, it in enumerate(ids[i]):
+                if it >= 0:
+                    ranks[(i, s, int(it))] = r + 1
+                    if int(it) not in seen:
+                        seen.append(int(it))
+        rows.append(seen)
+    return rows, ranks
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_retrieval_merge_equals_a_naive_union(n: int, n_sources: int, k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lists = []
+    for _ in range(n_sources):
+        ids = np.full((n, k), -1, np.int64)
+        for i in range(n):
+            m = int(rng.integers(0, k + 1))
+            ids[i, :m] = rng.choice(10, size=m, replace=False)
+        lists.append(ids)
+    stage = RetrievalStage([(f"s{j}", _FixedSource(ids), k) for j, ids in enumerate(lists)], cutoff=100)
+    batch = stage.run(np.arange(n))
+    rows, ranks = _naive_merge(lists, n)
+    for i in range(n):
+        got = batch.items[i][batch.items[i] >= 0].tolist()
+        assert sorted(got) == sorted(rows[i])
+        for c, it in enumerate(batch.items[i]):
+            if it < 0:
+                continue
+            for j in range(n_sources):
+                r = batch.features[f"s{j}_rank"][i, c]
+                assert (np.isnan(r) and (i, j, int(it)) not in ranks) or r == ranks.get((i, j, int(it)))
+        # fused order: descending reciprocal-rank fusion score
+        fused = [
+            sum(1 / (60 + ranks[(i, j, it)]) for j in range(n_sources) if (i, j, it) in ranks) for it in got
+        ]
+        assert all(a >= b - 1e-6 for a, b in itertools.pairwise(fused))

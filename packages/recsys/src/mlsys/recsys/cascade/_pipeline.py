@@ -255,43 +255,59 @@ class RetrievalStage:
 
     def run(self, users: IntArray, *, allow: npt.ArrayLike | None = None) -> CandidateBatch:
         n = users.shape[0]
-        per_row: list[dict[int, int]] = [{} for _ in range(n)]
         results = []
         for name, src, k in self.sources:
             ids, sc = src.recommend(users, k, allow=allow)
             results.append((name, np.asarray(ids, np.int64), np.asarray(sc, np.float32)))
-        # union of candidates per row, in first-seen order
-        width = 0
-        for _, ids, _ in results:
-            for i in range(n):
-                row = per_row[i]
-                for it in ids[i]:
-                    if it >= 0 and int(it) not in row:
-                        row[int(it)] = len(row)
-        width = max((len(r) for r in per_row), default=0)
-        width = max(width, 1)
+        # Union per row in first-seen order, vectorised over rows: every (row, item) entry of every
+        # source, grouped by (row, item); a group's column is its first entry's rank within the row.
+        all_ids = np.concatenate([ids for _, ids, _ in results], axis=1)  # (n, K)
+        width_total = all_ids.shape[1]
+        flat = all_ids.ravel()
+        rows = np.repeat(np.arange(n), width_total)
+        pos = np.tile(np.arange(width_total), n)
+        valid = flat >= 0
+        f_ids, f_rows, f_pos = flat[valid], rows[valid], pos[valid]
+        order = np.lexsort((f_pos, f_ids, f_rows))  # by row, then item, then first position
+        s_ids, s_rows, s_pos = f_ids[order], f_rows[order], f_pos[order]
+        starts = np.ones(s_ids.shape[0], dtype=bool)
+        starts[1:] = (s_ids[1:] != s_ids[:-1]) | (s_rows[1:] != s_rows[:-1])
+        group = np.cumsum(starts) - 1  # group of each sorted entry
+        g_row, g_item, g_first = s_rows[starts], s_ids[starts], s_pos[starts]
+        g_order = np.lexsort((g_first, g_row))  # groups in row order, first-seen order within a row
+        col = np.empty(g_order.shape[0], np.int64)
+        counts = np.bincount(g_row, minlength=n)
+        row_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        col[g_order] = np.arange(g_order.shape[0]) - row_start[g_row[g_order]]
+        width = max(int(counts.max()) if counts.size else 0, 1)
         items = np.full((n, width), -1, np.int64)
-        for i, row in enumerate(per_row):
-            items[i, : len(row)] = list(row)
+        items[g_row, col] = g_item
+        entry_col = np.empty(f_ids.shape[0], np.int64)
+        entry_col[order] = col[group]  # the column of every valid entry, in (row, position) order
+        cols_full = np.full(flat.shape[0], -1, np.int64)
+        cols_full[valid] = entry_col
+        cols_full = cols_full.reshape(n, width_total)
         fused = np.zeros((n, width), np.float64)
         feats: dict[str, FloatArray] = {}
+        offset = 0
+        rr = np.arange(n)[:, None]
         for name, ids, sc in results:
+            k = ids.shape[1]
+            c = cols_full[:, offset : offset + k]
+            offset += k
+            ok = c >= 0
             score_col = np.full((n, width), np.nan, np.float32)
             rank_col = np.full((n, width), np.nan, np.float32)
-            for i in range(n):
-                row = per_row[i]
-                for r, (it, s) in enumerate(zip(ids[i], sc[i])):
-                    if it >= 0:
-                        c = row[int(it)]
-                        score_col[i, c] = s
-                        rank_col[i, c] = r + 1
+            ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.float32), (n, k))
+            score_col[np.broadcast_to(rr, c.shape)[ok], c[ok]] = sc[ok]
+            rank_col[np.broadcast_to(rr, c.shape)[ok], c[ok]] = ranks[ok]
             feats[f"{name}_score"] = score_col
             feats[f"{name}_rank"] = rank_col
             fused += np.where(np.isnan(rank_col), 0.0, 1.0 / (60.0 + np.nan_to_num(rank_col)))
         fused = np.where(items < 0, -np.inf, fused)
-        order = np.argsort(-fused, axis=1, kind="stable")[:, : self.cutoff]
+        order_out = np.argsort(-fused, axis=1, kind="stable")[:, : self.cutoff]
         batch = CandidateBatch(users, items, fused.astype(np.float32), feats)
-        return batch.take(order)
+        return batch.take(order_out)
 
 
 class InventoryMask:
