@@ -18,7 +18,9 @@ The *baseline* (``benchmarks/gate/baseline.json``) holds, per figure, ``kind``, 
   relative): ``REGRESSION`` above ``value * (1 + tolerance)``, ``faster`` below
   ``value / (1 + tolerance)`` (passes), else ``ok``;
 * ``skipped (reason)`` passes; ``MISSING`` (in the baseline, not in the run) fails; ``new`` (in the
-  run, not yet in the baseline) passes.
+  run, not yet in the baseline) passes;
+* a baseline entry with ``"gated": false`` (and a ``why_not_gated``) is compared and shown, but a
+  verdict outside its band reads ``report-only (...)`` and does not fail.
 
     python benchmarks/gate/core.py check --run RUN.json [--baseline B] [--out DIR]
     python benchmarks/gate/core.py update --run RUN.json [RUN2.json ...] [--retune-ratios]
@@ -151,7 +153,13 @@ def compare_one(name: str, base: Mapping[str, Any] | None, now: Mapping[str, Any
 def compare(baseline: Mapping[str, Any], run: Mapping[str, Mapping[str, Any]]) -> list[Row]:
     figs = baseline.get("figures", {})
     names = sorted(set(figs) | set(run))
-    return [compare_one(n, figs.get(n), run.get(n)) for n in names]
+    rows = [compare_one(n, figs.get(n), run.get(n)) for n in names]
+    for r in rows:  # a figure marked "gated": false is reported, never fails (its reason says why)
+        base = figs.get(r.figure) or {}
+        if base.get("gated") is False and r.failed:
+            r.note = f"report only: {base.get('why_not_gated', 'not gated')}"
+            r.verdict = f"report-only ({r.verdict.lower()})"
+    return rows
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -286,6 +294,9 @@ def updated_baseline(
         for key in ("note", "reference"):
             if key in last:
                 entry[key] = last[key]
+        for key in ("gated", "why_not_gated"):  # decisions taken in review stay
+            if key in prev:
+                entry[key] = prev[key]
         if entry["kind"] == "ratio":
             vals = [float(r["value"]) for r in recs]
             med = float(statistics.median(vals))
