@@ -41,6 +41,7 @@ __all__ = [
     "CandidateBatch",
     "CascadeResult",
     "DiversityStage",
+    "IndexSource",
     "InventoryMask",
     "RetrievalSource",
     "RetrievalStage",
@@ -308,6 +309,40 @@ class RetrievalStage:
         order_out = np.argsort(-fused, axis=1, kind="stable")[:, : self.cutoff]
         batch = CandidateBatch(users, items, fused.astype(np.float32), feats)
         return batch.take(order_out)
+
+
+class IndexSource:
+    """An ANN index as a retrieval source: ``recommend(users, k)`` searches the index with the
+    users' vectors (``encode_users(user_ids) -> (n, dim)``, e.g. ``TwoTowerModel.encode_users``).
+
+    ``allow`` is passed to the index's filtered search; ``exclude_seen`` is not applied (an index
+    knows no history: put a seen-items filter in a later stage if needed).
+
+    Example:
+        >>> import numpy as np
+        >>> from mlsys.common import EmbeddingSpace
+        >>> from mlsys.common.ann import make_index
+        >>> index = make_index("exact", EmbeddingSpace("demo", "1", 2))
+        >>> index.add([10, 11, 12], np.array([[1, 0], [0, 1], [1, 1]], np.float32))
+        >>> src = IndexSource(index, lambda users: np.tile([[1.0, 0.2]], (len(users), 1)))
+        >>> src.recommend([7], 2)[0].tolist()
+        [[10, 12]]
+    """
+
+    def __init__(self, index: Any, encode_users: Callable[[IntArray], npt.ArrayLike]) -> None:
+        if not hasattr(index, "search"):
+            raise InvalidInputError(
+                f"index must have a search(queries, k, allow=...) method, got {type(index).__name__}"
+            )
+        self.index = index
+        self.encode_users = encode_users
+
+    def recommend(
+        self, users: Any, k: int, *, exclude_seen: bool = True, allow: npt.ArrayLike | None = None
+    ) -> tuple[IntArray, FloatArray]:
+        u = as_ids(users, name="users")
+        ids, scores = self.index.search(np.asarray(self.encode_users(u), dtype=np.float32), k, allow=allow)
+        return np.asarray(ids, np.int64), np.asarray(scores, np.float32)
 
 
 class InventoryMask:
