@@ -40,6 +40,7 @@ class SignalSettings:
     als_factors: int
     als_iterations: int
     recent_items: int
+    seq_window: int
     time_bins: int
     item_genre_feature: str | None
     item_year_feature: str | None
@@ -154,6 +155,15 @@ class Signals:
             np.float32
         )
         self.cum_total = self.cum.sum(axis=0)
+        # time-localised popularity: p(item | time bin), weighted by where the user's events fall
+        self.p_item_bin = (
+            (hist / np.maximum(hist.sum(axis=0, keepdims=True), 1.0)).T.astype(np.float32).copy()
+        )
+        upos_e = events[0]
+        w = np.zeros((n_users, n_bins), dtype=np.float64)
+        np.add.at(w, (upos_e, b), 1.0)
+        self.user_bins = (w / np.maximum(w.sum(axis=1, keepdims=True), 1.0)).astype(np.float32)
+        self.sources.append("tpop")
         first = np.full(n_items, np.inf)
         last = np.full(n_items, -np.inf)
         np.minimum.at(first, ipos, its)
@@ -164,6 +174,9 @@ class Signals:
         self.item_mean_ts = np.where(
             counts > 0, np.bincount(ipos, weights=its, minlength=n_items) / np.maximum(counts, 1), med_all
         )
+        # sequence co-occurrence: pairs of items within `seq_window` positions of one user's timeline
+        self.seq = self._sequence_cooccurrence(events, n_items, counts)
+        self.sources.append("seq")
         # recent items of each user (by time, last `recent_items`) as a sparse matrix
         self.recent = self._recent_matrix(events, n_users, n_items)
         # genres
@@ -227,6 +240,28 @@ class Signals:
         model.fit(x.astype(np.float32).tocsr(), show_progress=False)
         return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
+    def _sequence_cooccurrence(
+        self,
+        events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]],
+        n_items: int,
+        counts: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float32]:
+        upos, ipos, ts = events
+        order = np.lexsort((ipos, ts, upos))
+        u, i = upos[order], ipos[order]
+        rows, cols = [], []
+        for d in range(1, self.s.seq_window + 1):
+            same = u[d:] == u[:-d]
+            rows.append(i[:-d][same])
+            cols.append(i[d:][same])
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        m = sp.coo_matrix((np.ones(r.shape[0], np.float32), (r, c)), shape=(n_items, n_items)).toarray()
+        m = m + m.T
+        np.fill_diagonal(m, 0.0)
+        inv = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0).astype(np.float32)
+        return (m * inv[:, None] * inv[None, :]).astype(np.float32)
+
     def _recent_matrix(
         self,
         events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]],
@@ -279,6 +314,8 @@ class Signals:
             "ease": np.asarray(xu @ self.ease_b, dtype=np.float32),
             "knn": np.asarray(xu @ self.knn, dtype=np.float32),
             "pop": np.broadcast_to(self.log_pop, (upos.shape[0], self.log_pop.shape[0])).copy(),
+            "seq": np.asarray(xu @ self.seq, dtype=np.float32),
+            "tpop": self.user_bins[upos] @ self.p_item_bin,
         }
         if self.als is not None:
             uf, itf = self.als
@@ -295,7 +332,7 @@ class Signals:
             names += [f"{s}_score", f"{s}_rank", f"{s}_z", f"{s}_ratio"]
         names += [
             "item_log_pop", "window_share", "window_lift", "item_first_days", "item_last_days",
-            "item_mean_days", "recent_cooc", "recent_cooc_max", "user_log_len", "user_mean_pop",
+            "item_mean_days", "recent_cooc", "recent_seq", "recent_cooc_max", "user_log_len", "user_mean_pop",
             "pop_vs_user",
         ]  # fmt: skip
         if self.genres is not None:
@@ -351,6 +388,8 @@ class Signals:
         rec = self.recent[upos]
         cooc = np.asarray(rec @ self.sim, dtype=np.float32)
         cols.append(np.take_along_axis(cooc, cp, axis=1))
+        seq_recent = np.asarray(rec @ self.seq, dtype=np.float32)
+        cols.append(np.take_along_axis(seq_recent, cp, axis=1))
         # max similarity to any recent item
         cmax = np.zeros((b, c), dtype=np.float32)
         for r in range(b):

@@ -50,7 +50,7 @@ from mlsys.recsys.cascade._features import SignalSettings, Signals
 
 __all__ = ["LearnedRanker", "LearnedRankerConfig"]
 
-_SOURCES = ("ease", "knn", "als", "pop")
+_SOURCES = ("ease", "knn", "als", "pop", "seq", "tpop")
 
 
 def _check_int(value: object, name: str, low: int) -> None:
@@ -109,6 +109,7 @@ class LearnedRankerConfig:
     als_factors: int = 64
     als_iterations: int = 15
     recent_items: int = 5
+    seq_window: int = 10
     time_bins: int = 256
     item_genre_feature: str | None = "genres"
     item_year_feature: str | None = "year"
@@ -135,6 +136,7 @@ class LearnedRankerConfig:
         _check_int(self.als_factors, "als_factors", 0)
         _check_int(self.als_iterations, "als_iterations", 1)
         _check_int(self.recent_items, "recent_items", 1)
+        _check_int(self.seq_window, "seq_window", 1)
         _check_int(self.time_bins, "time_bins", 1)
         _check_int(self.num_leaves, "num_leaves", 2)
         _check_int(self.min_data_in_leaf, "min_data_in_leaf", 1)
@@ -198,6 +200,18 @@ def _ndcg_at(
     return out
 
 
+@dataclass
+class _TrainingData:
+    """Out-of-fold ranking data: one entry per (fold, user) group."""
+
+    feats: list[npt.NDArray[np.float32]]
+    labels: list[npt.NDArray[np.float32]]
+    groups: list[int]
+    g_users: list[int]
+    n_targets: list[int]
+    names: list[str]
+
+
 class LearnedRanker(Recommender):
     """LambdaMART over multi-source retrieval candidates, trained on out-of-fold features (module docs).
 
@@ -219,7 +233,7 @@ class LearnedRanker(Recommender):
         >>> ranker = LearnedRanker(cfg).fit(ds.interactions, users=ds.users, items=ds.items)
         >>> ids, per_source = ranker.candidates([1, 2], 5)
         >>> ids.shape, sorted(per_source)
-        ((2, 5), ['ease', 'knn', 'pop'])
+        ((2, 5), ['ease', 'knn', 'pop', 'seq', 'tpop'])
         >>> float(ranker.score_candidates([1], [[ids[0, 0], -1]])[0, 1])
         -inf
         >>> ranker.recommend([1], 3)[0].shape
@@ -241,6 +255,7 @@ class LearnedRanker(Recommender):
             als_factors=c.als_factors,
             als_iterations=c.als_iterations,
             recent_items=c.recent_items,
+            seq_window=c.seq_window,
             time_bins=c.time_bins,
             item_genre_feature=c.item_genre_feature,
             item_year_feature=c.item_year_feature,
@@ -310,7 +325,7 @@ class LearnedRanker(Recommender):
     ) -> None:
         from mlsys.common._optional import import_optional
 
-        lgb = import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
+        import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
         c = self.config
         if c.als_factors > 0:
             import_optional("implicit", package="implicit")
@@ -391,13 +406,39 @@ class LearnedRanker(Recommender):
                     n_targets.append(int(t.size))
                     g_users.append(int(up))
         self.feature_names_ = names
-        g_users_arr = np.asarray(g_users)
-        group_sizes = np.asarray(groups)
-        has_pos = np.array([lab.sum() > 0 for lab in labels])
+        td = _TrainingData(feats, labels, groups, g_users, n_targets, names)
+        booster, info = self._train_booster(td)
+        best = info["best_iteration"]
+        self.booster_ = booster
+        self.best_iteration_ = best
+        self.fold_l2_ = fold_l2
+        self.ease_l2_ = float(serve_l2)
+        tu, ti = np.concatenate(tgt_u), np.concatenate(tgt_i)
+        self.training_targets_ = Interactions(users=user_index.ids[tu], items=item_index.ids[ti])
+        self._training_data = td  # kept for inspection and for refitting the booster alone
+        self.validation_ = {
+            "ease_l2_grid_ndcg@10": grid_scores,
+            "fold_l2": fold_l2,
+            "serve_l2": float(serve_l2),
+            "candidate_recall": float(np.mean(stats["recall"])),
+            **info,
+        }
+        # 5. serving sources on the full training data
+        self.signals_ = self._signals(events, shape, serve_l2, edges, user_index, item_index, users, items)
+
+    def _train_booster(self, td: _TrainingData) -> tuple[Any, dict[str, Any]]:
+        """Early-stop LambdaMART on a group split of the validation users, optionally refit on all."""
+        from mlsys.common._optional import import_optional
+
+        lgb = import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
+        c = self.config
+        g_users_arr = np.asarray(td.g_users)
+        group_sizes = np.asarray(td.groups)
+        has_pos = np.array([lab.sum() > 0 for lab in td.labels])
         # 4. group split of the validation users for early stopping
         uniq = np.unique(g_users_arr)
         es_rng = np.random.default_rng([c.seed, 1])
-        n_es = max(1, int(round(c.early_stopping_fraction * uniq.shape[0])))
+        n_es = max(1, round(c.early_stopping_fraction * uniq.shape[0]))
         es_users = es_rng.choice(uniq, size=min(n_es, max(uniq.shape[0] - 1, 1)), replace=False)
         is_es = np.isin(g_users_arr, es_users)
         tr_idx = np.flatnonzero(~is_es & has_pos)
@@ -411,8 +452,8 @@ class LearnedRanker(Recommender):
 
         def stack(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return (
-                np.concatenate([feats[j] for j in idx]),
-                np.concatenate([labels[j] for j in idx]),
+                np.concatenate([td.feats[j] for j in idx]),
+                np.concatenate([td.labels[j] for j in idx]),
                 group_sizes[idx],
             )
 
@@ -435,7 +476,7 @@ class LearnedRanker(Recommender):
         }
         xt, yt, gt = stack(tr_idx)
         xe, ye, ge = stack(es_idx)
-        dtrain = lgb.Dataset(xt, yt, group=gt, feature_name=names, free_raw_data=True)
+        dtrain = lgb.Dataset(xt, yt, group=gt, feature_name=td.names, free_raw_data=True)
         deval = lgb.Dataset(xe, ye, group=ge, reference=dtrain)
         booster = lgb.train(
             params,
@@ -448,12 +489,12 @@ class LearnedRanker(Recommender):
         # validation NDCG@10 (early-stopping groups; IDCG over every held-out item of the group)
         es_groups = np.flatnonzero(is_es)
         ranker_nd, ease_nd = [], []
-        ease_col = names.index("ease_score")
+        ease_col = td.names.index("ease_score")
         for j in es_groups:
-            lab = labels[j]
-            pred = booster.predict(feats[j], num_iteration=best, num_threads=c.threads())
-            n_pos_all = n_targets[j]
-            for store, sc in ((ranker_nd, pred), (ease_nd, feats[j][:, ease_col])):
+            lab = td.labels[j]
+            pred = booster.predict(td.feats[j], num_iteration=best, num_threads=c.threads())
+            n_pos_all = td.n_targets[j]
+            for store, sc in ((ranker_nd, pred), (ease_nd, td.feats[j][:, ease_col])):
                 order = np.argsort(-sc, kind="stable")[:10]
                 disc = 1.0 / np.log2(np.arange(2, 12))
                 dcg = float((lab[order] * disc[: order.shape[0]]).sum())
@@ -461,28 +502,17 @@ class LearnedRanker(Recommender):
                 store.append(dcg / idcg if n_pos_all > 0 else 0.0)
         if c.refit:
             xa, ya, ga = stack(np.flatnonzero(has_pos))
-            booster = lgb.train(params | {"metric": "None"}, lgb.Dataset(xa, ya, group=ga, feature_name=names),
+            booster = lgb.train(params | {"metric": "None"}, lgb.Dataset(xa, ya, group=ga, feature_name=td.names),
                                 num_boost_round=best)  # fmt: skip
-        self.booster_ = booster
-        self.best_iteration_ = best
-        self.fold_l2_ = fold_l2
-        self.ease_l2_ = float(serve_l2)
-        tu, ti = np.concatenate(tgt_u), np.concatenate(tgt_i)
-        self.training_targets_ = Interactions(users=user_index.ids[tu], items=item_index.ids[ti])
-        self.validation_ = {
-            "ease_l2_grid_ndcg@10": grid_scores,
-            "fold_l2": fold_l2,
-            "serve_l2": float(serve_l2),
+        info = {
             "best_iteration": best,
             "n_groups": int(has_pos.sum()),
             "n_rows": int(group_sizes.sum()),
-            "candidate_recall": float(np.mean(stats["recall"])),
             "early_stopping_users": int(es_users.shape[0]),
             "ndcg@10_ranker": float(np.mean(ranker_nd)),
             "ndcg@10_ease": float(np.mean(ease_nd)),
         }
-        # 5. serving sources on the full training data
-        self.signals_ = self._signals(events, shape, serve_l2, edges, user_index, item_index, users, items)
+        return booster, info
 
     # -- the cascade halves ----------------------------------------------------------------------
     def _merge(self, scores: dict[str, npt.NDArray[np.float32]], n: int) -> npt.NDArray[np.int64]:
