@@ -224,7 +224,8 @@ class RetrievalStage:
     """The first stage: merge several sources' top-``k`` lists into one candidate list per user.
 
     Each source contributes ``<name>_score`` and ``<name>_rank`` feature columns (NaN where it did
-    not retrieve the item); candidates are ordered by reciprocal-rank fusion (``sum 1 / (60 + rank)``).
+    not retrieve the item); candidates are ordered by reciprocal-rank fusion (``sum 1 / (60 + rank)``),
+    or, with a single source, keep its order and scores.
 
     Args:
         sources: ``(name, source, k)`` triples; a source follows the recommender contract.
@@ -260,6 +261,15 @@ class RetrievalStage:
         for name, src, k in self.sources:
             ids, sc = src.recommend(users, k, allow=allow)
             results.append((name, np.asarray(ids, np.int64), np.asarray(sc, np.float32)))
+        if len(results) == 1:
+            # one source: its lists are already unique and ranked; no union or fusion to compute
+            name, ids, sc = results[0]
+            ids = ids[:, : self.cutoff]
+            sc = np.where(ids >= 0, sc[:, : self.cutoff], -np.inf).astype(np.float32)
+            ranks = np.where(ids >= 0, np.arange(1, ids.shape[1] + 1, dtype=np.float32)[None, :], np.nan)
+            score_feat = np.where(ids >= 0, sc, np.nan).astype(np.float32)
+            feats1 = {f"{name}_score": score_feat, f"{name}_rank": ranks.astype(np.float32)}
+            return CandidateBatch(users, ids, sc, feats1)
         # Union per row in first-seen order, vectorised over rows: every (row, item) entry of every
         # source, grouped by (row, item); a group's column is its first entry's rank within the row.
         all_ids = np.concatenate([ids for _, ids, _ in results], axis=1)  # (n, K)
