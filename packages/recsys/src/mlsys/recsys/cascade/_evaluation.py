@@ -24,8 +24,11 @@ def recall_vs_exact(found: Any, exact: Any) -> float:
         >>> recall_vs_exact([[1, 2, 3]], [[3, 4, 1]])
         0.6666666666666666
     """
-    f = np.asarray(found, dtype=np.int64)
-    e = np.asarray(exact, dtype=np.int64)
+    try:
+        f = np.asarray(found, dtype=np.int64)
+        e = np.asarray(exact, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInputError("found and exact must be integer id arrays of shape (n_queries, k)") from None
     if f.ndim != 2 or e.ndim != 2 or f.shape[0] != e.shape[0]:
         raise InvalidInputError(
             f"found {f.shape} and exact {e.shape} must be (n_queries, k) arrays with the same rows"
@@ -78,7 +81,17 @@ def exploration_conversions(
         (0.5, 1.0)
     """
     u = as_ids(users, name="users")
-    rec = np.asarray(recommended, dtype=np.int64)
+    try:
+        rec = np.asarray(recommended, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInputError("recommended must be an integer id array (n_users, k)") from None
+    for name, x in (("train", train), ("test", test)):
+        if not isinstance(x, Interactions):
+            raise InvalidInputError(f"{name} must be Interactions, got {type(x).__name__}")
+    if not isinstance(item_categories, FeatureTable):
+        raise InvalidInputError(
+            f"item_categories must be a FeatureTable, got {type(item_categories).__name__}"
+        )
     if rec.ndim != 2 or rec.shape[0] != u.shape[0]:
         raise InvalidInputError(f"recommended must be (n_users, k) with one row per user, got {rec.shape}")
     col = np.asarray(item_categories.column(column))

@@ -41,6 +41,8 @@ def feature_hashes(table: FeatureTable, ids: Any | None = None) -> npt.NDArray[n
         >>> bool(h[0] != h[1]), feature_hashes(t, [2])[0] == h[1]
         (True, np.True_)
     """
+    if not isinstance(table, FeatureTable):
+        raise InvalidInputError(f"table must be a FeatureTable, got {type(table).__name__}")
     rows = table if ids is None else table.rows(ids)
     cols = [np.ascontiguousarray(rows.column(s.name)) for s in rows.specs]
     out = np.empty(rows.n, dtype=np.uint64)
@@ -103,7 +105,12 @@ class EmbeddingRegistry:
         )
         if fh.shape != (n,):
             raise InvalidInputError(f"feature_hashes has shape {fh.shape}, expected ({n},)")
-        t = np.broadcast_to(np.asarray(time.time() if embedded_at is None else embedded_at, np.float64), (n,))
+        try:
+            t = np.broadcast_to(
+                np.asarray(time.time() if embedded_at is None else embedded_at, np.float64), (n,)
+            )
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInputError(f"embedded_at must be Unix seconds (a number or {n} numbers)") from None
         if not np.isfinite(t).all():
             raise InvalidInputError("embedded_at must be finite (Unix seconds)")
         with self._lock:
@@ -223,8 +230,11 @@ def drift_report(old_vectors: Any, new_vectors: Any, *, threshold: float = 0.9) 
         >>> r.cosine_mean, r.norm_ratio_mean, r.moved
         (1.0, 2.0, 0)
     """
-    old = np.asarray(old_vectors, dtype=np.float64)
-    new = np.asarray(new_vectors, dtype=np.float64)
+    try:
+        old = np.asarray(old_vectors, dtype=np.float64)
+        new = np.asarray(new_vectors, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInputError("old_vectors and new_vectors must be numeric (n, dim) arrays") from None
     if old.ndim != 2 or old.shape[0] == 0:
         raise InvalidInputError(f"old_vectors must be a non-empty (n, dim) array, got shape {old.shape}")
     if new.shape != old.shape:

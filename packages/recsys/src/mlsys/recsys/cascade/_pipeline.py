@@ -242,8 +242,18 @@ class RetrievalStage:
         *,
         budget_s: float | None = None,
     ) -> None:
-        if not sources:
-            raise InvalidInputError("a retrieval stage needs at least one source")
+        if not isinstance(sources, list | tuple) or len(sources) == 0:
+            raise InvalidInputError("sources must be a non-empty list of (name, source, k) triples")
+        for entry in sources:
+            if (
+                not isinstance(entry, tuple | list)
+                or len(entry) != 3
+                or not isinstance(entry[0], str)
+                or not entry[0]
+            ):
+                raise InvalidInputError(
+                    f"each source must be a (name: str, source, k: int) triple, got {entry!r}"
+                )
         names = [s[0] for s in sources]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"retrieval source names must be unique, got {names}")

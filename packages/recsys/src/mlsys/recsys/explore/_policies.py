@@ -69,7 +69,10 @@ class Slate:
 
 
 def _as_scores(scores: Any, n_actions: int | None = None) -> FloatArray:
-    s = np.asarray(scores, dtype=np.float64)
+    try:
+        s = np.asarray(scores, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInputError("scores must be a numeric (n_rounds, n_actions) array") from None
     if s.ndim == 1:
         s = s[None, :]
     if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
