@@ -46,11 +46,12 @@ from mlsys.common.limits import check_result_size
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._base import Recommender
 from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
-from mlsys.recsys.cascade._features import SignalSettings, Signals
+from mlsys.recsys.cascade._features import Signals, SignalSettings, ease_weights
 
 __all__ = ["LearnedRanker", "LearnedRankerConfig"]
 
 _SOURCES = ("ease", "knn", "als", "pop", "seq", "tpop")
+_OBJECTIVES = ("lambdarank", "rank_xendcg", "binary")
 
 
 def _check_int(value: object, name: str, low: int) -> None:
@@ -116,6 +117,8 @@ class LearnedRankerConfig:
     user_features: tuple[str, ...] = ("age", "gender")
     early_stopping_fraction: float = 0.2
     refit: bool = True
+    objective: str = "lambdarank"
+    n_models: int = 1
     num_leaves: int = 31
     learning_rate: float = 0.05
     min_data_in_leaf: int = 50
@@ -132,6 +135,9 @@ class LearnedRankerConfig:
         _check_int(self.n_candidates, "n_candidates", 1)
         check_k(self.n_candidates, name="n_candidates")
         _check_int(self.n_folds, "n_folds", 2)
+        _check_int(self.n_models, "n_models", 1)
+        if self.objective not in _OBJECTIVES:
+            raise InvalidInputError(f"objective must be one of {_OBJECTIVES}, got {self.objective!r}")
         _check_int(self.knn_neighbors, "knn_neighbors", 1)
         _check_int(self.als_factors, "als_factors", 0)
         _check_int(self.als_iterations, "als_iterations", 1)
@@ -337,38 +343,33 @@ class LearnedRanker(Recommender):
         )
 
         # 1. deal each user's distinct items into folds (seeded; users with one item never validate)
-        rng = np.random.default_rng(c.seed)
-        fold_of = np.full(seen.nnz, -1, dtype=np.int64)  # aligned with seen.indices
-        for r in range(shape[0]):
-            a, b = seen.indptr[r], seen.indptr[r + 1]
-            n = b - a
-            if n >= 2:
-                fold_of[a:b] = np.arange(n)[rng.permutation(n)] % c.n_folds
         row_of = np.repeat(np.arange(shape[0]), np.diff(seen.indptr))
-        pair_fold = fold_of  # fold of each (user, item) pair
-        # fold of every event = fold of its (user, item) pair
-        key_pairs = row_of * shape[1] + seen.indices
+        key_pairs = row_of * shape[1] + seen.indices  # sorted: CSR rows, sorted columns
         key_events = events[0] * shape[1] + events[1]
-        ev_fold = pair_fold[np.searchsorted(key_pairs, key_events)]
+        event_pair = np.searchsorted(key_pairs, key_events)
+        folds = [
+            self._deal_folds(seen, c.n_folds, np.random.default_rng([c.seed, m])) for m in range(c.n_models)
+        ]
 
-        # 2. choose EASE's l2 on fold 0
+        # 2. choose EASE's l2 on fold 0 of the first dealing
         grid_scores: dict[float, float] = {}
+        fold_of = folds[0]
+        ev_fold = fold_of[event_pair]
         if c.ease_l2 is None:
             keep = ev_fold != 0
-            sub = tuple(e[keep] for e in events)
-            x0 = sp.csr_matrix((np.ones(sub[0].shape[0], np.float32), (sub[0], sub[1])), shape=shape)
+            x0 = sp.csr_matrix(
+                (np.ones(int(keep.sum()), np.float32), (events[0][keep], events[1][keep])), shape=shape
+            )
             x0.sum_duplicates()
             x0.data[:] = 1.0
-            val_users = np.unique(row_of[pair_fold == 0])
+            val_users = np.unique(row_of[fold_of == 0])
             targets = [seen.indices[seen.indptr[r] : seen.indptr[r + 1]][fold_of[seen.indptr[r] : seen.indptr[r + 1]] == 0] for r in val_users]  # fmt: skip
-            from mlsys.recsys.cascade._features import ease_weights
-
             xu = x0[val_users]
             coo = xu.tocoo()
             for l2 in c.ease_l2_grid:
-                s = np.asarray(xu @ ease_weights(x0, float(l2)), dtype=np.float32)
-                s[coo.row, coo.col] = -np.inf
-                top = np.argsort(-s, axis=1, kind="stable")[:, :10]
+                sc = np.asarray(xu @ ease_weights(x0, float(l2)), dtype=np.float32)
+                sc[coo.row, coo.col] = -np.inf
+                top = np.argsort(-sc, axis=1, kind="stable")[:, :10]
                 grid_scores[float(l2)] = float(_ndcg_at(top, targets).mean())
             fold_l2 = max(grid_scores, key=lambda k: (grid_scores[k], -k))
         else:
@@ -376,57 +377,77 @@ class LearnedRanker(Recommender):
         n_fold_events = float(np.mean([(ev_fold != f).sum() for f in range(c.n_folds)]))
         serve_l2 = fold_l2 * (ts.shape[0] / n_fold_events) if c.scale_l2 and n_fold_events > 0 else fold_l2
 
-        # 3. out-of-fold features and labels
-        feats, labels, groups, g_users, n_targets = [], [], [], [], []
-        tgt_u, tgt_i = [], []
-        stats = {"ranker": [], "ease": [], "recall": []}  # type: ignore[var-annotated]
+        # 3. per dealing: out-of-fold features and labels, then one booster
+        boosters, infos = [], []
+        recalls: list[float] = []
         names: list[str] = []
-        for f in range(c.n_folds):
-            keep = ev_fold != f
-            sub = (events[0][keep], events[1][keep], events[2][keep])
-            sig = self._signals(sub, shape, fold_l2, edges, user_index, item_index, users, items)
-            names = sig.feature_names()
-            vu = np.unique(row_of[pair_fold == f])
-            for s0 in range(0, vu.shape[0], c.batch_size):
-                upos = vu[s0 : s0 + c.batch_size]
-                scores = sig.source_scores(upos)
-                cand = self._merge(scores, c.n_candidates)
-                x = sig.features(upos, cand, scores)
-                for r, up in enumerate(upos):
-                    a, b = seen.indptr[up], seen.indptr[up + 1]
-                    t = seen.indices[a:b][fold_of[a:b] == f]
-                    valid = cand[r] >= 0
-                    y = np.isin(cand[r][valid], t).astype(np.float32)
-                    tgt_u.append(np.full(t.shape[0], up))
-                    tgt_i.append(t)
-                    stats["recall"].append(y.sum() / max(t.size, 1))
-                    feats.append(x[r][valid])
-                    labels.append(y)
-                    groups.append(int(valid.sum()))
-                    n_targets.append(int(t.size))
-                    g_users.append(int(up))
+        tgt_u: list[np.ndarray] = []
+        tgt_i: list[np.ndarray] = []
+        for m, fold_of in enumerate(folds):
+            ev_fold = fold_of[event_pair]
+            feats, labels, groups, g_users, n_targets = [], [], [], [], []
+            for f in range(c.n_folds):
+                keep = ev_fold != f
+                sub = (events[0][keep], events[1][keep], events[2][keep])
+                sig = self._signals(sub, shape, fold_l2, edges, user_index, item_index, users, items)
+                names = sig.feature_names()
+                vu = np.unique(row_of[fold_of == f])
+                for s0 in range(0, vu.shape[0], c.batch_size):
+                    upos = vu[s0 : s0 + c.batch_size]
+                    scores = sig.source_scores(upos)
+                    cand = self._merge(scores, c.n_candidates)
+                    x = sig.features(upos, cand, scores)
+                    for r, up in enumerate(upos):
+                        lo, hi = seen.indptr[up], seen.indptr[up + 1]
+                        t = seen.indices[lo:hi][fold_of[lo:hi] == f]
+                        valid = cand[r] >= 0
+                        y = np.isin(cand[r][valid], t).astype(np.float32)
+                        if m == 0:
+                            tgt_u.append(np.full(t.shape[0], up))
+                            tgt_i.append(t)
+                            recalls.append(float(y.sum() / max(t.size, 1)))
+                        feats.append(x[r][valid])
+                        labels.append(y)
+                        groups.append(int(valid.sum()))
+                        n_targets.append(int(t.size))
+                        g_users.append(int(up))
+            td = _TrainingData(feats, labels, groups, g_users, n_targets, names)
+            booster, info_m = self._train_booster(td, m)
+            boosters.append(booster)
+            infos.append(info_m)
+            if m == 0:
+                self._training_data = td  # kept for inspection and for refitting the booster alone
+            del td, feats, labels
         self.feature_names_ = names
-        td = _TrainingData(feats, labels, groups, g_users, n_targets, names)
-        booster, info = self._train_booster(td)
-        best = info["best_iteration"]
-        self.booster_ = booster
-        self.best_iteration_ = best
+        self.boosters_ = boosters
+        self.booster_ = boosters[0]
         self.fold_l2_ = fold_l2
         self.ease_l2_ = float(serve_l2)
         tu, ti = np.concatenate(tgt_u), np.concatenate(tgt_i)
         self.training_targets_ = Interactions(users=user_index.ids[tu], items=item_index.ids[ti])
-        self._training_data = td  # kept for inspection and for refitting the booster alone
+        info: dict[str, Any] = {k: float(np.mean([i[k] for i in infos])) if k.startswith("ndcg") else infos[0][k] for k in infos[0]}  # fmt: skip
+        info["best_iteration"] = [i["best_iteration"] for i in infos]
         self.validation_ = {
             "ease_l2_grid_ndcg@10": grid_scores,
             "fold_l2": fold_l2,
             "serve_l2": float(serve_l2),
-            "candidate_recall": float(np.mean(stats["recall"])),
+            "candidate_recall": float(np.mean(recalls)),
             **info,
         }
         # 5. serving sources on the full training data
         self.signals_ = self._signals(events, shape, serve_l2, edges, user_index, item_index, users, items)
 
-    def _train_booster(self, td: _TrainingData) -> tuple[Any, dict[str, Any]]:
+    @staticmethod
+    def _deal_folds(seen: sp.csr_matrix, n_folds: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+        """Fold of each stored (user, item) pair of ``seen``: a seeded round-robin over each user's items."""
+        fold_of = np.full(seen.nnz, -1, dtype=np.int64)
+        for r in range(seen.shape[0]):
+            a, b = seen.indptr[r], seen.indptr[r + 1]
+            if b - a >= 2:
+                fold_of[a:b] = np.arange(b - a)[rng.permutation(b - a)] % n_folds
+        return fold_of
+
+    def _train_booster(self, td: _TrainingData, model: int = 0) -> tuple[Any, dict[str, Any]]:
         """Early-stop LambdaMART on a group split of the validation users, optionally refit on all."""
         from mlsys.common._optional import import_optional
 
@@ -437,7 +458,7 @@ class LearnedRanker(Recommender):
         has_pos = np.array([lab.sum() > 0 for lab in td.labels])
         # 4. group split of the validation users for early stopping
         uniq = np.unique(g_users_arr)
-        es_rng = np.random.default_rng([c.seed, 1])
+        es_rng = np.random.default_rng([c.seed, 1, model])
         n_es = max(1, round(c.early_stopping_fraction * uniq.shape[0]))
         es_users = es_rng.choice(uniq, size=min(n_es, max(uniq.shape[0] - 1, 1)), replace=False)
         is_es = np.isin(g_users_arr, es_users)
@@ -458,7 +479,7 @@ class LearnedRanker(Recommender):
             )
 
         params = {
-            "objective": "lambdarank",
+            "objective": c.objective,
             "metric": "ndcg",
             "eval_at": [10],
             "lambdarank_truncation_level": 20,
@@ -468,7 +489,7 @@ class LearnedRanker(Recommender):
             "feature_fraction": c.feature_fraction,
             "lambda_l2": c.lambda_l2,
             "num_threads": c.threads(),
-            "seed": c.seed,
+            "seed": c.seed + model,
             "deterministic": True,
             "force_row_wise": True,
             "verbosity": -1,
@@ -605,8 +626,12 @@ class LearnedRanker(Recommender):
         for s0 in range(0, upos.shape[0], bs):
             up, cd = upos[s0 : s0 + bs], cand[s0 : s0 + bs]
             x = self.signals_.features(up, cd)
-            pred = self.booster_.predict(x.reshape(-1, x.shape[2]), num_threads=self.config.threads())
-            pred = np.asarray(pred, dtype=np.float32).reshape(cd.shape)
+            flat = x.reshape(-1, x.shape[2])
+            pred = np.mean(
+                [np.asarray(bst.predict(flat, num_threads=self.config.threads())) for bst in self.boosters_],
+                axis=0,
+            )
+            pred = pred.astype(np.float32).reshape(cd.shape)
             out[s0 : s0 + bs] = np.where(cd >= 0, pred, -np.inf)
         return out
 
