@@ -151,7 +151,7 @@ def test_stock_change_during_a_request_is_caught(models, synth) -> None:  # type
 
 def test_bad_configuration_and_input(models) -> None:  # type: ignore[no-untyped-def]
     ease = models["ease"]
-    with pytest.raises(InvalidInputError, match="at least one source"):
+    with pytest.raises(InvalidInputError, match="non-empty list"):
         RetrievalStage([], cutoff=10)
     with pytest.raises(InvalidInputError, match="unique"):
         RetrievalStage([("a", ease, 5), ("a", ease, 5)], cutoff=10)
