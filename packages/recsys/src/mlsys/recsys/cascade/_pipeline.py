@@ -34,6 +34,7 @@ import numpy.typing as npt
 from mlsys.common.errors import InvalidInputError
 from mlsys.common.profiling import LatencyProfiler
 from mlsys.common.validation import as_ids, check_k
+from mlsys.recsys._base import top_k
 from mlsys.recsys.cascade._diversity import dpp_greedy, mmr
 
 __all__ = [
@@ -162,11 +163,8 @@ class ScoringStage(Stage):
         s = np.where(batch.items < 0, -np.inf, s)
         if np.isnan(s).any():
             raise InvalidInputError(f"stage {self.name!r}: score_fn returned NaN scores")
-        order = np.argsort(-s, axis=1, kind="stable")[:, : self.cutoff]
-        if order.shape[1] < self.cutoff:
-            order = np.pad(order, ((0, 0), (0, self.cutoff - order.shape[1])), constant_values=-1)
-        rows = np.arange(s.shape[0])[:, None]
-        new_scores = np.where(order < 0, -np.inf, s[rows, np.maximum(order, 0)]).astype(np.float32)
+        # partial sort; ties keep the earlier (better previous-stage) position; -inf pads with -1
+        order, new_scores = top_k(s.astype(np.float32), self.cutoff)
         out = batch.take(order, new_scores)
         if self.feature:
             feats = dict(out.features)
