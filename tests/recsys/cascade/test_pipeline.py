@@ -222,3 +222,36 @@ def test_retrieval_merge_equals_a_naive_union(n: int, n_sources: int, k: int, se
             sum(1 / (60 + ranks[(i, j, it)]) for j in range(n_sources) if (i, j, it) in ranks) for it in got
         ]
         assert all(a >= b - 1e-6 for a, b in itertools.pairwise(fused))
+
+
+def test_allow_and_deny_apply_before_scoring_and_keep_slates_full(models, synth) -> None:  # type: ignore[no-untyped-def]
+    cas = _cascade(models)
+    users = np.unique(synth.interactions.users)[:6]
+    catalogue = models["ease"].item_ids_
+    first, _ = models["ease"].recommend(users, 3)
+    deny = np.unique(first[first >= 0])  # everything the retrievers would put first
+    res = cas.recommend(users, 10, deny=deny)
+    assert not np.isin(res.ids, deny).any() and (res.ids >= 0).all()
+    allow = catalogue[::3]
+    res2 = cas.recommend(users, 5, allow=allow)
+    assert np.isin(res2.ids[res2.ids >= 0], allow).all()
+
+
+def test_index_source_with_inventory(models, synth) -> None:  # type: ignore[no-untyped-def]
+    from mlsys.common import EmbeddingSpace
+    from mlsys.common.ann import make_index
+    from mlsys.recsys.cascade import IndexSource
+
+    rng = np.random.default_rng(0)
+    ids = models["ease"].item_ids_
+    index = make_index("exact", EmbeddingSpace("t", "1", 8, metric="ip"))
+    index.add(ids, rng.normal(size=(len(ids), 8)).astype(np.float32))
+    user_vecs = {int(u): rng.normal(size=8).astype(np.float32) for u in np.unique(synth.interactions.users)}
+    src = IndexSource(index, lambda us: np.stack([user_vecs[int(u)] for u in us]))
+    inv = InventoryMask()
+    cas = Cascade(RetrievalStage([("ann", src, 10)], cutoff=10), inventory=inv)
+    users = np.array(list(user_vecs)[:5])
+    top, _ = src.recommend(users, 10)
+    inv.set_out_of_stock(np.unique(top))  # every first-choice item sells out
+    res = cas.recommend(users, 10)
+    assert (res.ids >= 0).all() and not np.isin(res.ids, top).any()  # re-retrieved among in-stock items

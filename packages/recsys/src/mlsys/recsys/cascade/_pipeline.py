@@ -498,11 +498,24 @@ class Cascade:
                 st.failures += 1
                 st.last_error = error
 
-    def _retrieve(self, users: IntArray, oos: IntArray, need: int) -> CandidateBatch:
-        batch = self.retrieval.run(users)
-        if oos.size == 0:
-            return batch
-        bad = np.isin(batch.items, oos) & (batch.items >= 0)
+    def _universe(self) -> IntArray | None:
+        parts = []
+        for _, src, _ in self.retrieval.sources:
+            if hasattr(src, "item_ids_"):
+                parts.append(np.asarray(src.item_ids_, np.int64))
+            elif isinstance(src, IndexSource) and hasattr(src.index, "ids"):
+                parts.append(np.asarray(src.index.ids(), np.int64))
+            else:
+                return None  # a source whose catalogue is unknown: no universe to restrict
+        return np.unique(np.concatenate(parts)) if parts else None
+
+    def _retrieve(
+        self, users: IntArray, blocked: IntArray, allow: IntArray | None, need: int
+    ) -> CandidateBatch:
+        batch = self.retrieval.run(users, allow=allow)
+        bad = np.isin(batch.items, blocked) & (batch.items >= 0)
+        if allow is not None:
+            bad |= ~np.isin(batch.items, allow) & (batch.items >= 0)  # a source that ignored allow
         if bad.any():
             with self._stats_lock:
                 self.out_of_stock_filtered += int(bad.sum())
@@ -511,44 +524,50 @@ class Cascade:
             order = np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order)
             batch = batch.take(order)
         short = (batch.items >= 0).sum(axis=1) < min(need, self.retrieval.cutoff)
-        if short.any():
-            # rows the filter left short: retrieve again among in-stock items only
-            universe = np.unique(
-                np.concatenate(
-                    [s.item_ids_ for _, s, _ in self.retrieval.sources if hasattr(s, "item_ids_")]
-                    or [np.zeros(0, np.int64)]
-                )
-            )
-            allow = np.setdiff1d(universe, oos) if universe.size else None
-            if allow is not None:
-                again = self.retrieval.run(users[short], allow=allow)
+        if short.any() and bad.any():
+            # rows the filters left short: retrieve again among the allowed, in-stock items only
+            universe = allow if allow is not None else self._universe()
+            if universe is not None:
+                again = self.retrieval.run(users[short], allow=np.setdiff1d(universe, blocked))
                 merged = batch.cut(max(batch.width, again.width))
-                w = merged.width
-                again = again.cut(w)
-                items = merged.items.copy()
-                scores = merged.scores.copy()
+                again = again.cut(merged.width)
+                items, scores = merged.items.copy(), merged.scores.copy()
                 items[short], scores[short] = again.items, again.scores
                 feats = {}
-                for k in merged.features:
-                    col = merged.features[k].copy()
-                    col[short] = again.features.get(k, np.full_like(again.scores, np.nan))
-                    feats[k] = col
+                for name in merged.features:
+                    col = merged.features[name].copy()
+                    col[short] = again.features.get(name, np.full_like(again.scores, np.nan))
+                    feats[name] = col
                 batch = CandidateBatch(users, items, scores, feats)
         return batch
 
-    def recommend(self, users: npt.ArrayLike, k: int) -> CascadeResult:
-        """The cascade's top-``k`` per user, ``-1``/``-inf`` padded when fewer candidates exist."""
+    def recommend(
+        self,
+        users: npt.ArrayLike,
+        k: int,
+        *,
+        allow: npt.ArrayLike | None = None,
+        deny: npt.ArrayLike | None = None,
+    ) -> CascadeResult:
+        """The cascade's top-``k`` per user, ``-1``/``-inf`` padded when fewer candidates exist.
+
+        ``allow`` restricts every source to these items; ``deny`` items (like out-of-stock ones) are
+        never returned. Both apply before any scoring.
+        """
         k = check_k(k)
         u = as_ids(users, name="users")
         if u.shape[0] == 0:
             raise InvalidInputError("users is empty; expected at least one user")
+        allow_ids = None if allow is None else np.unique(as_ids(allow, name="allow"))
+        deny_ids = np.zeros(0, np.int64) if deny is None else np.unique(as_ids(deny, name="deny"))
         oos = self.inventory.out_of_stock() if self.inventory is not None else np.zeros(0, np.int64)
+        blocked = np.union1d(oos, deny_ids) if deny_ids.size else oos
         degraded: list[str] = []
         prof = self.profiler
         with prof.request():
             t0 = time.perf_counter()
             with prof.stage("retrieval"):
-                batch = self._retrieve(u, oos, k)
+                batch = self._retrieve(u, blocked, allow_ids, k)
             dt = time.perf_counter() - t0
             cout = int((batch.items >= 0).sum())
             rb = self.retrieval.budget_s
@@ -579,9 +598,13 @@ class Cascade:
                 )
                 batch = out
             final = batch.cut(k)
-            if self.inventory is not None:
+            if self.inventory is not None or deny_ids.size:
                 # the inventory may have changed during the request: check the slate once more
-                now = self.inventory.out_of_stock()
+                now = (
+                    np.union1d(self.inventory.out_of_stock(), deny_ids)
+                    if self.inventory is not None
+                    else deny_ids
+                )
                 late = np.isin(final.items, now) & (final.items >= 0)
                 if late.any():
                     keep = np.where(late, -1, np.arange(final.width)[None, :])
