@@ -55,7 +55,7 @@ def _naive(kernel: np.ndarray, k: int) -> list[int]:
 def test_dpp_speed(benchmark, n: int, k: int) -> None:  # type: ignore[no-untyped-def]
     n, k = size(n, n // 10), size(k, k // 10)
     rng = np.random.default_rng(0)
-    emb = rng.normal(size=(n, 128))
+    emb = rng.normal(size=(n, 128)).astype(np.float32)  # float32 vectors, the library convention
     rel = rng.random(n)
     theta = 0.7
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
