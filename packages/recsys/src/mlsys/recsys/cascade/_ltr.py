@@ -457,7 +457,13 @@ class LearnedRanker(Recommender):
         group_sizes = np.asarray(td.groups)
         has_pos = np.array([lab.sum() > 0 for lab in td.labels])
         # 4. group split of the validation users for early stopping
-        uniq = np.unique(g_users_arr)
+        uniq = np.unique(g_users_arr[has_pos]) if has_pos.any() else np.zeros(0, np.int64)
+        if uniq.shape[0] < 2:
+            raise InvalidInputError(
+                "too little training data for the learned ranker: need at least 2 users with a held-out "
+                f"training item among their candidates, got {uniq.shape[0]}; use more interactions per "
+                "user or more candidates"
+            )
         es_rng = np.random.default_rng([c.seed, 1, model])
         n_es = max(1, round(c.early_stopping_fraction * uniq.shape[0]))
         es_users = es_rng.choice(uniq, size=min(n_es, max(uniq.shape[0] - 1, 1)), replace=False)
