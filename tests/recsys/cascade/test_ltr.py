@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from mlsys.common.errors import InvalidInputError, MissingDependencyError, NotFittedError, UnknownIdError
-from mlsys.recsys import EASE, RecsysDataset, evaluate_recommender, random_holdout, synthetic_dataset
+from mlsys.recsys import EASE, RecsysDataset, Split, evaluate_recommender, random_holdout, synthetic_dataset
 from mlsys.recsys.cascade._ltr import LearnedRanker, LearnedRankerConfig
 
 pytest.importorskip("lightgbm", reason="LearnedRanker needs lightgbm (pip install 'mlsys-recsys[ltr]')")
@@ -36,7 +37,7 @@ def genre_data() -> RecsysDataset:
 
 
 @pytest.fixture(scope="module")
-def fitted(genre_data: RecsysDataset) -> tuple[LearnedRanker, object]:
+def fitted(genre_data: RecsysDataset) -> tuple[LearnedRanker, Split]:
     split = random_holdout(genre_data.interactions, seed=0)
     ranker = LearnedRanker(FAST).fit(
         split.train, catalogue=genre_data.items.ids, users=genre_data.users, items=genre_data.items
@@ -44,12 +45,12 @@ def fitted(genre_data: RecsysDataset) -> tuple[LearnedRanker, object]:
     return ranker, split
 
 
-def test_fits_and_is_a_recommender(fitted: tuple[LearnedRanker, object], genre_data: RecsysDataset) -> None:
+def test_fits_and_is_a_recommender(fitted: tuple[LearnedRanker, Split], genre_data: RecsysDataset) -> None:
     ranker, split = fitted
     ids, scores = ranker.recommend([1, 2, 3], 10)
     assert ids.shape == (3, 10) and scores.dtype == np.float32
     assert np.all(np.diff(scores, axis=1) <= 0)
-    seen = {(int(u), int(i)) for u, i in zip(split.train.users, split.train.items)}  # type: ignore[attr-defined]
+    seen = {(int(u), int(i)) for u, i in zip(split.train.users, split.train.items)}
     assert not any((u, int(i)) in seen for u, row in zip([1, 2, 3], ids) for i in row)
     assert ranker.validation_["fold_l2"] in FAST.ease_l2_grid
     assert set(ranker.feature_importance()) == set(ranker.feature_names_)
@@ -57,19 +58,19 @@ def test_fits_and_is_a_recommender(fitted: tuple[LearnedRanker, object], genre_d
 
 
 def test_beats_its_best_retriever_where_features_matter(
-    fitted: tuple[LearnedRanker, object], genre_data: RecsysDataset
+    fitted: tuple[LearnedRanker, Split], genre_data: RecsysDataset
 ) -> None:
     ranker, split = fitted
-    ease = EASE(l2=ranker.ease_l2_).fit(split.train, catalogue=genre_data.items.ids)  # type: ignore[attr-defined]
-    r = evaluate_recommender(ranker, split, ks=(10,))  # type: ignore[arg-type]
-    e = evaluate_recommender(ease, split, ks=(10,))  # type: ignore[arg-type]
+    ease = EASE(l2=ranker.ease_l2_).fit(split.train, catalogue=genre_data.items.ids)
+    r = evaluate_recommender(ranker, split, ks=(10,))
+    e = evaluate_recommender(ease, split, ks=(10,))
     assert r.metrics["ndcg@10"] > e.metrics["ndcg@10"] + 0.01
 
 
-def test_never_sees_the_test_split(fitted: tuple[LearnedRanker, object]) -> None:
+def test_never_sees_the_test_split(fitted: tuple[LearnedRanker, Split]) -> None:
     ranker, split = fitted
-    train_pairs = set(zip(split.train.users.tolist(), split.train.items.tolist()))  # type: ignore[attr-defined]
-    test_pairs = set(zip(split.test.users.tolist(), split.test.items.tolist()))  # type: ignore[attr-defined]
+    train_pairs = set(zip(split.train.users.tolist(), split.train.items.tolist()))
+    test_pairs = set(zip(split.test.users.tolist(), split.test.items.tolist()))
     learned = set(zip(ranker.training_targets_.users.tolist(), ranker.training_targets_.items.tolist()))
     assert learned and learned <= train_pairs
     assert not learned & (test_pairs - train_pairs)
@@ -88,7 +89,7 @@ def test_same_seed_same_model(genre_data: RecsysDataset) -> None:
     np.testing.assert_array_equal(sa, sb)
 
 
-def test_cascade_halves_and_padding(fitted: tuple[LearnedRanker, object], genre_data: RecsysDataset) -> None:
+def test_cascade_halves_and_padding(fitted: tuple[LearnedRanker, Split], genre_data: RecsysDataset) -> None:
     ranker, _ = fitted
     n_items = genre_data.items.n
     ids, per_source = ranker.candidates([1, 2], n_items + 5)  # more than the catalogue: padded
@@ -117,7 +118,7 @@ def test_cascade_halves_and_padding(fitted: tuple[LearnedRanker, object], genre_
     np.testing.assert_allclose(got, np.sort(s[0])[::-1][:5], rtol=1e-6)  # ... and the best-scored ones
 
 
-def test_bad_input(fitted: tuple[LearnedRanker, object]) -> None:
+def test_bad_input(fitted: tuple[LearnedRanker, Split]) -> None:
     ranker, _ = fitted
     with pytest.raises(UnknownIdError):
         ranker.candidates([10_000], 5)
@@ -153,12 +154,14 @@ def test_bad_input(fitted: tuple[LearnedRanker, object]) -> None:
         {"n_models": 0},
     ],
 )
-def test_config_is_validated(kw: dict[str, object]) -> None:
+def test_config_is_validated(kw: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError):
-        LearnedRankerConfig(**kw)  # type: ignore[arg-type]
+        LearnedRankerConfig(**kw)
 
 
-def test_missing_lightgbm_is_a_typed_error(monkeypatch: pytest.MonkeyPatch, genre_data: RecsysDataset) -> None:
+def test_missing_lightgbm_is_a_typed_error(
+    monkeypatch: pytest.MonkeyPatch, genre_data: RecsysDataset
+) -> None:
     monkeypatch.setitem(sys.modules, "lightgbm", None)
     with pytest.raises(MissingDependencyError, match="lightgbm"):
         LearnedRanker(FAST).fit(genre_data.interactions)

@@ -288,7 +288,7 @@ class Signals:
             return None
         pos = items.index.positions(item_index.ids, missing="mask")
         col = items.column(name)
-        out = np.zeros((len(item_index),) + col.shape[1:], dtype=np.float64)
+        out = np.zeros((len(item_index), *col.shape[1:]), dtype=np.float64)
         ok = pos >= 0
         out[ok] = col[pos[ok]]
         return out

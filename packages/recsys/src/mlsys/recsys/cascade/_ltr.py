@@ -88,6 +88,12 @@ class LearnedRankerConfig:
         user_features: categorical user columns forming the demographic bucket (ignored when absent).
         early_stopping_fraction: share of validation users held out (as whole groups) for early stopping.
         refit: after early stopping, refit on every group with the best number of rounds.
+        objective: LightGBM objective: ``"lambdarank"`` (LambdaMART), ``"rank_xendcg"`` (listwise
+            cross-entropy NDCG surrogate) or ``"binary"`` (pointwise).
+        n_models: boosters trained on independent fold dealings (own early-stopping split and
+            seed); their scores are averaged.
+        n_dealings: fold dealings pooled into each booster's training data (more groups per
+            booster; the early-stopping split stays by user, so no user is on both sides).
         num_leaves, learning_rate, min_data_in_leaf, feature_fraction, lambda_l2, max_rounds,
             early_stopping_rounds: LightGBM LambdaMART parameters.
         num_threads: LightGBM / ALS threads; ``-1`` uses every core. Same ``num_threads`` and seed,
@@ -119,6 +125,7 @@ class LearnedRankerConfig:
     refit: bool = True
     objective: str = "lambdarank"
     n_models: int = 1
+    n_dealings: int = 1
     num_leaves: int = 31
     learning_rate: float = 0.05
     min_data_in_leaf: int = 50
@@ -136,6 +143,7 @@ class LearnedRankerConfig:
         check_k(self.n_candidates, name="n_candidates")
         _check_int(self.n_folds, "n_folds", 2)
         _check_int(self.n_models, "n_models", 1)
+        _check_int(self.n_dealings, "n_dealings", 1)
         if self.objective not in _OBJECTIVES:
             raise InvalidInputError(f"objective must be one of {_OBJECTIVES}, got {self.objective!r}")
         _check_int(self.knn_neighbors, "knn_neighbors", 1)
@@ -253,6 +261,25 @@ class LearnedRanker(Recommender):
         self.name = "learned_ranker"
 
     # -- fitting ---------------------------------------------------------------------------------
+    def fit(
+        self,
+        train: Interactions,
+        *,
+        catalogue: npt.ArrayLike | None = None,
+        users: FeatureTable | None = None,
+        items: FeatureTable | None = None,
+    ) -> LearnedRanker:
+        """Fit sources, out-of-fold ranking data and the booster(s) on ``train`` only (module docs).
+
+        ``users``/``items`` feature tables add demographic, genre and release-year features when
+        they hold the configured columns (others are ignored). Raises
+        :class:`~mlsys.common.errors.MissingDependencyError` without lightgbm (or implicit with
+        ``als_factors > 0``) and :class:`~mlsys.common.errors.InvalidInputError` when too few users
+        have items to hold out.
+        """
+        super().fit(train, catalogue=catalogue, users=users, items=items)
+        return self
+
     def _settings(self, l2: float) -> SignalSettings:
         c = self.config
         return SignalSettings(
@@ -347,9 +374,14 @@ class LearnedRanker(Recommender):
         key_pairs = row_of * shape[1] + seen.indices  # sorted: CSR rows, sorted columns
         key_events = events[0] * shape[1] + events[1]
         event_pair = np.searchsorted(key_pairs, key_events)
-        folds = [
-            self._deal_folds(seen, c.n_folds, np.random.default_rng([c.seed, m])) for m in range(c.n_models)
-        ]
+        n_deal = c.n_models * c.n_dealings
+        folds = [self._deal_folds(seen, c.n_folds, np.random.default_rng([c.seed, m])) for m in range(n_deal)]
+
+        if np.unique(row_of[folds[0] >= 0]).shape[0] < 2:
+            raise InvalidInputError(
+                "too little training data for the learned ranker: need at least 2 users with 2 or more "
+                "distinct training items (one to hold out, one to keep)"
+            )
 
         # 2. choose EASE's l2 on fold 0 of the first dealing
         grid_scores: dict[float, float] = {}
@@ -383,9 +415,10 @@ class LearnedRanker(Recommender):
         names: list[str] = []
         tgt_u: list[np.ndarray] = []
         tgt_i: list[np.ndarray] = []
-        for m, fold_of in enumerate(folds):
+        feats, labels, groups, g_users, n_targets = [], [], [], [], []
+        for d, fold_of in enumerate(folds):
+            m = d // c.n_dealings
             ev_fold = fold_of[event_pair]
-            feats, labels, groups, g_users, n_targets = [], [], [], [], []
             for f in range(c.n_folds):
                 keep = ev_fold != f
                 sub = (events[0][keep], events[1][keep], events[2][keep])
@@ -402,7 +435,7 @@ class LearnedRanker(Recommender):
                         t = seen.indices[lo:hi][fold_of[lo:hi] == f]
                         valid = cand[r] >= 0
                         y = np.isin(cand[r][valid], t).astype(np.float32)
-                        if m == 0:
+                        if d == 0:
                             tgt_u.append(np.full(t.shape[0], up))
                             tgt_i.append(t)
                             recalls.append(float(y.sum() / max(t.size, 1)))
@@ -411,13 +444,16 @@ class LearnedRanker(Recommender):
                         groups.append(int(valid.sum()))
                         n_targets.append(int(t.size))
                         g_users.append(int(up))
+            if (d + 1) % c.n_dealings:
+                continue  # pool the next dealing's groups into the same booster
             td = _TrainingData(feats, labels, groups, g_users, n_targets, names)
             booster, info_m = self._train_booster(td, m)
             boosters.append(booster)
             infos.append(info_m)
             if m == 0:
                 self._training_data = td  # kept for inspection and for refitting the booster alone
-            del td, feats, labels
+            del td
+            feats, labels, groups, g_users, n_targets = [], [], [], [], []
         self.feature_names_ = names
         self.boosters_ = boosters
         self.booster_ = boosters[0]
@@ -515,7 +551,8 @@ class LearnedRanker(Recommender):
         best = int(booster.best_iteration or c.max_rounds)
         # validation NDCG@10 (early-stopping groups; IDCG over every held-out item of the group)
         es_groups = np.flatnonzero(is_es)
-        ranker_nd, ease_nd = [], []
+        ranker_nd: list[float] = []
+        ease_nd: list[float] = []
         ease_col = td.names.index("ease_score")
         for j in es_groups:
             lab = td.labels[j]
