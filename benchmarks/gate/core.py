@@ -45,7 +45,7 @@ BASELINE = HERE / "baseline.json"
 FAILING = ("REGRESSION", "CHANGED", "MISSING")
 EPS = 1e-12
 # ratio bands: measured spread across repeated runs times this margin, and never below the floor
-RATIO_MARGIN = 2.0
+RATIO_MARGIN = 2.5
 RATIO_FLOOR = 0.15
 
 

@@ -106,6 +106,9 @@ def abba(
     return float(q[1]), detail
 
 
+ATTEMPTS = 3
+
+
 def speed(
     name: str,
     candidate: Callable[[], Any],
@@ -113,8 +116,17 @@ def speed(
     what: str,
     quads: int,
     inner: int = 1,
+    attempts: int = ATTEMPTS,
 ) -> Figures:
-    r, detail = abba(candidate, reference, quads, inner)
+    """The best (lowest) of ``attempts`` independent :func:`abba` medians.
+
+    The gate is one-sided (only a slower candidate fails), and a load burst on a shared machine
+    can push one attempt's ratio either way; a real slowdown moves every attempt. Taking the best
+    attempt in the baseline and in every run keeps the two comparable.
+    """
+    tries = [abba(candidate, reference, quads, inner) for _ in range(attempts)]
+    r, detail = min(tries, key=lambda t: t[0])
+    detail = dict(detail, attempts=[t[0] for t in tries])
     return {name: ratio(r, what, detail)}
 
 
@@ -448,7 +460,7 @@ def ann_speed(s: dict[str, Any], quick: bool = False) -> Figures:
     out: Figures = {}
     passes = 2 if quick else 5
     nq_single = 100 if quick else 400
-    quads = 3 if quick else 9
+    quads = 2 if quick else 5
     hl = s["hnswlib"]
     hl.set_params(ef=64)
     native = hl.hnswlib_index
@@ -539,7 +551,7 @@ def metrics_speed(quick: bool = False) -> Figures:
     data = metrics_data(500 if quick else 2000, 100)
     run, qrels = to_dicts(data)
     out: Figures = {}
-    quads = 3 if quick else 7
+    quads = 2 if quick else 5
     out.update(
         speed(
             "metrics.evaluate_ranked_vs_numpy_loop.ratio",
@@ -596,7 +608,7 @@ def bm25_speed(quick: bool = False) -> Figures:
         lambda: ours.search(queries, 100),
         ref_e2e,
         "bm25s end to end (tokenize + retrieve), 1 thread",
-        3 if quick else 11,
+        3 if quick else 7,
     )
 
 
@@ -607,7 +619,7 @@ def chunker_speed(quick: bool = False) -> Figures:
     text = generated_text(200_000 if quick else 600_000, seed=1)
     ours = RecursiveChunker(size=512)
     out: Figures = {}
-    quads = 2 if quick else 7
+    quads = 2 if quick else 5
     try:
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
@@ -667,7 +679,7 @@ def store_speed(quick: bool = False) -> Figures:
         store.upsert([Document(docs[i].doc_id, docs[i].text + f" Erratum {edits[0]}.") for i in picks])
 
     return speed(
-        "rag.store_upsert1pct_vs_rebuild.ratio", upsert, build, "full rebuild of the store", 3 if quick else 5
+        "rag.store_upsert1pct_vs_rebuild.ratio", upsert, build, "full rebuild of the store", 2 if quick else 3
     )
 
 
@@ -699,7 +711,7 @@ def profiling_speed(quick: bool = False) -> Figures:
         with_stage,
         with_minimal,
         "minimal __slots__ with-timer (loop included)",
-        3 if quick else 9,
+        3 if quick else 5,
     )
 
 
@@ -733,7 +745,7 @@ def vision_speed(quick: bool = False) -> Figures:
                 lambda: [cv.image(b) for b in blobs],
                 lambda: [pil.image(b) for b in blobs],
                 "PIL backend, same JPEG bytes",
-                3 if quick else 9,
+                3 if quick else 5,
             )
         )
     except ImportError:
@@ -748,7 +760,7 @@ def vision_speed(quick: bool = False) -> Figures:
         pruned = DynamicTokenPruning.from_vit(vit, keep_ratio=0.7).eval()
         merged = TokenMerging(vit, 16).eval()
         x = torch.randn(8 if quick else 32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-        quads = 2 if quick else 6
+        quads = 2 if quick else 4
         with torch.inference_mode():
             out.update(
                 speed(
