@@ -40,36 +40,43 @@ def _proc_status() -> dict[str, int] | None:
     return out if len(out) == 2 else None
 
 
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measure_peak(fn: Callable[[], Any]) -> tuple[Any, int, str]:
     """Run ``fn()`` and return ``(result, peak bytes above the start, method)``.
 
-    Linux: the kernel's resident high-water mark is reset (``/proc/self/clear_refs``) just before
-    the call and ``VmHWM - VmRSS(at reset)`` is read after it, so C/C++ heaps (faiss, hnswlib,
-    BLAS) count too (method ``"rss"``). Elsewhere ``tracemalloc``'s peak (Python and numpy
-    allocations only; method ``"tracemalloc"``).
+    Two measures, the larger is returned: ``tracemalloc``'s peak (every Python and numpy
+    allocation, even one that reuses memory already resident) and, on Linux, the kernel's
+    resident high-water mark, reset (``/proc/self/clear_refs``) just before the call after freed
+    heap memory is returned to the system (``malloc_trim``), so C/C++ heaps (faiss, hnswlib, BLAS)
+    count too. ``method`` says which was larger (``"rss"`` or ``"tracemalloc"``).
     """
     gc.collect()
-    before = _proc_status()
-    if before is not None:
+    _malloc_trim()
+    rss_ok = _proc_status() is not None
+    if rss_ok:
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
         except OSError:
-            before = None
-    if before is not None:
-        start = _proc_status()
-        assert start is not None
-        result = fn()
-        end = _proc_status()
-        assert end is not None
-        return result, max(0, end["VmHWM"] - start["VmRSS"]), "rss"
+            rss_ok = False
+    start = _proc_status() if rss_ok else None
     tracemalloc.start()
     try:
         result = fn()
-        _, peak = tracemalloc.get_traced_memory()
+        _, traced = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return result, peak, "tracemalloc"
+    end = _proc_status() if rss_ok else None
+    rss = max(0, end["VmHWM"] - start["VmRSS"]) if start is not None and end is not None else 0
+    return result, max(rss, traced), ("rss" if rss >= traced else "tracemalloc")
 
 
 @pytest.fixture

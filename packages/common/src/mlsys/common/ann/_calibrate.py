@@ -20,7 +20,7 @@ from mlsys.common.ann._exact import ExactIndex
 from mlsys.common.ann._faiss import FaissIndex
 from mlsys.common.ann._hnsw import HNSWIndex
 from mlsys.common.errors import EmptyIndexError, InvalidInputError
-from mlsys.common.validation import as_vectors, check_k
+from mlsys.common.validation import as_array, as_vectors, check_k
 
 __all__ = ["CalibrationResult", "CalibrationStep", "calibrate", "recall_at_k", "search_knob"]
 
@@ -69,7 +69,7 @@ def recall_at_k(found: npt.NDArray[np.int64], truth: npt.NDArray[np.int64]) -> f
         >>> recall_at_k(np.array([[1, 2, 3]]), np.array([[3, 4, 1]]))
         0.6666666666666666
     """
-    found, truth = np.asarray(found), np.asarray(truth)
+    found, truth = as_array(found, name="found"), as_array(truth, name="truth")
     if found.ndim != 2 or truth.ndim != 2 or found.shape[0] != truth.shape[0]:
         raise InvalidInputError(
             f"found and truth must be (n_queries, k) id arrays with the same number of rows, got "
