@@ -227,6 +227,7 @@ def test_rag_other_sizes_huge(store: Any) -> None:
     assert _typed_or_bounded(lambda: bm.search(["rivers"], k=HUGE)) == "LimitExceededError"
     assert _typed_or_bounded(lambda: bm.search(["rivers"], k=2, batch_size=HUGE)) == "LimitExceededError"
     assert _typed_or_bounded(lambda: HashingEmbedder(dim=8, batch_size=HUGE)) == "LimitExceededError"
+    assert _typed_or_bounded(lambda: HashingEmbedder(dim=HUGE)) == "LimitExceededError"
     assert (
         _typed_or_bounded(lambda: HybridRetriever([store.dense_retriever()], depth=HUGE))
         == "LimitExceededError"
@@ -248,9 +249,9 @@ def test_rag_other_sizes_huge(store: Any) -> None:
             "LimitExceededError",
         }
     hits = store.dense_retriever().retrieve(["rivers"], k=3)[0].hits
-    assert _typed_or_bounded(
-        lambda: ChunkExpander(before=HUGE, after=HUGE, max_size=HUGE).expand(hits, store)
-    )
+    for before, after in ((HUGE, HUGE), (0, HUGE), (HUGE, 0), (1, 2**63)):  # (0, HUGE) used to spin
+        ex = ChunkExpander(before=before, after=after, max_size=HUGE)
+        assert _typed_or_bounded(lambda ex=ex: ex.expand(hits, store)) == "bounded"
 
 
 # ---------------------------------------------------------------- vision

@@ -77,6 +77,7 @@ class Limits:
         max_image_pixels: width x height an image may declare before it is decoded (every image
             backend; Pillow's default ``Image.MAX_IMAGE_PIXELS``).
         max_inflated_bytes: bytes any reader may inflate from compressed input (gzip, zip).
+        max_dim: width of vectors a block creates from a parameter (e.g. ``HashingEmbedder(dim=)``).
 
     Example:
         >>> Limits(max_k=5000).max_k
@@ -89,6 +90,7 @@ class Limits:
     max_query_chars: int = 100_000
     max_image_pixels: int = 89_478_485
     max_inflated_bytes: int = 4 * 1024**3
+    max_dim: int = 65_536
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -112,6 +114,7 @@ _WHAT = {
     "max_query_chars": "query length (characters)",
     "max_image_pixels": "image pixels (width x height)",
     "max_inflated_bytes": "inflated bytes",
+    "max_dim": "dim",
 }
 
 
@@ -199,7 +202,7 @@ def check_size(value: int, limit: str, *, name: str | None = None) -> int:
         >>> check_size(64, "max_batch", name="batch_size")
         64
     """
-    if limit not in _WHAT:
+    if not isinstance(limit, str) or limit not in _WHAT:
         raise UnknownNameError(f"unknown limit {limit!r}; expected one of {sorted(_WHAT)}")
     value = _count(value, name or _WHAT[limit])
     bound = getattr(get_limits(), limit)

@@ -86,8 +86,11 @@ def as_ids(ids: Any, *, name: str = "ids", n: int | None = None) -> npt.NDArray[
 
 def check_unique(ids: npt.NDArray[np.int64] | Sequence[Any], *, name: str = "ids") -> None:
     """Raise :class:`DuplicateIdError` naming the first duplicates if ``ids`` repeats a value."""
-    arr = np.asarray(ids)
-    uniq, counts = np.unique(arr, return_counts=True)
+    arr = as_array(ids, name=name)
+    try:
+        uniq, counts = np.unique(arr, return_counts=True)
+    except TypeError as exc:  # values that cannot be ordered (None, mixed types)
+        raise InvalidInputError(f"{name} cannot be compared for duplicates: {exc}") from exc
     if (counts > 1).any():
         dups = uniq[counts > 1][:5].tolist()
         raise DuplicateIdError(f"duplicate {name} {dups}; expected each id at most once")

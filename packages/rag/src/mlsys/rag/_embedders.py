@@ -238,6 +238,7 @@ class HashingEmbedder(BaseEmbedder):
         super().__init__(batch_size=batch_size, cache=cache)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
+        check_k(dim, name="dim", limit="max_dim")
         if ngrams not in (1, 2):
             raise InvalidInputError(f"ngrams must be 1 or 2, got {ngrams!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

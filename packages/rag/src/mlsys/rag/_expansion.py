@@ -53,9 +53,15 @@ class ChunkTable:
 
     def __init__(self, chunks: Iterable[Chunk]) -> None:
         self._by_doc: dict[str, list[Chunk]] = {}
-        if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
-            raise InvalidInputError(f"chunks must be an iterable of Chunk, got {type(chunks).__name__}")
-        for c in chunks:
+        try:
+            if isinstance(chunks, (str, bytes)):
+                raise TypeError("a single string")
+            items = list(chunks)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"chunks must be an iterable of Chunk, got {type(chunks).__name__}"
+            ) from exc
+        for c in items:
             if not isinstance(c, Chunk):
                 raise InvalidInputError(f"chunks must hold Chunk objects, got a {type(c).__name__}")
             self._by_doc.setdefault(c.doc_id, []).append(c)
@@ -382,13 +388,19 @@ class ChunkExpander:
         # 2. their neighbours, nearest first; a side stops growing at its first neighbour that does
         #    not fit, so every context stays one contiguous span around its hits
         open_sides = {(i, side) for i in range(len(admitted)) for side in (-1, 1)}
-        for dist in range(1, max(self.before, self.after) + 1):
+        # no neighbour lies further than the longest document: the loop is bounded by what exists,
+        # not by the requested window (before/after of 10**12 must not spin)
+        longest = max((len(d.chunks) for d in docs.values()), default=0)
+        for dist in range(1, min(max(self.before, self.after), longest) + 1):
             if not open_sides:
                 break
             for i, r in enumerate(admitted):
                 doc = docs[r.doc_id]
                 for side, reach in ((-1, self.before), (1, self.after)):
-                    if dist > reach or (i, side) not in open_sides:
+                    if (i, side) not in open_sides:
+                        continue
+                    if dist > reach:
+                        open_sides.discard((i, side))
                         continue
                     seq = r.seq + side * dist
                     if not 0 <= seq < len(doc.chunks) or not select(doc, seq):

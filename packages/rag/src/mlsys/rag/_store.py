@@ -86,7 +86,7 @@ class ChangeEvent:
     metadata: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.op not in ("upsert", "delete"):
+        if not isinstance(self.op, str) or self.op not in ("upsert", "delete"):
             raise UnknownNameError(f"unknown change op {self.op!r}; expected 'upsert' or 'delete'")
         if self.op == "upsert" and self.text is None:
             raise InvalidInputError(f"upsert event for {self.doc_id!r} has no text")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
-from mlsys.common.validation import check_k
+from mlsys.common.validation import as_array, check_k
 
 __all__ = [
     "EvalResult",
@@ -55,7 +55,7 @@ def images_to_tensor(
         >>> images_to_tensor(np.full((2, 4, 4), 255, np.uint8), 0.5, 0.5)[0, 0, 0, 0].item()
         1.0
     """
-    arr = np.asarray(images)
+    arr = as_array(images, name="images")
     if arr.dtype != np.uint8:
         raise InvalidInputError(f"images must be uint8, got dtype {arr.dtype}")
     if arr.ndim == 3:
@@ -63,8 +63,15 @@ def images_to_tensor(
     if arr.ndim != 4:
         raise InvalidInputError(f"images must have shape (n, H, W) or (n, C, H, W), got {arr.shape}")
     c = arr.shape[1]
-    m = torch.tensor(np.broadcast_to(np.asarray(mean, np.float32), (c,)).copy()).view(1, c, 1, 1)
-    s = torch.tensor(np.broadcast_to(np.asarray(std, np.float32), (c,)).copy()).view(1, c, 1, 1)
+    try:
+        mean_c = np.broadcast_to(as_array(mean, dtype=np.float32, name="mean"), (c,)).copy()
+        std_c = np.broadcast_to(as_array(std, dtype=np.float32, name="std"), (c,)).copy()
+    except ValueError as exc:  # broadcast failure (InvalidInputError is a ValueError too)
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"mean and std must have 1 or {c} values: {exc}") from exc
+    m = torch.tensor(mean_c).view(1, c, 1, 1)
+    s = torch.tensor(std_c).view(1, c, 1, 1)
     return ((torch.from_numpy(np.ascontiguousarray(arr)).float() / 255.0) - m) / s
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,9 +66,12 @@ class Qrels:
 
         Prefer :meth:`from_dict` and :meth:`from_lists`, which validate their input.
         """
-        if isinstance(query_ids, (str, bytes)) or not isinstance(query_ids, Iterable):
-            raise InvalidInputError(f"query_ids must be a sequence, got {type(query_ids).__name__}")
-        self._query_ids = [str(q) for q in query_ids]
+        try:
+            if isinstance(query_ids, (str, bytes)):
+                raise TypeError("a single string")
+            self._query_ids = [str(q) for q in query_ids]
+        except TypeError as exc:
+            raise InvalidInputError(f"query_ids must be a sequence, got {type(query_ids).__name__}") from exc
         self._indptr = np.ascontiguousarray(as_array(indptr, dtype=np.int64, name="indptr"))
         self.doc_ids = np.ascontiguousarray(as_array(doc_ids, dtype=np.int64, name="doc_ids"))
         self._relevance = np.ascontiguousarray(as_array(relevance, dtype=np.int64, name="relevance"))
