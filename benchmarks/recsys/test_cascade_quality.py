@@ -42,7 +42,7 @@ from mlsys.recsys.cascade._ltr import LearnedRanker, LearnedRankerConfig
 TARGET = 0.47
 FULL_CONFIG = LearnedRankerConfig(num_threads=1)
 SMOKE_CONFIG = LearnedRankerConfig(
-    n_candidates=30, n_folds=3, ease_l2_grid=(5.0, 20.0, 80.0), als_factors=8, max_rounds=40,
+    n_candidates=30, n_folds=3, ease_l2_grid=(5.0, 20.0, 80.0), als_factors=8, max_rounds=40, n_models=1,
     min_data_in_leaf=10, num_leaves=7, num_threads=1,
 )  # fmt: skip
 SEEDS = (0,) if SMOKE else tuple(int(s) for s in os.environ.get("MLSYS_CASCADE_SEEDS", "0,1,2").split(","))

@@ -19,6 +19,7 @@ pytest.importorskip("lightgbm", reason="LearnedRanker needs lightgbm (pip instal
 FAST = LearnedRankerConfig(
     n_candidates=30,
     n_folds=3,
+    n_models=1,
     ease_l2_grid=(5.0, 20.0, 80.0),
     als_factors=0,
     max_rounds=60,

@@ -140,6 +140,25 @@ class Signals:
         self.pop = counts
         self.log_pop = np.log1p(counts).astype(np.float32)
         self.user_len = np.diff(x.indptr).astype(np.float32)
+        # RP3beta (Paudel et al. 2017): two-step random walk item -> user -> item, divided by pop^0.5
+        xr = sp.diags(1.0 / np.maximum(self.user_len, 1.0)) @ x
+        xc = sp.diags(1.0 / np.maximum(counts, 1.0)) @ x.T.tocsr()
+        w = np.asarray((xc @ xr).todense(), dtype=np.float32)
+        w /= np.power(np.maximum(counts, 1.0), 0.5).astype(np.float32)[None, :]
+        np.fill_diagonal(w, 0.0)
+        self.rp3 = w
+        self.sources.append("rp3")
+        # user-based kNN: cosine between users, 50 nearest neighbours per user
+        uu = np.asarray((x @ x.T).todense(), dtype=np.float32)
+        un = np.sqrt(np.maximum(np.diag(uu).copy(), 1e-12))
+        uu = uu / un[:, None] / un[None, :]
+        np.fill_diagonal(uu, 0.0)
+        kk = min(50, max(n_users - 1, 1))
+        if kk < n_users:
+            cut = -np.partition(-uu, kk - 1, axis=1)[:, kk - 1 : kk]
+            uu = np.where(uu >= cut, uu, 0.0).astype(np.float32)
+        self.user_sim = sp.csr_matrix(uu)
+        self.sources.append("uknn")
         self.als: tuple[np.ndarray, np.ndarray] | None = None
         if settings.als_factors > 0:
             self.als = self._fit_als(x)
@@ -316,6 +335,8 @@ class Signals:
             "pop": np.broadcast_to(self.log_pop, (upos.shape[0], self.log_pop.shape[0])).copy(),
             "seq": np.asarray(xu @ self.seq, dtype=np.float32),
             "tpop": self.user_bins[upos] @ self.p_item_bin,
+            "rp3": np.asarray(xu @ self.rp3, dtype=np.float32),
+            "uknn": np.asarray((self.user_sim[upos] @ self.x).todense(), dtype=np.float32),
         }
         if self.als is not None:
             uf, itf = self.als

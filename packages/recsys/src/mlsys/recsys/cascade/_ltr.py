@@ -50,7 +50,7 @@ from mlsys.recsys.cascade._features import Signals, SignalSettings, ease_weights
 
 __all__ = ["LearnedRanker", "LearnedRankerConfig"]
 
-_SOURCES = ("ease", "knn", "als", "pop", "seq", "tpop")
+_SOURCES = ("ease", "knn", "als", "pop", "seq", "tpop", "rp3", "uknn")
 _OBJECTIVES = ("lambdarank", "rank_xendcg", "binary")
 
 
@@ -92,6 +92,8 @@ class LearnedRankerConfig:
             cross-entropy NDCG surrogate) or ``"binary"`` (pointwise).
         n_models: boosters trained on independent fold dealings (own early-stopping split and
             seed); their scores are averaged.
+        monotone: constrain the ranker to be non-decreasing in every collaborative source's score,
+            z-score and ratio and non-increasing in its rank (``ease``, ``knn``, ``als``, ``seq``).
         n_dealings: fold dealings pooled into each booster's training data (more groups per
             booster; the early-stopping split stays by user, so no user is on both sides).
         num_leaves, learning_rate, min_data_in_leaf, feature_fraction, lambda_l2, max_rounds,
@@ -102,13 +104,13 @@ class LearnedRankerConfig:
         seed: folds, the early-stopping split, ALS and LightGBM.
 
     Example:
-        >>> LearnedRankerConfig(n_candidates=50).n_folds
-        5
+        >>> LearnedRankerConfig(n_candidates=100).n_folds
+        10
     """
 
-    n_candidates: int = 100
+    n_candidates: int = 50
     candidate_mix: tuple[tuple[str, float], ...] = (("ease", 2.0), ("knn", 1.0), ("als", 1.0), ("pop", 0.5))
-    n_folds: int = 5
+    n_folds: int = 10
     ease_l2: float | None = None
     ease_l2_grid: tuple[float, ...] = (100.0, 200.0, 300.0, 500.0, 800.0)
     scale_l2: bool = True
@@ -123,9 +125,10 @@ class LearnedRankerConfig:
     user_features: tuple[str, ...] = ("age", "gender")
     early_stopping_fraction: float = 0.2
     refit: bool = True
-    objective: str = "lambdarank"
-    n_models: int = 1
+    objective: str = "rank_xendcg"
+    n_models: int = 3
     n_dealings: int = 1
+    monotone: bool = False
     num_leaves: int = 31
     learning_rate: float = 0.05
     min_data_in_leaf: int = 50
@@ -200,6 +203,18 @@ class LearnedRankerConfig:
         return (os.cpu_count() or 1) if self.num_threads == -1 else self.num_threads
 
 
+def _monotone(names: list[str]) -> list[int]:
+    """+1 for collaborative sources' scores, z-scores and ratios, -1 for their ranks, 0 elsewhere."""
+    out = []
+    for n in names:
+        src, _, kind = n.rpartition("_")
+        if src in ("ease", "knn", "als", "seq", "rp3", "uknn"):
+            out.append(-1 if kind == "rank" else 1)
+        else:
+            out.append(0)
+    return out
+
+
 def _ndcg_at(
     ranked: npt.NDArray[np.int64], targets: list[np.ndarray], k: int = 10
 ) -> npt.NDArray[np.float64]:
@@ -243,11 +258,11 @@ class LearnedRanker(Recommender):
         >>> from mlsys.recsys import synthetic_dataset
         >>> ds = synthetic_dataset(n_users=60, n_items=40, per_user=10, seed=0)
         >>> cfg = LearnedRankerConfig(n_candidates=20, n_folds=2, ease_l2=10.0, als_factors=0,
-        ...                           max_rounds=20, min_data_in_leaf=5, num_threads=1)
+        ...                           max_rounds=20, min_data_in_leaf=5, n_models=1, num_threads=1)
         >>> ranker = LearnedRanker(cfg).fit(ds.interactions, users=ds.users, items=ds.items)
         >>> ids, per_source = ranker.candidates([1, 2], 5)
         >>> ids.shape, sorted(per_source)
-        ((2, 5), ['ease', 'knn', 'pop', 'seq', 'tpop'])
+        ((2, 5), ['ease', 'knn', 'pop', 'rp3', 'seq', 'tpop', 'uknn'])
         >>> float(ranker.score_candidates([1], [[ids[0, 0], -1]])[0, 1])
         -inf
         >>> ranker.recommend([1], 3)[0].shape
@@ -535,6 +550,7 @@ class LearnedRanker(Recommender):
             "deterministic": True,
             "force_row_wise": True,
             "verbosity": -1,
+            **({"monotone_constraints": _monotone(td.names)} if c.monotone else {}),
             **c.extra_params,
         }
         xt, yt, gt = stack(tr_idx)
