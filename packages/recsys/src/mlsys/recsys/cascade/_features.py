@@ -151,7 +151,7 @@ class Signals:
         # user-based kNN: cosine between users, 50 nearest neighbours per user
         uu = np.asarray((x @ x.T).todense(), dtype=np.float32)
         un = np.sqrt(np.maximum(np.diag(uu).copy(), 1e-12))
-        uu = uu / un[:, None] / un[None, :]
+        uu = (uu / un[:, None] / un[None, :]).astype(np.float32)
         np.fill_diagonal(uu, 0.0)
         kk = min(50, max(n_users - 1, 1))
         if kk < n_users:
