@@ -9,6 +9,7 @@
                                 benchmarks/gate/baseline.json; table in .benchmarks/gate/gate.{json,md}
     nox -s bench -- --update-baseline   rerun the gate and rewrite the baseline from it
     nox -s demo         a tour of every capability, printing its figures
+    nox -s serve        the reference recommendation service (examples/recsys_service)
     nox -s lint         ruff check + ruff format --check
     nox -s typecheck    mypy on the four packages
 
@@ -67,11 +68,17 @@ def _install_obp(session: nox.Session) -> None:
     )
 
 
+def _install_examples(session: nox.Session) -> None:
+    """The examples' own requirements (FastAPI/uvicorn for examples/recsys_service), tested like library code."""
+    session.install(*CONSTRAINTS, "-r", "examples/recsys_service/requirements.txt")
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The default test suite (not slow)."""
     _install(session, "-r", "requirements/test.txt")
     _install_obp(session)
+    _install_examples(session)
     session.run("pytest", "-m", "not slow", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
@@ -80,6 +87,7 @@ def slow(session: nox.Session) -> None:
     """Only the slow tests."""
     _install(session, "-r", "requirements/test.txt")
     _install_obp(session)
+    _install_examples(session)
     session.run("pytest", "-m", "slow", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
@@ -142,6 +150,14 @@ def _gate(session: nox.Session, args: list[str], env: dict[str, str]) -> None:
         session.run(
             "python", "benchmarks/gate/core.py", "check", "--run", run_json, "--out", ".benchmarks/gate"
         )
+
+
+@nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """The reference recommendation service (examples/recsys_service) on 127.0.0.1:8000; ``-- --help``."""
+    _install(session)
+    _install_examples(session)
+    session.run("python", "examples/recsys_service/serve.py", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session(python=PYTHON)
