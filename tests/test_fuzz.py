@@ -879,7 +879,7 @@ def _deep_store(name: str) -> None:
                 "upsert": lambda: s.upsert(docs),
                 "delete": lambda: s.delete(docs),
                 "filter": lambda: s.filter_ids(docs),
-                "retrieve": lambda: s.hybrid_retriever().retrieve([q], k, where=docs if docs else None),
+                "retrieve": lambda: s.hybrid_retriever().retrieve([q], k, where=docs),
             }[op]
         )
         if not ok or op in ("filter", "retrieve"):

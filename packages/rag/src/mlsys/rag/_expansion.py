@@ -349,7 +349,14 @@ class ChunkExpander:
             >>> report.contexts, [(h.status, h.reason, h.size) for h in report.hits]
             ((), [('dropped', 'too_large', 4)])
         """
-        items = list(hits.hits if isinstance(hits, RetrievalResult) else hits)
+        try:
+            if isinstance(hits, (str, bytes)):
+                raise TypeError("a single string")
+            items = list(hits.hits if isinstance(hits, RetrievalResult) else hits)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"hits must be a RetrievalResult or a sequence of hits, got {type(hits).__name__}"
+            ) from exc
         length: LengthFunction = self.length
         docs: dict[str, _DocState] = {}
         refs: list[_HitRef] = []

@@ -189,13 +189,16 @@ def _as_documents(documents: Any) -> list[Document]:
         documents = [documents]
     if isinstance(documents, Mapping):
         items: Iterable[Any] = [Document(k, v) for k, v in documents.items()]
-    elif isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
-        raise InvalidInputError(
-            "documents must be Documents, (doc_id, text[, metadata]) tuples or a mapping, "
-            f"got {type(documents).__name__}"
-        )
     else:
-        items = documents
+        try:
+            if isinstance(documents, (str, bytes)):
+                raise TypeError("a single string")
+            items = list(documents)
+        except TypeError as exc:
+            raise InvalidInputError(
+                "documents must be Documents, (doc_id, text[, metadata]) tuples or a mapping, "
+                f"got {type(documents).__name__}"
+            ) from exc
     out = []
     for i, d in enumerate(items):
         if isinstance(d, Document):
@@ -529,9 +532,14 @@ class DocumentStore:
         """Delete documents; an unknown id raises :class:`UnknownIdError` and nothing is deleted."""
         if isinstance(doc_ids, str):
             doc_ids = [doc_ids]
-        if isinstance(doc_ids, bytes) or not isinstance(doc_ids, Iterable):
-            raise InvalidInputError(f"doc_ids must be a sequence of str, got {type(doc_ids).__name__}")
-        ids = list(doc_ids)
+        try:
+            if isinstance(doc_ids, bytes):
+                raise TypeError("bytes")
+            ids = list(doc_ids)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"doc_ids must be a sequence of str, got {type(doc_ids).__name__}"
+            ) from exc
         bad = [d for d in ids if not isinstance(d, str)]
         if bad:
             raise InvalidInputError(f"doc_ids must be str, got {bad[:3]!r}")

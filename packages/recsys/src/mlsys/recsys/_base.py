@@ -23,6 +23,13 @@ from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
 __all__ = ["Recommender", "top_k"]
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """Return ``value`` as a bool if it is one (Python or numpy), else raise InvalidInputError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
 def top_k(scores: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Row-wise top-k positions and scores, best first; ties keep the lower position; ``-inf`` entries pad with ``-1``.
 
@@ -40,7 +47,7 @@ def top_k(scores: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64
     n, m = scores.shape
     check_result_size(n, k)
     kk = min(k, m)
-    if kk == 0:
+    if kk == 0 or n == 0:
         return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
     if kk < m:
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
@@ -166,6 +173,7 @@ class Recommender(ABC):
         """
         k = check_k(k)
         batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
+        check_flag(exclude_seen, "exclude_seen")
         self._check_fitted()
         ids = as_ids(users, name="users")
         check_result_size(ids.shape[0], k)

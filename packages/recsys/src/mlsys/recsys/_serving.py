@@ -33,6 +33,7 @@ from mlsys.common.ann import VectorIndex, make_index
 from mlsys.common.errors import DuplicateIdError, InvalidInputError, UnknownIdError
 from mlsys.common.limits import check_result_size
 from mlsys.common.validation import as_ids, check_k
+from mlsys.recsys._base import check_flag
 from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
 from mlsys.recsys._two_tower import TwoTowerModel
 
@@ -162,6 +163,7 @@ class TwoTowerRetriever:
         ``exclude_seen`` drops the user's training items; ``allow`` restricts the candidates.
         """
         k = check_k(k)
+        check_flag(exclude_seen, "exclude_seen")
         ids = as_ids(users, name="users")
         check_result_size(ids.shape[0], k)
         ok = self.knows(ids)
@@ -306,6 +308,7 @@ class FallbackChain:
     ) -> RoutedRecommendations:
         """Recommendations and, per row, the name of the stage that answered."""
         k = check_k(k)
+        check_flag(exclude_seen, "exclude_seen")
         ids = as_ids(users, name="users")
         check_result_size(ids.shape[0], k)
         src = self.route(ids)
