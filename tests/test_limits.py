@@ -345,6 +345,14 @@ def test_gzip_bomb_refused(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the limits module
+def test_constructor_sizes_huge() -> None:
+    from mlsys.common.profiling import LatencyProfiler
+    from mlsys.recsys import StreamingFrequencyEstimator
+
+    for make in (lambda: LatencyProfiler(capacity=HUGE), lambda: StreamingFrequencyEstimator(n_buckets=HUGE)):
+        assert _typed_or_bounded(make) == "LimitExceededError"
+
+
 def test_limits_api() -> None:
     assert get_limits() == DEFAULT_LIMITS == Limits()
     assert DEFAULT_LIMITS.max_image_pixels == 89_478_485  # Pillow's default

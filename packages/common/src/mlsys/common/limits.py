@@ -78,6 +78,8 @@ class Limits:
             backend; Pillow's default ``Image.MAX_IMAGE_PIXELS``).
         max_inflated_bytes: bytes any reader may inflate from compressed input (gzip, zip).
         max_dim: width of vectors a block creates from a parameter (e.g. ``HashingEmbedder(dim=)``).
+        max_buffer: elements a block preallocates from a parameter (a profiler's sample buffer, a
+            hash table of buckets, a number of Monte-Carlo draws).
 
     Example:
         >>> Limits(max_k=5000).max_k
@@ -91,6 +93,7 @@ class Limits:
     max_image_pixels: int = 89_478_485
     max_inflated_bytes: int = 4 * 1024**3
     max_dim: int = 65_536
+    max_buffer: int = 100_000_000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -115,6 +118,7 @@ _WHAT = {
     "max_image_pixels": "image pixels (width x height)",
     "max_inflated_bytes": "inflated bytes",
     "max_dim": "dim",
+    "max_buffer": "buffer size (elements)",
 }
 
 

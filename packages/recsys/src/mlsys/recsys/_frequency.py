@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
-from mlsys.common.validation import as_array
+from mlsys.common.validation import as_array, check_k
 
 __all__ = ["StaticFrequencyEstimator", "StreamingFrequencyEstimator"]
 
@@ -83,6 +83,7 @@ class StreamingFrequencyEstimator:
     def __init__(self, n_buckets: int = 1 << 16, alpha: float = 0.01, seed: int = 0) -> None:
         if isinstance(n_buckets, bool) or not isinstance(n_buckets, int) or n_buckets <= 0:
             raise InvalidInputError(f"n_buckets must be a positive int, got {n_buckets!r}")
+        check_k(n_buckets, name="n_buckets", limit="max_buffer")
         if not 0.0 < alpha <= 1.0:
             raise InvalidInputError(f"alpha must be in (0, 1], got {alpha!r}")
         self.n_buckets = n_buckets

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError, UnknownNameError
+from mlsys.common.limits import check_size
 from mlsys.common.profiling._merge import merge_samples, merge_stats
 from mlsys.common.profiling._recorder import Snapshot, StageRecorder
 from mlsys.common.profiling._report import format_table
@@ -153,6 +154,7 @@ class LatencyProfiler:
     def __init__(self, capacity: int = 100_000, seed: int = 0) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise InvalidInputError(f"capacity must be a positive integer, got {capacity!r}")
+        check_size(capacity, "max_buffer", name="capacity")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidInputError(f"seed must be an integer, got {seed!r}")
         self._capacity = capacity
