@@ -315,3 +315,20 @@ def test_more_bad_input_is_typed(call, match) -> None:  # type: ignore[no-untype
         call()
     assert EpsilonGreedy(np.float32(0.25)).epsilon == 0.25
     assert BernoulliThompsonSampling(3).update([], []).alpha_.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_size_parameters_are_bounded_before_allocating() -> None:
+    from mlsys.common.errors import LimitExceededError
+    from mlsys.recsys.explore import SimulatorConfig, synthetic_bandit
+
+    for call in (
+        lambda: Softmax(n_draws=10**12),
+        lambda: BernoulliThompsonSampling(10**12),
+        lambda: BernoulliThompsonSampling(80, 3).action_distribution(10**9),
+        lambda: BernoulliThompsonSampling(80, 3).select(10**12),
+        lambda: LinearThompsonSampling(BayesianLinearRewardModel(3), n_draws=10**12),
+        lambda: synthetic_bandit(10**12),
+        lambda: SimulatorConfig(n_users=10**12),
+    ):
+        with pytest.raises(LimitExceededError):
+            call()

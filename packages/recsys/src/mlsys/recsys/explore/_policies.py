@@ -24,6 +24,7 @@ import numpy.typing as npt
 from scipy.special import gammaln
 
 from mlsys.common.errors import InvalidInputError, NotFittedError
+from mlsys.common.limits import check_size
 from mlsys.recsys.explore._feedback import FloatArray, IntArray, _check_seed, _is_int, _real
 from mlsys.recsys.explore._reward_model import BayesianLinearRewardModel
 
@@ -128,7 +129,14 @@ def _check_slate_size(slate_size: Any) -> int:
 def _check_draws(n_draws: Any) -> int:
     if not _is_int(n_draws) or n_draws < 1:
         raise InvalidInputError(f"n_draws must be a positive int, got {n_draws!r}")
-    return int(n_draws)
+    return check_size(int(n_draws), "max_buffer", name="n_draws")
+
+
+def _check_dist_cells(n: int, n_actions: int, slate_size: int) -> None:
+    """An action distribution is ``(n, n_actions, slate_size)``: refuse it before allocating."""
+    check_size(
+        n * n_actions * slate_size, "max_buffer", name="action distribution cells (rounds x actions x slots)"
+    )
 
 
 class Policy(ABC):
@@ -367,7 +375,10 @@ class BernoulliThompsonSampling(Policy):
             raise InvalidInputError(
                 f"n_actions must be an int >= slate_size={self.slate_size}, got {n_actions!r}"
             )
-        self.n_actions = int(n_actions)
+        self.n_actions = (
+            check_size(int(n_actions) * self.slate_size, "max_buffer", name="n_actions x slate_size")
+            // self.slate_size
+        )
         self.n_draws = _check_draws(n_draws)
         try:
             a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (self.n_actions,)).copy()
@@ -435,11 +446,13 @@ class BernoulliThompsonSampling(Policy):
 
     def action_distribution(self, x: Any) -> FloatArray:
         n = self._n_rounds(x)
+        _check_dist_cells(n, self.n_actions, self.slate_size)
         return np.broadcast_to(self.slot_distribution(), (n, self.n_actions, self.slate_size)).copy()
 
     def select(self, x: Any) -> Slate:
         n = self._n_rounds(x)
         k = self.slate_size
+        _check_dist_cells(n, self.n_actions, 1)
         theta = self.rng_.beta(self.alpha_, self.beta_, size=(n, self.n_actions))
         actions = np.argsort(-theta, axis=1, kind="stable")[:, :k].astype(np.int64)
         props = self.slot_distribution()[actions, np.arange(k)[None, :]]

@@ -29,6 +29,7 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from mlsys.common.errors import InvalidInputError, MissingDependencyError
+from mlsys.common.limits import check_size
 from mlsys.common.metrics import catalog_coverage, intra_list_diversity
 from mlsys.recsys.explore._feedback import FloatArray
 from mlsys.recsys.explore._policies import EpsilonGreedy, LinearThompsonSampling, Policy, UniformRandom
@@ -89,6 +90,10 @@ class SimulatorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise InvalidInputError(f"SimulatorConfig.{name} must be a positive int, got {v!r}")
+        check_size(self.n_users * self.dim + self.n_items * self.dim, "max_buffer", name="population size")
+        check_size(
+            max(self.users_per_round, self.warm_start_users) * self.n_items, "max_buffer", name="round size"
+        )
         if self.slate_size > self.n_items:
             raise InvalidInputError(f"slate_size={self.slate_size} exceeds n_items={self.n_items}")
         if (
@@ -223,8 +228,9 @@ class FeedbackLoopSimulator:
     ) -> SimulationReport:
         """Simulate ``rounds`` rounds for every policy (default: :func:`default_policies`)."""
         cfg = self.config
-        if not isinstance(rounds, int) or rounds <= 0:
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds <= 0:
             raise InvalidInputError(f"rounds must be a positive int, got {rounds!r}")
+        check_size(rounds, "max_batch", name="rounds")
         policies = dict(policies or default_policies(cfg.slate_size))
         if not policies:
             raise InvalidInputError("no policies to simulate")

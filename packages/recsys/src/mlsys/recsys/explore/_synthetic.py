@@ -8,6 +8,7 @@ import numpy as np
 from scipy.special import expit
 
 from mlsys.common.errors import InvalidInputError
+from mlsys.common.limits import check_size
 from mlsys.recsys.explore._feedback import BanditFeedback, FloatArray
 from mlsys.recsys.explore._policies import EpsilonGreedy, Softmax
 
@@ -50,10 +51,14 @@ def synthetic_bandit(
         >>> b.feedback.n_rows, b.target_dist.shape, 0 < b.true_value < 1
         (1000, (1000, 10, 1), True)
     """
+    for name, v in (("n_rounds", n_rounds), ("n_actions", n_actions), ("dim", dim), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise InvalidInputError(f"{name} must be an int, got {v!r}")
     if n_rounds <= 0 or n_actions < 2 or dim <= 0:
         raise InvalidInputError(
             f"need n_rounds > 0, n_actions >= 2, dim > 0; got {n_rounds}, {n_actions}, {dim}"
         )
+    check_size(int(n_rounds) * (int(n_actions) + int(dim)), "max_buffer", name="n_rounds x (n_actions + dim)")
     rng = np.random.default_rng(seed)
     theta = rng.normal(0.0, 1.0 / np.sqrt(dim), size=(n_actions, dim))
     bias = rng.normal(-0.5, 0.5, size=n_actions)
