@@ -1,9 +1,16 @@
-"""A learned ranking stage over retrieval candidates: LightGBM LambdaMART on out-of-fold features.
+"""A learned ranking stage over retrieval candidates: LightGBM learning-to-rank on out-of-fold features.
 
 :class:`LearnedRanker` retrieves candidates from several sources (EASE, ItemKNN with a per-target
-neighbourhood, implicit ALS when installed, popularity) and re-ranks them with a LightGBM
-``lambdarank`` model. It never sees a test split: everything it learns comes from the training
-interactions passed to :meth:`~LearnedRanker.fit`.
+neighbourhood, implicit ALS when installed, popularity; by default merged from EASE, ItemKNN, ALS
+and popularity) and re-ranks them with a LightGBM ranking model (``rank_xendcg`` by default,
+``lambdarank`` or ``binary`` on request) that also reads RP3beta, user-kNN, sequence co-occurrence
+and time-localised popularity scores. It never sees a test split: everything it learns comes from
+the training interactions passed to :meth:`~LearnedRanker.fit`.
+
+On MovieLens-100K (warm protocol, seeds 0/1/2) it reaches NDCG@10 0.4652 / 0.4577 / 0.4571 against
+EASE's 0.4529 / 0.4513 / 0.4551 (``benchmarks/recsys/README.md``). Fitting refits every source
+``n_folds * n_models`` times: dense item-item and user-user matrices, so it suits catalogues and
+user bases of up to a few tens of thousands.
 
 How it is trained (the ways out of the failure in ``FINDINGS.md``, "a learned re-ranker over
 retrievers' scores can lose to its best retriever"):
@@ -22,8 +29,9 @@ retrievers' scores can lose to its best retriever"):
    demographic bucket.
 4. EASE's ``l2`` is chosen on the first fold (``ease_l2=None``) and scaled by the ratio of full to
    fold events when the serving sources are fit.
-5. LambdaMART is early-stopped on NDCG@10 of a held-out *group* split of the validation users (no
-   user in both), then optionally refit on every group with the chosen number of rounds.
+5. The booster is early-stopped on NDCG@10 of a held-out *group* split of the validation users (no
+   user in both), then optionally refit on every group with the chosen number of rounds;
+   ``n_models`` boosters on independent fold dealings are averaged.
 
 :meth:`LearnedRanker.candidates` and :meth:`LearnedRanker.score_candidates` are the two halves for
 a cascade; :meth:`~mlsys.recsys.Recommender.recommend` runs both (non-candidates rank after every
