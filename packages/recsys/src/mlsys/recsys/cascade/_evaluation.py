@@ -116,7 +116,7 @@ def exploration_conversions(
     exposures = conversions = slots = converted_users = 0
     for row, user in enumerate(u.tolist()):
         lo, hi = np.searchsorted(tu, [user, user + 1])
-        seen = categories_of(ti[lo:hi]).any(axis=0)
+        seen: npt.NDArray[np.bool_] = np.asarray(categories_of(ti[lo:hi]).any(axis=0))
         items = rec[row][rec[row] >= 0]
         slots += items.shape[0]
         item_cats = categories_of(items)

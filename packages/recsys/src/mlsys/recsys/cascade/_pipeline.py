@@ -303,9 +303,9 @@ class RetrievalStage:
         items[g_row, col] = g_item
         entry_col = np.empty(f_ids.shape[0], np.int64)
         entry_col[order] = col[group]  # the column of every valid entry, in (row, position) order
-        cols_full = np.full(flat.shape[0], -1, np.int64)
-        cols_full[valid] = entry_col
-        cols_full = cols_full.reshape(n, width_total)
+        cols_flat = np.full(flat.shape[0], -1, np.int64)
+        cols_flat[valid] = entry_col
+        cols_full = cols_flat.reshape(n, width_total)
         fused = np.zeros((n, width), np.float64)
         feats: dict[str, FloatArray] = {}
         offset = 0
