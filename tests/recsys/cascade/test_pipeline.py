@@ -255,3 +255,19 @@ def test_index_source_with_inventory(models, synth) -> None:  # type: ignore[no-
     inv.set_out_of_stock(np.unique(top))  # every first-choice item sells out
     res = cas.recommend(users, 10)
     assert (res.ids >= 0).all() and not np.isin(res.ids, top).any()  # re-retrieved among in-stock items
+
+
+def test_size_parameters_at_10_to_the_12_are_refused_before_allocating(models, synth) -> None:  # type: ignore[no-untyped-def]
+    from mlsys.common.errors import LimitExceededError
+
+    ease = models["ease"]
+    for call in (
+        lambda: ScoringStage("x", lambda u, i: i, 10**12),
+        lambda: RetrievalStage([("ease", ease, 10**12)], cutoff=10),
+        lambda: RetrievalStage([("ease", ease, 10)], cutoff=10**12),
+        lambda: Cascade(RetrievalStage([("ease", ease, 10)], cutoff=10)).recommend([1], 10**12),
+    ):
+        t0 = time.perf_counter()
+        with pytest.raises(LimitExceededError):
+            call()
+        assert time.perf_counter() - t0 < 1.0
