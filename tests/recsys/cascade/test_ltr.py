@@ -189,3 +189,6 @@ def test_movielens_warm_protocol(dataset: Callable[[str], Path]) -> None:
     e = evaluate_recommender(ease, split)
     assert e.metrics["ndcg@10"] == pytest.approx(0.4529, abs=1e-3)
     assert r.metrics["ndcg@10"] > e.metrics["ndcg@10"]
+    assert (
+        r.metrics["ndcg@10"] >= 0.46
+    )  # measured 0.4652 (benchmarks/recsys/README.md); the goal 0.47 is not met
