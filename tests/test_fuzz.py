@@ -364,6 +364,8 @@ REGISTRY.update(
             "RetrievalStage",
             "ScoringStage",
             "IndexSource",
+            "LearnedRanker",
+            "LearnedRankerConfig",
             "EmbeddingRegistry",
             "drift_report",
             "feature_hashes",

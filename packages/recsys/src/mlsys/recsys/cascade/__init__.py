@@ -1,5 +1,6 @@
 """mlsys.recsys.cascade: ranking after retrieval — a cascade of stages with cutoffs, latency
-budgets and explicit degradation, an inventory guard, and diversity re-ranking (MMR, greedy DPP).
+budgets and explicit degradation, a learned ranker (LightGBM over several retrievers' out-of-fold
+features), an inventory guard, and diversity re-ranking (MMR, greedy DPP).
 
 Example:
     >>> import numpy as np
@@ -12,6 +13,7 @@ Example:
 from mlsys.recsys.cascade._diversity import dpp_greedy, dpp_greedy_kernel, mmr
 from mlsys.recsys.cascade._evaluation import ExplorationConversions, exploration_conversions, recall_vs_exact
 from mlsys.recsys.cascade._guards import DriftReport, EmbeddingRegistry, drift_report, feature_hashes
+from mlsys.recsys.cascade._ltr import LearnedRanker, LearnedRankerConfig
 from mlsys.recsys.cascade._pipeline import (
     CandidateBatch,
     Cascade,
@@ -36,6 +38,8 @@ __all__ = [
     "ExplorationConversions",
     "IndexSource",
     "InventoryMask",
+    "LearnedRanker",
+    "LearnedRankerConfig",
     "RetrievalSource",
     "RetrievalStage",
     "ScoringStage",
