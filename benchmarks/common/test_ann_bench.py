@@ -22,6 +22,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pytest
+from gate.figures import paired_single_query_times
 
 from conftest import SMOKE, size
 
@@ -117,37 +118,9 @@ def paired_ratio(raw: Callable[[], Any], wrapped: Callable[[], Any], reps: int) 
 def single_query_overhead(
     raw_search: Callable[[np.ndarray], Any], wrap_search: Callable[[np.ndarray], Any], q: np.ndarray
 ) -> tuple[float, float]:
-    """Mean seconds per query of each side, paired and interleaved over distinct queries.
-
-    Call ``i`` of a pass runs the raw library on query ``i`` and mlsys on query ``i + n/2`` back to
-    back, alternating which goes first, so neither side searches a query whose graph path the other
-    just pulled into cache. Each query's time is its minimum over the passes; both sides see
-    every query equally often.
-    """
-    n = q.shape[0]
-    rows = [q[i : i + 1] for i in range(n)]
-    passes = size(5, 2)
-    t_raw = np.full((passes, n), np.inf)
-    t_wrap = np.full((passes, n), np.inf)
-    pc = time.perf_counter
-    for p in range(passes):
-        for i in range(n):
-            j = (i + n // 2) % n
-            if (i + p) % 2 == 0:
-                t0 = pc()
-                raw_search(rows[i])
-                t1 = pc()
-                wrap_search(rows[j])
-                t2 = pc()
-                t_raw[p, i], t_wrap[p, j] = t1 - t0, t2 - t1
-            else:
-                t0 = pc()
-                wrap_search(rows[j])
-                t1 = pc()
-                raw_search(rows[i])
-                t2 = pc()
-                t_wrap[p, j], t_raw[p, i] = t1 - t0, t2 - t1
-    return float(t_raw.min(axis=0).mean()), float(t_wrap.min(axis=0).mean())
+    """Mean seconds per query of each side, paired and interleaved over distinct queries
+    (:func:`gate.figures.paired_single_query_times`, the gate's own measurement)."""
+    return paired_single_query_times(raw_search, wrap_search, q, size(5, 2))
 
 
 @pytest.mark.parametrize("ef", [16, 64])

@@ -130,13 +130,15 @@ def speed(
     return {name: ratio(r, what, detail)}
 
 
-def per_query_ratio(
+def paired_single_query_times(
     raw: Callable[[np.ndarray], Any], wrap: Callable[[np.ndarray], Any], q: np.ndarray, passes: int
-) -> float:
-    """mlsys / raw mean seconds per single query; each query's time is its minimum over ``passes``.
+) -> tuple[float, float]:
+    """Mean seconds per single query of each side, paired and interleaved over distinct queries.
 
     Call ``i`` of a pass runs raw on query ``i`` and mlsys on query ``i + n/2`` back to back
-    (alternating which goes first), so neither side searches a query the other just cached.
+    (alternating which goes first), so neither side searches a query whose graph path the other
+    just pulled into cache. Each query's time is its minimum over ``passes``; both sides see every
+    query equally often. Shared by the gate and ``benchmarks/common/test_ann_bench.py``.
     """
     n = q.shape[0]
     rows = [q[i : i + 1] for i in range(n)]
@@ -160,7 +162,15 @@ def per_query_ratio(
                 raw(rows[i])
                 t2 = pc()
                 t_wrap[p, j], t_raw[p, i] = t1 - t0, t2 - t1
-    return float(t_wrap.min(axis=0).mean() / t_raw.min(axis=0).mean())
+    return float(t_raw.min(axis=0).mean()), float(t_wrap.min(axis=0).mean())
+
+
+def per_query_ratio(
+    raw: Callable[[np.ndarray], Any], wrap: Callable[[np.ndarray], Any], q: np.ndarray, passes: int
+) -> float:
+    """mlsys / raw mean seconds per single query (:func:`paired_single_query_times`)."""
+    t_raw, t_wrap = paired_single_query_times(raw, wrap, q, passes)
+    return t_wrap / t_raw
 
 
 # ----------------------------------------------------------------------------- recsys
