@@ -56,7 +56,9 @@ def main() -> None:
     except DatasetNotFoundError as exc:
         print(f"\n(Open Bandit Dataset skipped: {str(exc)[:120]}...)")
 
-    cfg = SimulatorConfig(n_users=500, n_items=60, users_per_round=100, warm_start_users=100, propensity_draws=100)
+    cfg = SimulatorConfig(
+        n_users=500, n_items=60, users_per_round=100, warm_start_users=100, propensity_draws=100
+    )
     report = FeedbackLoopSimulator(cfg).run(rounds=20, progress=False)
     print(f"\nfeedback loop, 60 items, 20 rounds (warm-start coverage {report.warm_start_coverage:.2f}):")
     for name, s in report.summary().items():
