@@ -152,3 +152,11 @@ def test_duplicates_and_rank_limit_stop_the_dpp_and_fill_by_relevance() -> None:
 def test_bad_input_is_a_typed_error(call, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInputError, match=match):
         call()
+
+
+def test_zero_kernel_stops_after_the_first_pick() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by zero
+        assert dpp_greedy_kernel(np.zeros((3, 3)), 3).tolist() == [0]

@@ -271,3 +271,48 @@ def test_size_parameters_at_10_to_the_12_are_refused_before_allocating(models, s
         with pytest.raises(LimitExceededError):
             call()
         assert time.perf_counter() - t0 < 1.0
+
+
+def test_result_size_limit_covers_the_cascade(models, synth) -> None:  # type: ignore[no-untyped-def]
+    from mlsys.common.errors import LimitExceededError
+    from mlsys.common.limits import limits
+
+    cas = Cascade(RetrievalStage([("ease", models["ease"], 10)], cutoff=10))
+    users = np.unique(synth.interactions.users)[:50]
+    with limits(max_result_size=10_000), pytest.raises(LimitExceededError):
+        cas.recommend(users, 1_000)  # k within max_k, n x k over the result-size limit
+    wide = Cascade(RetrievalStage([("ease", models["ease"], 10)], cutoff=5_000))
+    with limits(max_result_size=10_000), pytest.raises(LimitExceededError):
+        wide.recommend(users, 10)  # a stage's cutoff x users over the limit
+
+
+class _IgnoresAllow:
+    """A source that ignores ``allow`` (the cascade must not trust it)."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.item_ids_ = inner, inner.item_ids_
+
+    def recommend(self, users, k, *, exclude_seen=True, allow=None):  # type: ignore[no-untyped-def]
+        return self.inner.recommend(users, k)
+
+
+def test_a_source_that_ignores_allow_is_filtered_before_scoring(models, synth) -> None:  # type: ignore[no-untyped-def]
+    inv = InventoryMask()
+    seen_by_scorer: list[np.ndarray] = []
+
+    def scorer(u: np.ndarray, items: np.ndarray) -> np.ndarray:
+        seen_by_scorer.append(items.copy())
+        return -np.arange(items.shape[1], dtype=np.float32)[None, :].repeat(items.shape[0], 0)
+
+    cas = Cascade(
+        RetrievalStage([("ease", _IgnoresAllow(models["ease"]), 10)], cutoff=10),
+        [ScoringStage("light", scorer, cutoff=5)],
+        inventory=inv,
+    )
+    users = np.unique(synth.interactions.users)[:4]
+    top, _ = models["ease"].recommend(users, 10)
+    inv.set_out_of_stock(np.unique(top))  # everything the source returns is out of stock
+    res = cas.recommend(users, 5)
+    oos = inv.out_of_stock()
+    assert all(not np.isin(b[b >= 0], oos).any() for b in seen_by_scorer)  # never reached scoring
+    assert not np.isin(res.ids, oos).any()

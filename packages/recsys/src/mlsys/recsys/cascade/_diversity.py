@@ -261,6 +261,8 @@ def dpp_greedy_kernel(kernel: Any, k: int, *, epsilon: float = 1e-10) -> IntArra
     stop = epsilon * float(di2.max())
     j = _argmax(di2, 1e-9)
     picks = [j]
+    if not di2[j] > 0:  # an all-zero kernel: no candidate has any volume
+        return np.asarray(picks, dtype=np.int64)
     for s in range(k - 1):
         dj = math.sqrt(max(di2[j], 0.0))
         eis = (m[j] - cis[:s, j] @ cis[:s]) / dj
@@ -273,7 +275,7 @@ def dpp_greedy_kernel(kernel: Any, k: int, *, epsilon: float = 1e-10) -> IntArra
             )
         di2[picks] = -np.inf
         j = _argmax(di2, 1e-9)
-        if di2[j] < stop:
+        if di2[j] <= stop:
             break
         picks.append(j)
     return np.asarray(picks, dtype=np.int64)

@@ -10,7 +10,10 @@ degradations.
 Degradation is explicit, never a silently wrong slate: a stage that raises, returns a batch of
 the wrong shape, returns items it was not given, or runs past its ``budget_s`` is replaced, for
 that call, by the previous stage's order cut to its cutoff; the event is counted in
-:attr:`Cascade.stats` (and the exception kept in ``last_error``).
+:attr:`Cascade.stats` (and the exception kept in ``last_error``). A budget is checked after the
+stage returns (the request has paid for it; the overrun is counted and its output discarded so that
+a stage that is often late shows up in the counters): size a stage's cutoff to its budget, or run
+it behind its own timeout, to bound the latency itself.
 
 The :class:`InventoryMask` is applied before any scoring: out-of-stock items are removed from the
 retrieved candidates, rows left short are retrieved again restricted to in-stock items, and the
@@ -32,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
+from mlsys.common.limits import check_result_size
 from mlsys.common.profiling import LatencyProfiler
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._base import top_k
@@ -509,26 +513,35 @@ class Cascade:
                 return None  # a source whose catalogue is unknown: no universe to restrict
         return np.unique(np.concatenate(parts)) if parts else None
 
+    def _filtered(self, batch: CandidateBatch, blocked: IntArray, allow: IntArray | None) -> CandidateBatch:
+        """``batch`` without blocked (out-of-stock, denied) items nor items outside ``allow``
+        (a source may ignore ``allow``); the same object when nothing was removed."""
+        bad = np.isin(batch.items, blocked) & (batch.items >= 0)
+        if allow is not None:
+            bad |= ~np.isin(batch.items, allow) & (batch.items >= 0)
+        if not bad.any():
+            return batch
+        with self._stats_lock:
+            self.out_of_stock_filtered += int(bad.sum())
+        keep = np.where(bad, -1, np.arange(batch.width)[None, :])
+        order = np.argsort(keep < 0, axis=1, kind="stable")  # kept positions first, in order
+        order = np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order)
+        return batch.take(order)
+
     def _retrieve(
         self, users: IntArray, blocked: IntArray, allow: IntArray | None, need: int
     ) -> CandidateBatch:
-        batch = self.retrieval.run(users, allow=allow)
-        bad = np.isin(batch.items, blocked) & (batch.items >= 0)
-        if allow is not None:
-            bad |= ~np.isin(batch.items, allow) & (batch.items >= 0)  # a source that ignored allow
-        if bad.any():
-            with self._stats_lock:
-                self.out_of_stock_filtered += int(bad.sum())
-            keep = np.where(bad, -1, np.arange(batch.width)[None, :])
-            order = np.argsort(keep < 0, axis=1, kind="stable")  # kept positions first, in order
-            order = np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order)
-            batch = batch.take(order)
+        raw = self.retrieval.run(users, allow=allow)
+        batch = self._filtered(raw, blocked, allow)
+        filtered_any = batch is not raw
         short = (batch.items >= 0).sum(axis=1) < min(need, self.retrieval.cutoff)
-        if short.any() and bad.any():
+        if short.any() and filtered_any:
             # rows the filters left short: retrieve again among the allowed, in-stock items only
             universe = allow if allow is not None else self._universe()
             if universe is not None:
-                again = self.retrieval.run(users[short], allow=np.setdiff1d(universe, blocked))
+                again = self._filtered(
+                    self.retrieval.run(users[short], allow=np.setdiff1d(universe, blocked)), blocked, allow
+                )
                 merged = batch.cut(max(batch.width, again.width))
                 again = again.cut(merged.width)
                 items, scores = merged.items.copy(), merged.scores.copy()
@@ -558,6 +571,9 @@ class Cascade:
         u = as_ids(users, name="users")
         if u.shape[0] == 0:
             raise InvalidInputError("users is empty; expected at least one user")
+        # every stage allocates (n_users, its cutoff) arrays: refuse oversized requests up front
+        check_result_size(u.shape[0], k)
+        check_result_size(u.shape[0], max([self.retrieval.cutoff, *(s.cutoff for s in self.stages)]))
         allow_ids = None if allow is None else np.unique(as_ids(allow, name="allow"))
         deny_ids = np.zeros(0, np.int64) if deny is None else np.unique(as_ids(deny, name="deny"))
         oos = self.inventory.out_of_stock() if self.inventory is not None else np.zeros(0, np.int64)
