@@ -283,3 +283,12 @@ def test_report_tells_nothing_relevant_from_nothing_fitted() -> None:
 def test_bad_budgets_stay_typed_errors(bad: Any) -> None:
     with pytest.raises(InvalidInputError, match="max_size must be a positive int or None"):
         ChunkExpander(max_size=bad)
+
+
+@pytest.mark.parametrize("hit", [("d", "x"), ("d", None), ("d", 1, "s"), ("d", 1.9), ("d", True), (3, 1)])
+def test_malformed_hit_tuples_are_typed_errors(hit) -> None:  # type: ignore[no-untyped-def]
+    from mlsys.rag import ChunkTable, FixedSizeChunker
+
+    table = ChunkTable(FixedSizeChunker(size=4).chunk("aaaabbbbcccc", doc_id="d"))
+    with pytest.raises(InvalidInputError, match="hit's"):
+        ChunkExpander(max_size=10).expand([hit], table)

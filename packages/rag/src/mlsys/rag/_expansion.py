@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+
 from mlsys.common.errors import InvalidInputError, UnknownIdError
 from mlsys.rag._chunk import Chunk, LengthFunction, resolve_length
 from mlsys.rag._retrievers import Hit, RetrievalResult
@@ -228,7 +230,17 @@ def _hit_key(h: Any) -> tuple[str, int, float]:
     if isinstance(h, Chunk):
         return h.doc_id, h.seq, 0.0
     if isinstance(h, tuple) and len(h) in (2, 3):
-        return str(h[0]), int(h[1]), float(h[2]) if len(h) == 3 else 0.0
+        seq = h[1]
+        if isinstance(seq, bool | np.bool_) or not isinstance(seq, int | np.integer):
+            raise InvalidInputError(f"a hit's seq must be an int chunk position, got {seq!r} in {h!r}")
+        score = h[2] if len(h) == 3 else 0.0
+        if isinstance(score, bool | np.bool_) or not isinstance(
+            score, int | float | np.integer | np.floating
+        ):
+            raise InvalidInputError(f"a hit's score must be a number, got {score!r} in {h!r}")
+        if not isinstance(h[0], str):
+            raise InvalidInputError(f"a hit's doc_id must be a str, got {h[0]!r}")
+        return h[0], int(seq), float(score)
     raise InvalidInputError(
         f"a hit must be a Hit, a Chunk or a (doc_id, seq[, score]) tuple, got {type(h).__name__}"
     )
