@@ -355,6 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = load_run(a.run)
         ok, rows = check(run, load_baseline(a.baseline), a.out)
         print(text_table(rows))
+        gated_skips = [r.figure for r in rows if r.verdict.startswith("skipped") and r.baseline is not None]
+        if gated_skips:
+            # skips pass (a data set may be absent), but a figure with a baseline that stops being
+            # measured is no longer guarded: say so loudly
+            print(
+                f"WARNING: {len(gated_skips)} figures with a baseline were skipped and are NOT gated in this run: "
+                + ", ".join(gated_skips[:10])
+                + (" ..." if len(gated_skips) > 10 else "")
+            )
         print(f"gate table written to {a.out / 'gate.json'} and {a.out / 'gate.md'}")
         return 0 if ok else 1
     runs = [load_run(r) for r in a.run]
