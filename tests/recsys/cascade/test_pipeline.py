@@ -316,3 +316,50 @@ def test_a_source_that_ignores_allow_is_filtered_before_scoring(models, synth) -
     oos = inv.out_of_stock()
     assert all(not np.isin(b[b >= 0], oos).any() for b in seen_by_scorer)  # never reached scoring
     assert not np.isin(res.ids, oos).any()
+
+
+_junk = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.floats(allow_nan=True),
+    st.lists(st.text(max_size=2), max_size=3),
+    st.just(np.array([[1, 2], [3, 4]])),
+    st.just(np.array(["a", "b"])),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    users=st.one_of(st.lists(st.integers(-5, 200), min_size=0, max_size=4), _junk),
+    k=st.one_of(st.integers(-3, 30), st.just(10**12), _junk),
+    allow=st.one_of(st.none(), st.lists(st.integers(90, 170), max_size=20), _junk),
+    deny=st.one_of(st.none(), st.lists(st.integers(90, 170), max_size=20), _junk),
+)
+def test_fuzz_cascade_recommend_is_valid_or_typed(models, users, k, allow, deny) -> None:  # type: ignore[no-untyped-def]
+    """The request path of the cascade: any request gives a valid slate or a typed MlsysError."""
+    from mlsys.common.errors import MlsysError
+
+    cas = _fuzz_cascade(models)
+    try:
+        res = cas.recommend(users, k, allow=allow, deny=deny)
+    except MlsysError:
+        return
+    n = len(users)
+    assert res.ids.shape == (n, k) and res.scores.shape == (n, k)
+    got = res.ids[res.ids >= 0]
+    if deny is not None:
+        assert not np.isin(got, np.asarray(deny, dtype=np.int64)).any()
+    if allow is not None:
+        assert np.isin(got, np.asarray(allow, dtype=np.int64)).all()
+    for row in res.ids:
+        valid = row[row >= 0]
+        assert len(set(valid.tolist())) == valid.shape[0]
+
+
+_FUZZ_CASCADE: list[Cascade] = []
+
+
+def _fuzz_cascade(models):  # type: ignore[no-untyped-def]
+    if not _FUZZ_CASCADE:
+        _FUZZ_CASCADE.append(_cascade(models))
+    return _FUZZ_CASCADE[0]
