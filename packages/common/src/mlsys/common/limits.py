@@ -91,7 +91,7 @@ class Limits:
     max_batch: int = 65_536
     max_query_chars: int = 100_000
     max_image_pixels: int = 89_478_485
-    max_inflated_bytes: int = 4 * 1024**3
+    max_inflated_bytes: int = 1024**3  # 1 GiB: read_bytes holds it, and its joined copy, at most once
     max_dim: int = 65_536
     max_buffer: int = 100_000_000
 
