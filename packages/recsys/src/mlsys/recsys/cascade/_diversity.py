@@ -26,17 +26,11 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
+from mlsys.common.validation import as_array
 
 __all__ = ["dpp_greedy", "dpp_greedy_kernel", "mmr"]
 
 IntArray = npt.NDArray[np.int64]
-
-
-def _float(x: Any, name: str, dtype: Any = np.float64) -> npt.NDArray[Any]:
-    try:
-        return np.asarray(x, dtype=dtype)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidInputError(f"{name} must be a numeric array") from None
 
 
 def _check_k(k: Any) -> int:
@@ -49,8 +43,8 @@ def _inputs(
     relevance: Any, embeddings: Any, dtype: Any
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[Any], npt.NDArray[Any]]:
     """Validated ``(relevance scaled to [0, 1], embeddings as dtype, 1 / row norms)``."""
-    rel = _float(relevance, "relevance")
-    emb = _float(embeddings, "embeddings", dtype)
+    rel = as_array(relevance, dtype=np.float64, name="relevance")
+    emb = as_array(embeddings, dtype=dtype, name="embeddings")
     if rel.ndim != 1 or rel.shape[0] == 0:
         raise InvalidInputError(f"relevance must be a non-empty 1-D array, got shape {rel.shape}")
     if emb.ndim != 2 or emb.shape[0] != rel.shape[0] or emb.shape[1] == 0:
@@ -243,7 +237,7 @@ def dpp_greedy_kernel(kernel: Any, k: int, *, epsilon: float = 1e-10) -> IntArra
         [0, 2]
     """
     k = _check_k(k)
-    m = _float(kernel, "kernel")
+    m = as_array(kernel, dtype=np.float64, name="kernel")
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
         raise InvalidInputError(f"kernel must be a non-empty square matrix, got shape {m.shape}")
     if not np.isfinite(m).all():

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from mlsys.common.ann import recall_at_k
 from mlsys.common.errors import InvalidInputError
-from mlsys.common.validation import as_ids
+from mlsys.common.validation import as_array, as_ids
 from mlsys.recsys._data import FeatureTable, Interactions
 
 __all__ = ["ExplorationConversions", "exploration_conversions", "recall_vs_exact"]
@@ -24,11 +24,8 @@ def recall_vs_exact(found: Any, exact: Any) -> float:
         >>> recall_vs_exact([[1, 2, 3]], [[3, 4, 1]])
         0.6666666666666666
     """
-    try:
-        f = np.asarray(found, dtype=np.int64)
-        e = np.asarray(exact, dtype=np.int64)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidInputError("found and exact must be integer id arrays of shape (n_queries, k)") from None
+    f = as_array(found, dtype=np.int64, name="found")
+    e = as_array(exact, dtype=np.int64, name="exact")
     if f.ndim != 2 or e.ndim != 2 or f.shape[0] != e.shape[0]:
         raise InvalidInputError(
             f"found {f.shape} and exact {e.shape} must be (n_queries, k) arrays with the same rows"
@@ -81,10 +78,7 @@ def exploration_conversions(
         (0.5, 1.0)
     """
     u = as_ids(users, name="users")
-    try:
-        rec = np.asarray(recommended, dtype=np.int64)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidInputError("recommended must be an integer id array (n_users, k)") from None
+    rec = as_array(recommended, dtype=np.int64, name="recommended")
     for name, x in (("train", train), ("test", test)):
         if not isinstance(x, Interactions):
             raise InvalidInputError(f"{name} must be Interactions, got {type(x).__name__}")

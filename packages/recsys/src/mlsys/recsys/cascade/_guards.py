@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
 from mlsys.common.spaces import EmbeddingSpace
-from mlsys.common.validation import as_ids, check_unique
+from mlsys.common.validation import as_array, as_ids, check_unique
 from mlsys.recsys._data import FeatureTable
 
 __all__ = ["DriftReport", "EmbeddingRegistry", "drift_report", "feature_hashes"]
@@ -101,16 +101,20 @@ class EmbeddingRegistry:
         check_unique(ids, name="item_ids")
         n = ids.shape[0]
         fh = (
-            np.zeros(n, np.uint64) if feature_hashes is None else np.asarray(feature_hashes).astype(np.uint64)
+            np.zeros(n, np.uint64)
+            if feature_hashes is None
+            else as_array(feature_hashes, dtype=np.uint64, name="feature_hashes")
         )
         if fh.shape != (n,):
             raise InvalidInputError(f"feature_hashes has shape {fh.shape}, expected ({n},)")
-        try:
-            t = np.broadcast_to(
-                np.asarray(time.time() if embedded_at is None else embedded_at, np.float64), (n,)
+        t = as_array(
+            time.time() if embedded_at is None else embedded_at, dtype=np.float64, name="embedded_at"
+        )
+        if t.ndim > 1 or t.shape not in ((), (1,), (n,)):
+            raise InvalidInputError(
+                f"embedded_at must be Unix seconds (a number or {n} numbers), got shape {t.shape}"
             )
-        except (ValueError, TypeError, OverflowError):
-            raise InvalidInputError(f"embedded_at must be Unix seconds (a number or {n} numbers)") from None
+        t = np.broadcast_to(t, (n,))
         if not np.isfinite(t).all():
             raise InvalidInputError("embedded_at must be finite (Unix seconds)")
         with self._lock:
@@ -230,11 +234,8 @@ def drift_report(old_vectors: Any, new_vectors: Any, *, threshold: float = 0.9) 
         >>> r.cosine_mean, r.norm_ratio_mean, r.moved
         (1.0, 2.0, 0)
     """
-    try:
-        old = np.asarray(old_vectors, dtype=np.float64)
-        new = np.asarray(new_vectors, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidInputError("old_vectors and new_vectors must be numeric (n, dim) arrays") from None
+    old = as_array(old_vectors, dtype=np.float64, name="old_vectors")
+    new = as_array(new_vectors, dtype=np.float64, name="new_vectors")
     if old.ndim != 2 or old.shape[0] == 0:
         raise InvalidInputError(f"old_vectors must be a non-empty (n, dim) array, got shape {old.shape}")
     if new.shape != old.shape:

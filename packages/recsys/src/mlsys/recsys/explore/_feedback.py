@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
+from mlsys.common.validation import as_array
 
 __all__ = ["BanditFeedback", "as_action_dist", "as_row_action_position"]
 
@@ -165,10 +166,7 @@ class BanditFeedback:
             )
         context = None
         if self.context is not None:
-            try:
-                c = np.asarray(self.context, dtype=np.float64)
-            except (ValueError, TypeError):
-                raise InvalidInputError("context must be numeric") from None
+            c = as_array(self.context, dtype=np.float64, name="context")
             if c.ndim == 1:
                 c = c[:, None]
             if c.ndim != 2 or c.shape[0] != n:
@@ -221,10 +219,7 @@ def as_row_action_position(values: Any, feedback: BanditFeedback, name: str) -> 
     (a 2-D ``(n_rows, n_actions)`` array is accepted for one-position feedback)."""
     if not isinstance(feedback, BanditFeedback):
         raise InvalidInputError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise InvalidInputError(f"{name} must be a numeric array") from None
+    arr = as_array(values, dtype=np.float64, name=name)
     if arr.ndim == 2 and feedback.slate_size == 1:
         arr = arr[:, :, None]
     expected = (feedback.n_rows, feedback.n_actions, feedback.slate_size)

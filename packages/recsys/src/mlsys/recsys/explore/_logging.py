@@ -33,7 +33,7 @@ from mlsys.common.errors import (
     InvalidInputError,
     MissingDependencyError,
 )
-from mlsys.common.validation import as_ids
+from mlsys.common.validation import as_array, as_ids
 from mlsys.recsys.explore._feedback import BanditFeedback
 from mlsys.recsys.explore._policies import Policy, Slate
 
@@ -257,10 +257,7 @@ class PropensityLogger:
             raise InvalidInputError("round_ids must be non-negative")
         ctx = None
         if contexts is not None:
-            try:
-                ctx = np.asarray(contexts, dtype=np.float64)
-            except (ValueError, TypeError):
-                raise InvalidInputError("contexts must be numeric") from None
+            ctx = as_array(contexts, dtype=np.float64, name="contexts")
             if ctx.shape[:1] != (n,) or ctx.ndim > 2:
                 raise InvalidInputError(f"contexts have shape {ctx.shape}, expected ({n},) or ({n}, d)")
             ctx = ctx.reshape(n, -1)

@@ -25,6 +25,7 @@ from scipy.special import gammaln
 
 from mlsys.common.errors import InvalidInputError, NotFittedError
 from mlsys.common.limits import check_size
+from mlsys.common.validation import as_array
 from mlsys.recsys.explore._feedback import FloatArray, IntArray, _check_seed, _is_int, _real
 from mlsys.recsys.explore._reward_model import BayesianLinearRewardModel
 
@@ -70,10 +71,7 @@ class Slate:
 
 
 def _as_scores(scores: Any, n_actions: int | None = None) -> FloatArray:
-    try:
-        s = np.asarray(scores, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidInputError("scores must be a numeric (n_rounds, n_actions) array") from None
+    s = as_array(scores, dtype=np.float64, name="scores")
     if s.ndim == 1:
         s = s[None, :]
     if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
@@ -401,10 +399,7 @@ class BernoulliThompsonSampling(Policy):
     def update(self, actions: Any, rewards: Any) -> BernoulliThompsonSampling:
         """Posterior update with binary rewards (1 click, 0 no click) for the shown actions."""
         a = np.asarray(actions).ravel()
-        try:
-            r = np.asarray(rewards, dtype=np.float64).ravel()
-        except (ValueError, TypeError):
-            raise InvalidInputError("rewards must be numbers (0 or 1)") from None
+        r = as_array(rewards, dtype=np.float64, name="rewards").ravel()
         if a.size == 0 and r.size == 0:
             return self
         if a.shape != r.shape:
