@@ -118,6 +118,17 @@ def _topk_frequencies(samples: FloatArray, k: int) -> FloatArray:
     return counts / draws
 
 
+def _random_slates(elig: npt.NDArray[np.bool_], k: int, rng: np.random.Generator) -> IntArray:
+    """A uniformly random ordered slate of ``k`` distinct candidates per row (``elig``: candidates)."""
+    keys = np.where(elig, rng.random(elig.shape), -np.inf)
+    return np.argsort(-keys, axis=1, kind="stable")[:, :k].astype(np.int64)
+
+
+def _uniform_slate_probability(m: IntArray, k: int) -> FloatArray:
+    """Probability of one ordered slate of ``k`` among ``m`` candidates: ``(m - k)! / m!``."""
+    return np.exp(gammaln(m - k + 1) - gammaln(m + 1))
+
+
 def _check_slate_size(slate_size: Any) -> int:
     if not _is_int(slate_size) or slate_size <= 0:
         raise InvalidInputError(f"slate_size must be a positive int, got {slate_size!r}")
@@ -193,10 +204,9 @@ class UniformRandom(Policy):
         elig = np.isfinite(s)
         m = _check_eligible(elig, self.slate_size)
         k = self.slate_size
-        keys = np.where(elig, self.rng_.random(s.shape), -np.inf)
-        actions = np.argsort(-keys, axis=1, kind="stable")[:, :k].astype(np.int64)
+        actions = _random_slates(elig, k, self.rng_)
         props = np.repeat((1.0 / m)[:, None], k, axis=1)
-        slate_p = np.exp(gammaln(m - k + 1) - gammaln(m + 1))
+        slate_p = _uniform_slate_probability(m, k)
         greedy = greedy_slate(s, k)
         return Slate(actions, props, slate_p, True, None, actions != greedy)
 
@@ -246,12 +256,11 @@ class EpsilonGreedy(Policy):
         k = self.slate_size
         greedy = greedy_slate(s, k)
         explore = np.less(self.rng_.random(s.shape[0]), self.epsilon)
-        keys = np.where(elig, self.rng_.random(s.shape), -np.inf)
-        random_slate = np.argsort(-keys, axis=1, kind="stable")[:, :k]
-        actions = np.where(explore[:, None], random_slate, greedy).astype(np.int64)
+        actions = np.where(explore[:, None], _random_slates(elig, k, self.rng_), greedy)
         props = self.epsilon / m[:, None] + (1 - self.epsilon) * (actions == greedy)
-        uniform_slate = np.exp(gammaln(m - k + 1) - gammaln(m + 1))
-        slate_p = self.epsilon * uniform_slate + (1 - self.epsilon) * (actions == greedy).all(axis=1)
+        slate_p = self.epsilon * _uniform_slate_probability(m, k) + (1 - self.epsilon) * (
+            actions == greedy
+        ).all(axis=1)
         return Slate(actions, props.astype(np.float64), slate_p, True, None, actions != greedy)
 
 
@@ -503,7 +512,9 @@ class LinearThompsonSampling(Policy):
         return self.model.predict(x), self.model.predict_std(x) * self.scale
 
     def action_distribution(self, x: Any) -> FloatArray:
-        mean, std = self._posterior(x)
+        return self._distribution(*self._posterior(x))
+
+    def _distribution(self, mean: FloatArray, std: FloatArray) -> FloatArray:
         n, n_act = mean.shape
         out = np.empty((n, n_act, self.slate_size))
         chunk = max(1, 2_000_000 // (self.n_draws * n_act))
@@ -520,7 +531,7 @@ class LinearThompsonSampling(Policy):
         k = self.slate_size
         draw = mean + std * self.rng_.standard_normal(mean.shape)
         actions = np.argsort(-draw, axis=1, kind="stable")[:, :k].astype(np.int64)
-        dist = self.action_distribution(x)
+        dist = self._distribution(mean, std)  # the same posterior: predict it once
         rows = np.arange(mean.shape[0])[:, None]
         props = dist[rows, actions, np.arange(k)[None, :]]
         # a shown action always had positive probability; a rare one can miss every MC draw
@@ -570,10 +581,12 @@ class ShadowExploration(Policy):
             return x
         return np.zeros(base.shape[:2])
 
+    def _mixture(self, base: FloatArray, ux: Any) -> FloatArray:
+        return (1 - self.fraction) * base + self.fraction * self.uniform.action_distribution(ux)
+
     def action_distribution(self, x: Any) -> FloatArray:
         base = self.policy.action_distribution(x)
-        uni = self.uniform.action_distribution(self._uniform_input(x, base))
-        return (1 - self.fraction) * base + self.fraction * uni
+        return self._mixture(base, self._uniform_input(x, base))
 
     def select(self, x: Any) -> Slate:
         base_slate = self.policy.select(x)
@@ -583,7 +596,7 @@ class ShadowExploration(Policy):
         n = base_slate.actions.shape[0]
         shadow = np.less(self.rng_.random(n), self.fraction)
         actions = np.where(shadow[:, None], uni.actions, base_slate.actions)
-        dist = (1 - self.fraction) * base + self.fraction * self.uniform.action_distribution(ux)
+        dist = self._mixture(base, ux)
         rows = np.arange(n)[:, None]
         props = dist[rows, actions, np.arange(self.slate_size)[None, :]]
         if not base_slate.exact:
