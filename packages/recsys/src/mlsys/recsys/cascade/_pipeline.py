@@ -100,6 +100,12 @@ class CandidateBatch:
         feats = {k: np.where(pad, np.nan, v[rows, safe]).astype(np.float32) for k, v in self.features.items()}
         return CandidateBatch(self.users, items.astype(np.int64), sc, feats)
 
+    def without(self, drop: npt.NDArray[np.bool_]) -> CandidateBatch:
+        """The batch without the candidates where ``drop`` is true, the others kept in order."""
+        keep = np.where(drop, -1, np.arange(self.width)[None, :])
+        order = np.argsort(keep < 0, axis=1, kind="stable")  # kept positions first, in order
+        return self.take(np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order))
+
     def cut(self, width: int) -> CandidateBatch:
         """The first ``width`` candidates of each row (padded if the batch is narrower)."""
         n, c = self.items.shape
@@ -523,10 +529,7 @@ class Cascade:
             return batch
         with self._stats_lock:
             self.out_of_stock_filtered += int(bad.sum())
-        keep = np.where(bad, -1, np.arange(batch.width)[None, :])
-        order = np.argsort(keep < 0, axis=1, kind="stable")  # kept positions first, in order
-        order = np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order)
-        return batch.take(order)
+        return batch.without(bad)
 
     def _retrieve(
         self, users: IntArray, blocked: IntArray, allow: IntArray | None, need: int
@@ -623,9 +626,7 @@ class Cascade:
                 )
                 late = np.isin(final.items, now) & (final.items >= 0)
                 if late.any():
-                    keep = np.where(late, -1, np.arange(final.width)[None, :])
-                    order = np.argsort(keep < 0, axis=1, kind="stable")
-                    final = final.take(np.where(np.take_along_axis(keep, order, axis=1) < 0, -1, order))
+                    final = final.without(late)
                 served = int((np.isin(final.items, now) & (final.items >= 0)).sum())
                 with self._stats_lock:
                     self.out_of_stock_caught_late += int(late.sum())

@@ -426,11 +426,8 @@ def estimate_interval(
         >>> iv.lower < iv.value < iv.upper
         True
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.floating) or not 0 < alpha < 1:
-        raise InvalidInputError(f"alpha must be in (0, 1), got {alpha!r}")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-        raise InvalidInputError(f"n_bootstrap must be an int >= 10, got {n_bootstrap!r}")
-    num, den = _prepare(
+    _check_bootstrap(alpha, n_bootstrap)
+    terms = _prepare(
         estimator,
         feedback,
         action_dist,
@@ -440,7 +437,22 @@ def estimate_interval(
         support_tolerance,
         logging_action_dist,
     )
-    value = _value((num, den))
+    return _interval(estimator, terms, alpha, n_bootstrap, seed)
+
+
+def _check_bootstrap(alpha: Any, n_bootstrap: Any) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.floating) or not 0 < alpha < 1:
+        raise InvalidInputError(f"alpha must be in (0, 1), got {alpha!r}")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+        raise InvalidInputError(f"n_bootstrap must be an int >= 10, got {n_bootstrap!r}")
+
+
+def _interval(
+    estimator: str, terms: _Terms, alpha: float, n_bootstrap: int, seed: int | np.random.Generator | None
+) -> PolicyValueInterval:
+    """The point estimate of ``terms`` and its percentile bootstrap interval (rows resampled)."""
+    num, den = terms
+    value = _value(terms)
     rng = _check_seed(seed)
     n = num.shape[0]
     boot = np.empty(n_bootstrap)
@@ -475,19 +487,24 @@ def evaluate_policy(
     names = estimators or (
         ("ips", "snips", "dm", "dr") if estimated_rewards is not None else ("ips", "snips")
     )
+    _check_bootstrap(alpha, n_bootstrap)
+    _check_clip(clip)
+    for name in names:
+        if name not in ESTIMATORS:
+            raise UnknownNameError(f"unknown estimator {name!r}; expected one of {sorted(ESTIMATORS)}")
+        if ESTIMATORS[name][1] and estimated_rewards is None:
+            raise InvalidInputError(
+                f"estimator {name!r} needs estimated_rewards (a reward model's predictions)"
+            )
+    # validate the arrays and check the support once, then every estimator reads them as they are
     pi_e = as_action_dist(action_dist, feedback)
+    q = (
+        None
+        if estimated_rewards is None
+        else as_row_action_position(estimated_rewards, feedback, "estimated_rewards")
+    )
     _check_support(feedback, pi_e, support, 0.0, logging_action_dist)
     return {
-        name: estimate_interval(
-            name,
-            feedback,
-            pi_e,
-            estimated_rewards,
-            clip=clip,
-            alpha=alpha,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            support="ignore",
-        )
+        name: _interval(name, ESTIMATORS[name][0](feedback, pi_e, q, clip), alpha, n_bootstrap, seed)
         for name in names
     }
