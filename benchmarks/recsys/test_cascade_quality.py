@@ -33,7 +33,6 @@ from mlsys.recsys import (
     split_qrels,
     synthetic_dataset,
 )
-from mlsys.recsys._base import top_k
 
 pytest.importorskip("lightgbm", reason="the learned ranker needs lightgbm (pip install 'mlsys-recsys[ltr]')")
 
@@ -46,22 +45,6 @@ SMOKE_CONFIG = LearnedRankerConfig(
     min_data_in_leaf=10, num_leaves=7, num_threads=1,
 )  # fmt: skip
 SEEDS = (0,) if SMOKE else tuple(int(s) for s in os.environ.get("MLSYS_CASCADE_SEEDS", "0,1,2").split(","))
-
-
-class _Source:
-    """One retrieval source of a fitted ranker, ranked over the whole catalogue (for the table)."""
-
-    def __init__(self, ranker: LearnedRanker, source: str) -> None:
-        self.ranker, self.name = ranker, source
-        self.item_ids_ = ranker.item_ids_
-
-    def recommend(
-        self, users: Any, k: int, *, exclude_seen: bool = True, allow: Any = None
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        pos = self.ranker.user_index_.positions(np.asarray(users, dtype=np.int64))
-        scores = self.ranker.signals_.source_scores(pos)[self.name]  # seen items are -inf
-        p, sc = top_k(np.where(np.isfinite(scores), scores, -np.inf).astype(np.float32), k)
-        return np.where(p >= 0, self.item_ids_[np.maximum(p, 0)], -1), sc
 
 
 def _as_eval(r: EvaluationResult, users: npt.NDArray[np.int64]) -> EvalResult:
@@ -89,7 +72,7 @@ def _run_seed(ds: RecsysDataset, seed: int, cfg: LearnedRankerConfig) -> dict[st
     }
     for s in ranker.signals_.sources:
         label = f"source {s}" + (f" (l2={ranker.ease_l2_:.0f}, fold-tuned)" if s == "ease" else "")
-        rows[label] = (evaluate_recommender(_Source(ranker, s), split, ks=(10,)), None)
+        rows[label] = (evaluate_recommender(ranker.source(s), split, ks=(10,)), None)
     t0 = time.perf_counter()
     rr = evaluate_recommender(ranker, split, ks=(10,))
     rows["learned ranker"] = (rr, fit_s)

@@ -31,19 +31,6 @@ SMOKE_CONFIG = LearnedRankerConfig(
 )  # fmt: skip
 
 
-class _Source:
-    """One source of a fitted ranker as a retrieval source (seen items excluded)."""
-
-    def __init__(self, ranker: LearnedRanker, name: str) -> None:
-        self.ranker, self.name, self.item_ids_ = ranker, name, ranker.item_ids_
-
-    def recommend(self, users: Any, k: int, *, exclude_seen: bool = True, allow: Any = None) -> Any:
-        pos = self.ranker.user_index_.positions(np.asarray(users, dtype=np.int64))
-        scores = self.ranker.signals_.source_scores(pos)[self.name]
-        p, sc = top_k(np.where(np.isfinite(scores), scores, -np.inf).astype(np.float32), k)
-        return np.where(p >= 0, self.item_ids_[np.maximum(p, 0)], -1), sc
-
-
 def test_cascade_stage_contributions(benchmark, dataset) -> None:  # type: ignore[no-untyped-def]
     ds = (
         synthetic_dataset(n_users=150, n_items=80, per_user=10, seed=1)
@@ -71,7 +58,7 @@ def test_cascade_stage_contributions(benchmark, dataset) -> None:  # type: ignor
             pos = index.positions(items.ravel(), missing="mask").reshape(items.shape)
             return ease_scores[rows[:, None], np.maximum(pos, 0)]  # padding (-1) is ignored by the stage
 
-        retrieval = RetrievalStage([(s, _Source(ranker, s), 50) for s in ranker.signals_.sources], cutoff=200)
+        retrieval = RetrievalStage([(s, ranker.source(s), 50) for s in ranker.signals_.sources], cutoff=200)
         stages = [
             ScoringStage("light", light, cutoff=100),
             ScoringStage("heavy", ranker.score_candidates, cutoff=30),

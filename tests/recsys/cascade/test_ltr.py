@@ -192,3 +192,23 @@ def test_movielens_warm_protocol(dataset: Callable[[str], Path]) -> None:
     assert (
         r.metrics["ndcg@10"] >= 0.46
     )  # measured 0.4652 (benchmarks/recsys/README.md); the goal 0.47 is not met
+
+
+def test_each_source_is_a_retrieval_source(fitted: tuple[LearnedRanker, Split]) -> None:
+    ranker, split = fitted
+    users = np.unique(split.train.users)[:5]
+    src = ranker.source("ease")
+    ids, scores = src.recommend(users, 8)
+    assert ids.shape == scores.shape == (5, 8)
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+    train_pairs = set(zip(split.train.users.tolist(), split.train.items.tolist()))
+    assert not any((int(u), int(i)) in train_pairs for u, row in zip(users, ids) for i in row if i >= 0)
+    allow = ranker.item_ids_[::4]
+    allowed, _ = src.recommend(users, 5, allow=allow)
+    assert np.isin(allowed[allowed >= 0], allow).all()
+    with pytest.raises(InvalidInputError, match="unknown source"):
+        ranker.source("nope")
+    with pytest.raises(NotFittedError):
+        LearnedRanker(FAST).source("ease")
+    with pytest.raises(InvalidInputError):
+        src.recommend(users, 0)

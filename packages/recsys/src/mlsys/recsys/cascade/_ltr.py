@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from mlsys.common.errors import InvalidInputError, NotFittedError
 from mlsys.common.limits import check_result_size
 from mlsys.common.validation import as_ids, check_k
-from mlsys.recsys._base import Recommender
+from mlsys.recsys._base import Recommender, top_k
 from mlsys.recsys._data import FeatureTable, IdIndex, Interactions
 from mlsys.recsys.cascade._features import Signals, SignalSettings, ease_weights
 
@@ -628,6 +628,19 @@ class LearnedRanker(Recommender):
         if not hasattr(self, "booster_"):
             raise NotFittedError("LearnedRanker is not fitted; call fit(train) first")
 
+    def source(self, name: str) -> _SourceRecommender:
+        """One of the fitted retrieval sources (``signals_.sources``: ``"ease"``, ``"knn"``, ...) as a
+        retrieval source with the recommender contract (``recommend(users, k)``, training items
+        excluded), e.g. for a :class:`~mlsys.recsys.cascade.RetrievalStage` or to evaluate it alone.
+
+        Raises:
+            NotFittedError: before ``fit``. InvalidInputError: an unknown source name.
+        """
+        self._check_ready()
+        if name not in self.signals_.sources:
+            raise InvalidInputError(f"unknown source {name!r}; this ranker has {list(self.signals_.sources)}")
+        return _SourceRecommender(self, name)
+
     def candidates(
         self, users: npt.ArrayLike, n: int
     ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float32]]]:
@@ -738,3 +751,28 @@ class LearnedRanker(Recommender):
 
     def __repr__(self) -> str:
         return f"LearnedRanker({asdict(self.config)!r})"
+
+
+class _SourceRecommender:
+    """A fitted ranker's source ranked over the whole catalogue (see :meth:`LearnedRanker.source`)."""
+
+    def __init__(self, ranker: LearnedRanker, name: str) -> None:
+        self.ranker, self.name = ranker, name
+        self.item_ids_ = ranker.item_ids_
+
+    def recommend(
+        self, users: Any, k: int, *, exclude_seen: bool = True, allow: npt.ArrayLike | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Top-``k`` ids and scores of this source (training items always excluded; ``allow`` restricts)."""
+        k = check_k(k)
+        ids = as_ids(users, name="users")
+        check_result_size(ids.shape[0], k)
+        scores = self.ranker.signals_.source_scores(self.ranker.user_index_.positions(ids))[self.name]
+        scores = np.where(np.isfinite(scores), scores, -np.inf).astype(np.float32)  # seen items are -inf
+        if allow is not None:
+            ok = np.zeros(scores.shape[1], dtype=bool)
+            pos = self.ranker.item_index_.positions(as_ids(allow, name="allow"), missing="mask")
+            ok[pos[pos >= 0]] = True
+            scores[:, ~ok] = -np.inf
+        p, sc = top_k(scores, k)
+        return np.where(p >= 0, self.item_ids_[np.maximum(p, 0)], -1), sc
