@@ -389,6 +389,31 @@ REGISTRY["mlsys.recsys.cascade.exploration_conversions"] = _OBJ
 REGISTRY["mlsys.recsys.cascade.recall_vs_exact"] = "junk"
 
 
+# Per-area entries: each ``tests/fuzz_entries/<area>.py`` may define ``MODULES`` (extra public modules,
+# e.g. a new subpackage) and ``ENTRIES`` (``{"module.Name": "junk" | "deep:..." | "exempt: ..."}``),
+# so that work on different packages adds its entries without editing this file.
+def _load_area_entries() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parent / "fuzz_entries").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"_fuzz_entries_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        for m in getattr(mod, "MODULES", []):
+            if m not in PUBLIC_MODULES:
+                PUBLIC_MODULES.append(m)
+        clash = set(getattr(mod, "ENTRIES", {})) & set(REGISTRY)
+        assert not clash, f"{path.name} redefines fuzz entries already in tests/test_fuzz.py: {sorted(clash)}"
+        REGISTRY.update(getattr(mod, "ENTRIES", {}))
+
+
+_load_area_entries()
+
+
 # Findings in code owned by concurrent work, reported to its owners and not fixed here: these fuzz
 # targets are expected to fail until fixed (each value says what the fuzzer found). The findings in
 # recsys.explore and recsys.cascade (str/object/None arguments escaping as numpy/attribute errors)
