@@ -20,6 +20,8 @@ from __future__ import annotations
 __all__ = [
     "CorruptFileError",
     "DatasetNotFoundError",
+    "DeviceMismatchError",
+    "DeviceUnavailableError",
     "DimensionMismatchError",
     "DuplicateIdError",
     "EmbeddingSpaceMismatchError",
@@ -115,3 +117,15 @@ class DatasetNotFoundError(MlsysError, FileNotFoundError):
 
 class NotFittedError(MlsysError, RuntimeError):
     """A model or index is used before ``fit``/``build``."""
+
+
+class DeviceUnavailableError(MlsysError, RuntimeError):
+    """A compute device was asked for (``"cuda"``, ``"cuda:3"``, ``"mps"``) that this machine does not have.
+
+    The message names what was asked and what was found (e.g. "CUDA is not available: torch 2.13.0+cpu
+    was built without CUDA").
+    """
+
+
+class DeviceMismatchError(InvalidInputError):
+    """A model and its inputs (or two inputs) live on different devices; the message names both."""
