@@ -88,9 +88,15 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not mpath.is_file():
         raise CorruptFileError(f"{root} has no manifest.json; expected a directory written by save_model")
     try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{mpath} is not valid JSON: {exc}") from exc
+        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(
+            f"{mpath} is not UTF-8 text (byte {exc.start}); expected the JSON manifest written by save_model"
+        ) from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CorruptFileError(
+            f"{mpath} is not valid JSON ({exc}); expected the JSON manifest written by save_model"
+        ) from exc
     if not isinstance(manifest, dict):
         raise CorruptFileError(f"{mpath} must hold a JSON object, got {type(manifest).__name__}")
     version = manifest.get("format_version")
@@ -100,10 +106,17 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise CorruptFileError(
             f"{mpath} names class {manifest.get('class')!r}, expected one of {sorted(_registry())}"
         )
+    if not isinstance(manifest.get("config"), dict):
+        raise CorruptFileError(f"{mpath} has no 'config' object; expected the model configuration")
     files = manifest.get("files")
     if not isinstance(files, dict) or _WEIGHTS not in files:
         raise CorruptFileError(f"{mpath} does not list {_WEIGHTS} with its checksum")
     for fname, digest in files.items():
+        if not isinstance(fname, str) or Path(fname).name != fname or not isinstance(digest, str):
+            raise CorruptFileError(
+                f"{mpath} lists file {fname!r} with checksum {digest!r}; expected plain file names "
+                "inside the model directory mapped to sha256 hex digests"
+            )
         fpath = root / fname
         if not fpath.is_file():
             raise CorruptFileError(f"{fpath} is missing (listed in the manifest)")
@@ -124,10 +137,13 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         config = config_cls.from_dict(manifest["config"]) if hasattr(config_cls, "from_dict") else None
         if config is None:
             config = config_cls(**manifest["config"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise CorruptFileError(f"{root / 'manifest.json'} has an invalid config: {exc}") from exc
     model = cls(config)
-    state = load_file(str(root / _WEIGHTS), device=str(map_location))
+    try:
+        state = load_file(str(root / _WEIGHTS), device=str(map_location))
+    except Exception as exc:  # safetensors raises its own SafetensorError (no common base to name)
+        raise CorruptFileError(f"{root / _WEIGHTS} is not a readable safetensors file: {exc}") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
