@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mlsys.common.devices import resolve_device
 from mlsys.common.errors import (
     CorruptFileError,
     FormatVersionError,
@@ -57,6 +59,7 @@ from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequency
 __all__ = ["TwoTowerConfig", "TwoTowerModel", "in_batch_softmax_loss"]
 
 FORMAT_VERSION = 1
+_DEVICE_NAME = re.compile(r"cpu|auto|mps|cuda(:[0-9]+)?")
 LogQ = Literal["subtract", "add", "none"]
 
 
@@ -87,6 +90,11 @@ class TwoTowerConfig:
         name: model name of the :class:`EmbeddingSpace`.
         item_features, user_features: the feature columns the towers use (``None``: every column
             of the table given to ``fit``); tables with more columns are accepted and narrowed.
+        device: where training and scoring run: ``"cpu"`` (the reproducible default), ``"auto"``
+            (a GPU when one is present), ``"cuda"`` or ``"cuda:N"``; resolved by
+            :func:`mlsys.common.devices.resolve_device` at ``fit`` (a device the machine lacks is a
+            :class:`~mlsys.common.errors.DeviceUnavailableError`). Seeded randomness (shuffling,
+            dropout) is drawn on the CPU whatever the device, and a saved model loads on the CPU.
 
     Example:
         >>> TwoTowerConfig(dim=32).temperature
@@ -116,6 +124,7 @@ class TwoTowerConfig:
     name: str = "two-tower"
     item_features: tuple[str, ...] | None = None
     user_features: tuple[str, ...] | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         for f in ("dim", "feature_dim", "epochs", "batch_size", "streaming_buckets"):
@@ -163,6 +172,11 @@ class TwoTowerConfig:
                 object.__setattr__(self, f, tuple(v))
         if not isinstance(self.name, str) or not self.name:
             raise InvalidInputError(f"TwoTowerConfig.name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.device, str) or not _DEVICE_NAME.fullmatch(self.device.strip().lower()):
+            raise InvalidInputError(
+                f"TwoTowerConfig.device must be 'cpu', 'auto', 'cuda', 'cuda:N' or 'mps', got {self.device!r}"
+            )
+        object.__setattr__(self, "device", self.device.strip().lower())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TwoTowerConfig:
@@ -285,11 +299,22 @@ class _TwoTowerNet(nn.Module):
         return vec, (out[:, self.cfg.dim] if self.cfg.item_bias else None)
 
 
-def _feature_tensors(table: FeatureTable, positions: npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
+def _to_device(t: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    """``t`` on ``device``: unchanged on the CPU; on a GPU copied from pinned memory, non-blocking."""
+    if device is None or device.type == "cpu":
+        return t
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def _feature_tensors(
+    table: FeatureTable, positions: npt.NDArray[np.int64], device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
     out = {}
     for s in table.specs:
         col = table.column(s.name)[positions]
-        out[s.name] = torch.from_numpy(np.ascontiguousarray(col))
+        out[s.name] = _to_device(torch.from_numpy(np.ascontiguousarray(col)), device)
     return out
 
 
@@ -304,6 +329,7 @@ def _history_bags(
     leave_out: npt.NDArray[np.int64] | None,
     drop: float,
     rng: np.random.Generator | None,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean-pooling inputs for history rows (``-1``: no history).
 
@@ -330,9 +356,13 @@ def _history_bags(
     if rows.shape[0] * n_cols <= _DENSE_HISTORY_LIMIT:
         dense = np.zeros((rows.shape[0], n_cols), dtype=np.float32)
         dense[owner, flat + 1] = w  # (row, item) pairs are unique: a CSR row has no repeated column
-        empty = torch.zeros(0, dtype=torch.int64)
-        return torch.from_numpy(dense), empty, empty
-    return torch.from_numpy(flat + 1), torch.from_numpy(offsets), torch.from_numpy(w)
+        empty = _to_device(torch.zeros(0, dtype=torch.int64), device)
+        return _to_device(torch.from_numpy(dense), device), empty, empty
+    return (
+        _to_device(torch.from_numpy(flat + 1), device),
+        _to_device(torch.from_numpy(offsets), device),
+        _to_device(torch.from_numpy(w), device),
+    )
 
 
 def in_batch_softmax_loss(
@@ -378,7 +408,7 @@ def in_batch_softmax_loss(
         same = items[:, None] == items[None, :]
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
-    target = torch.arange(items.shape[0])
+    target = torch.arange(items.shape[0], device=logits.device)
     if sample_weight is None:
         return nn.functional.cross_entropy(logits, target)
     if sample_weight.shape != (items.shape[0],):
@@ -465,9 +495,11 @@ class TwoTowerModel:
             assert np.array_equal(check.row, wsum.row) and np.array_equal(check.col, wsum.col)
         user_specs = users.specs if users is not None else ()
 
+        device = resolve_device(cfg.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             net = _TwoTowerNet(cfg, user_specs, items.specs, len(user_vocab), len(item_vocab))
+        net.to(device)  # initialised on the CPU: the same seed gives the same weights on every device
         rng = np.random.default_rng(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -501,9 +533,22 @@ class TwoTowerModel:
             for step in range(steps):
                 b = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 bu, bi = ex_user[b], ex_item[b]
-                bw = None if pair_weight is None else torch.from_numpy(pair_weight[b])
+                bw = None if pair_weight is None else _to_device(torch.from_numpy(pair_weight[b]), device)
                 loss = self._step(
-                    net, opt, estimator, items, users, item_rows, user_rows, hist, bu, bi, rng, gen, bw
+                    net,
+                    opt,
+                    estimator,
+                    items,
+                    users,
+                    item_rows,
+                    user_rows,
+                    hist,
+                    bu,
+                    bi,
+                    rng,
+                    gen,
+                    bw,
+                    device,
                 )
                 total += loss * b.shape[0]
                 bar.update(1)
@@ -513,6 +558,7 @@ class TwoTowerModel:
         self.train_seconds_ = time.perf_counter() - t0
         net.eval()
         self.net_ = net
+        self.device_ = device
         self.item_vocab_ = item_vocab
         self.user_vocab_ = user_vocab
         self.history_ = hist
@@ -536,30 +582,40 @@ class TwoTowerModel:
         rng: np.random.Generator,
         gen: torch.Generator,
         sample_weight: torch.Tensor | None = None,
+        device: torch.device | None = None,
     ) -> float:
         cfg = self.config
-        ufeats = _feature_tensors(users, user_rows[bu]) if users is not None and user_rows is not None else {}
+        ufeats = (
+            _feature_tensors(users, user_rows[bu], device)
+            if users is not None and user_rows is not None
+            else {}
+        )
         hidx, hoff, hw = (
-            _history_bags(hist, bu, bi, cfg.history_dropout, rng)
+            _history_bags(hist, bu, bi, cfg.history_dropout, rng, device)
             if cfg.user_history
             else (
-                torch.zeros(0, dtype=torch.int64),
-                torch.zeros(bu.shape[0], dtype=torch.int64),
-                torch.zeros(0),
+                torch.zeros(0, dtype=torch.int64, device=device),
+                torch.zeros(bu.shape[0], dtype=torch.int64, device=device),
+                torch.zeros(0, device=device),
             )
         )
-        u = net.user_tower(ufeats, torch.from_numpy(bu + 1), hidx, hoff, hw)
+        u = net.user_tower(ufeats, _to_device(torch.from_numpy(bu + 1), device), hidx, hoff, hw)
         iid = torch.from_numpy(bi + 1)
         if cfg.item_id_embedding and cfg.item_id_dropout > 0:
+            # Drawn on the CPU generator: the same seed drops the same ids on every device.
             drop = torch.rand(bi.shape[0], generator=gen) < cfg.item_id_dropout
             iid = torch.where(drop, torch.zeros_like(iid), iid)
-        v, bias = net.item_tower(_feature_tensors(items, item_rows[bi]), iid)
+        v, bias = net.item_tower(_feature_tensors(items, item_rows[bi], device), _to_device(iid, device))
         estimator.update(bi)
-        log_q = torch.from_numpy(estimator.log_prob(bi).astype(np.float32)) if cfg.logq != "none" else None
+        log_q = (
+            _to_device(torch.from_numpy(estimator.log_prob(bi).astype(np.float32)), device)
+            if cfg.logq != "none"
+            else None
+        )
         loss = in_batch_softmax_loss(
             u,
             v,
-            torch.from_numpy(bi),
+            _to_device(torch.from_numpy(bi), device),
             temperature=cfg.temperature,
             log_q=log_q,
             logq=cfg.logq,
@@ -630,14 +686,17 @@ class TwoTowerModel:
                 raise InvalidInputError("this model's user tower has no input")
         cfg = self.config
         out = np.ones((ids.shape[0], cfg.dim + (1 if cfg.item_bias else 0)), dtype=np.float32)
+        dev = self.device_
         with torch.inference_mode():
             for s in range(0, ids.shape[0], batch_size):
                 sl = slice(s, s + batch_size)
                 r = rows_hist[sl]
-                feats = _feature_tensors(table, feat_rows[sl]) if table is not None and user_specs else {}
-                hidx, hoff, hw = _history_bags(self.history_, r, None, 0.0, None)
-                uid = torch.from_numpy(np.where(r >= 0, r + 1, 0))
-                u = self.net_.user_tower(feats, uid, hidx, hoff, hw).numpy()
+                feats = (
+                    _feature_tensors(table, feat_rows[sl], dev) if table is not None and user_specs else {}
+                )
+                hidx, hoff, hw = _history_bags(self.history_, r, None, 0.0, None, dev)
+                uid = _to_device(torch.from_numpy(np.where(r >= 0, r + 1, 0)), dev)
+                u = self.net_.user_tower(feats, uid, hidx, hoff, hw).cpu().numpy()
                 # With an item bias the score is u.v / T + b: queries carry 1/T and a constant 1.
                 out[sl, : cfg.dim] = u / cfg.temperature if cfg.item_bias else u
         return out
@@ -664,10 +723,13 @@ class TwoTowerModel:
         with torch.inference_mode():
             for s in range(0, items.n, batch_size):
                 rows = np.arange(s, min(items.n, s + batch_size))
-                vec, bias = self.net_.item_tower(_feature_tensors(items, rows), torch.from_numpy(iid[rows]))
-                out[rows, : cfg.dim] = vec.numpy()
+                vec, bias = self.net_.item_tower(
+                    _feature_tensors(items, rows, self.device_),
+                    _to_device(torch.from_numpy(iid[rows]), self.device_),
+                )
+                out[rows, : cfg.dim] = vec.cpu().numpy()
                 if bias is not None:
-                    out[rows, cfg.dim] = bias.numpy()
+                    out[rows, cfg.dim] = bias.cpu().numpy()
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -679,7 +741,7 @@ class TwoTowerModel:
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         payloads: dict[str, bytes] = {}
-        state = {k: v.detach().contiguous() for k, v in self.net_.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
         tmp = out / "weights.safetensors"
         save_file(state, str(tmp))
         payloads["weights.safetensors"] = tmp.read_bytes()
@@ -711,10 +773,15 @@ class TwoTowerModel:
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TwoTowerModel:
-        """Load a model written by :meth:`save`, verifying format version, class, checksums and space."""
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> TwoTowerModel:
+        """Load a model written by :meth:`save`, verifying format version, class, checksums and space.
+
+        The weights load on ``device`` (default the CPU, whatever device trained the model); the
+        stored config keeps the device it was trained with.
+        """
         from safetensors.torch import load as load_safetensors
 
+        dev = resolve_device(device)
         base = Path(path)
         try:
             manifest = json.loads((base / "manifest.json").read_text())
@@ -764,8 +831,10 @@ class TwoTowerModel:
                 f"{base}: weights do not match the manifest's architecture: {exc}"
             ) from exc
         net.eval()
+        net.to(dev)
         model = cls(cfg)
         model.net_ = net
+        model.device_ = dev
         model.item_vocab_ = item_vocab
         model.user_vocab_ = user_vocab
         model.history_ = hist
