@@ -178,24 +178,40 @@ def dpp_greedy(
     return _fill(picks, rel, k) if fill else np.asarray(picks, dtype=np.int64)
 
 
-def _dpp_full(v: npt.NDArray[Any], di2: npt.NDArray[np.float64], k: int, epsilon: float) -> list[int]:
-    d = v.shape[1]
+def _dpp_full(v: npt.NDArray[Any], di2_in: npt.NDArray[np.float64], k: int, epsilon: float) -> list[int]:
+    """Chen et al.'s incremental greedy in feature space: ``L = V V^T`` is never formed.
+
+    Each step orthonormalises the new pick against the picked basis (Gram-Schmidt, reading the
+    pick's coordinates on the basis from the stored projections ``c``), projects every candidate on
+    the new direction (one ``n x d`` matrix-vector product) and lowers the conditional variances.
+    Buffers are preallocated and every update is in place: at ``n = 1000, d = 128`` the loop is a few
+    numpy calls per pick. In float64 near-ties (within rounding) go to the lowest position, so the
+    picks equal a brute-force log-det greedy's; float32 takes ``argmax`` as is (its first maximum).
+    """
+    n, d = v.shape
+    steps = min(k, d)
+    exact = v.dtype == np.float64
     rtol = _rtol(v.dtype)
-    basis = np.zeros((min(k, d), d), dtype=v.dtype)  # orthonormal rows spanning the picked vectors
-    j = _argmax(di2, rtol)
+    di2 = di2_in.astype(v.dtype)  # a copy, in the vectors' dtype (no mixed-precision updates)
+    basis = np.zeros((steps, d), dtype=v.dtype)  # orthonormal rows spanning the picked vectors
+    c = np.zeros((steps, n), dtype=v.dtype)  # c[s] = V @ basis[s]: every candidate's coordinates
+    sq = np.empty(n, dtype=v.dtype)
+    minus_inf = v.dtype.type(-np.inf)
+    dot, sub, mul, square, argmax = np.dot, np.subtract, np.multiply, np.square, np.argmax
+    j = _argmax(di2, rtol) if exact else int(argmax(di2))
     picks = [j]
-    di2 = di2.copy()
-    for s in range(min(k, d) - 1):
-        vj = v[j]
-        q = vj - (basis[:s] @ vj) @ basis[:s] if s else vj.copy()
-        q *= q.dtype.type(1.0 / math.sqrt(max(di2[j], 1e-300)))
-        basis[s] = q
-        proj = v @ q
-        di2 -= np.square(
-            proj, out=proj
-        )  # picked entries stay -inf; a residual rounded below zero is never picked
-        di2[j] = -np.inf
-        j = _argmax(di2, rtol)
+    for s in range(steps - 1):
+        q = basis[s]
+        scale = 1.0 / math.sqrt(max(float(di2[j]), 1e-300))
+        if s:
+            sub(v[j], dot(c[:s, j], basis[:s]), out=q)
+            mul(q, scale, out=q)
+        else:
+            mul(v[j], scale, out=q)
+        dot(v, q, out=c[s])
+        sub(di2, square(c[s], out=sq), out=di2)  # a residual rounded below zero is never picked
+        di2[j] = minus_inf
+        j = _argmax(di2, rtol) if exact else int(argmax(di2))
         if di2[j] < epsilon:
             break
         picks.append(j)
