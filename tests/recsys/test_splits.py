@@ -89,3 +89,72 @@ def test_young_user_history_is_the_earliest_events() -> None:
         assert (partial.train.users == u).sum() == 6
     with pytest.raises(InvalidInputError):
         young_user(x, history=0)
+
+
+@given(
+    st.integers(0, 1000), st.integers(1, 6), st.sampled_from([0.1, 0.25, 0.5]), st.sampled_from([0.0, 0.2])
+)
+@settings(max_examples=30, deadline=None)
+def test_validation_holdout_matches_reference_loop(
+    data_seed: int, n_users: int, frac: float, cold: float
+) -> None:
+    from mlsys.recsys import validation_holdout
+
+    rng = np.random.default_rng(data_seed)
+    users = rng.integers(1, n_users + 1, 80)
+    items = rng.integers(1, 30, 80)  # repeats: a pair's events must stay on one side
+    x = Interactions(users=users, items=items, timestamps=np.arange(80))
+    try:
+        v = validation_holdout(x, fraction=frac, cold_fraction=cold, seed=3)
+    except InvalidInputError as exc:
+        assert "hold out nothing" in str(exc)
+        return
+    # Independent reference: cold items first, then per user floor(frac * pairs) pairs.
+    ref = np.random.default_rng(3)
+    uniq_items = sorted(set(items.tolist()))
+    n_cold = math.floor(cold * len(uniq_items))
+    cold_items = set(ref.permutation(np.array(uniq_items))[:n_cold].tolist()) if n_cold else set()
+    held = set()
+    for u in sorted(set(users.tolist())):
+        its = np.array(
+            sorted({int(i) for uu, i in zip(users, items) if uu == u and int(i) not in cold_items})
+        )
+        k = math.floor(frac * its.shape[0])
+        if k:
+            held |= {(u, int(i)) for i in ref.permutation(its)[:k]}
+    want_test = {
+        (int(u), int(i), int(t))
+        for u, i, t in zip(users, items, range(80))
+        if int(i) in cold_items or (int(u), int(i)) in held
+    }
+    assert _rows(v.test) == want_test
+    assert len(v.train) + len(v.test) == len(x)
+    train_pairs = set(zip(v.train.users.tolist(), v.train.items.tolist()))
+    assert not train_pairs & set(zip(v.test.users.tolist(), v.test.items.tolist()))
+    if n_cold:
+        assert set(v.candidate_items.tolist()) == cold_items and not cold_items & set(v.train.items.tolist())
+    else:
+        assert v.candidate_items is None
+
+
+def test_validation_holdout_seeded_and_refuses_bad_fractions() -> None:
+    from mlsys.recsys import validation_holdout
+
+    x = Interactions(users=np.repeat(np.arange(10), 10), items=np.tile(np.arange(10), 10))
+    a, b = validation_holdout(x, seed=1), validation_holdout(x, seed=1)
+    c = validation_holdout(x, seed=2)
+    assert _rows(a.test) == _rows(b.test) and _rows(a.test) != _rows(c.test)
+    assert len(a.test) == 10 and "default_rng(1)" in a.description
+    for bad in (
+        {"fraction": 0.0},
+        {"fraction": 1.0},
+        {"cold_fraction": 1.0},
+        {"cold_fraction": -0.1},
+        {"fraction": "x"},
+    ):
+        with pytest.raises(InvalidInputError):
+            validation_holdout(x, **bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="hold out nothing"):
+        validation_holdout(Interactions(users=[1, 2], items=[1, 2]), fraction=0.5)
+    with pytest.raises(EmptyIndexError):
+        validation_holdout(Interactions(users=[], items=[]))

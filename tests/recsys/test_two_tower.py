@@ -30,7 +30,7 @@ from mlsys.recsys import (
 )
 from mlsys.recsys import TwoTowerRetriever as Retriever
 
-FAST = {"dim": 16, "feature_dim": 8, "hidden": 32, "epochs": 3, "batch_size": 128, "lr": 1e-2}
+FAST = {"dim": 16, "feature_dim": 8, "hidden": 32, "epochs": 3, "batch_size": 128, "lr": 1e-2, "tune": False}
 
 
 def test_loss_logq_sign_and_accidental_hits() -> None:

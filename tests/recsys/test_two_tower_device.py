@@ -11,7 +11,7 @@ import torch
 from mlsys.common.errors import DeviceUnavailableError, InvalidInputError, NotFittedError
 from mlsys.recsys import TwoTowerConfig, TwoTowerModel
 
-FAST = {"dim": 16, "feature_dim": 8, "hidden": 32, "epochs": 2, "batch_size": 128, "lr": 1e-2}
+FAST = {"dim": 16, "feature_dim": 8, "hidden": 32, "epochs": 2, "batch_size": 128, "lr": 1e-2, "tune": False}
 HAS_CUDA = torch.cuda.is_available()
 
 

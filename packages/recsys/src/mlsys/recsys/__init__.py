@@ -30,9 +30,16 @@ from mlsys.recsys._evaluation import EvaluationResult, evaluate_recommender, for
 from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequencyEstimator
 from mlsys.recsys._movielens import RecsysDataset, load_movielens
 from mlsys.recsys._serving import FallbackChain, FallbackStage, RoutedRecommendations, TwoTowerRetriever
-from mlsys.recsys._splits import Split, item_cold_start, random_holdout, temporal_holdout, young_user
+from mlsys.recsys._splits import (
+    Split,
+    item_cold_start,
+    random_holdout,
+    temporal_holdout,
+    validation_holdout,
+    young_user,
+)
 from mlsys.recsys._synthetic import synthetic_dataset
-from mlsys.recsys._two_tower import TwoTowerConfig, TwoTowerModel, in_batch_softmax_loss
+from mlsys.recsys._two_tower import TwoTowerConfig, TwoTowerModel, TwoTowerReport, in_batch_softmax_loss
 
 __version__ = "0.1.0"
 
@@ -59,6 +66,7 @@ __all__ = [
     "StreamingFrequencyEstimator",
     "TwoTowerConfig",
     "TwoTowerModel",
+    "TwoTowerReport",
     "TwoTowerRetriever",
     "__version__",
     "evaluate_recommender",
@@ -71,5 +79,6 @@ __all__ = [
     "synthetic_dataset",
     "temporal_holdout",
     "top_k",
+    "validation_holdout",
     "young_user",
 ]

@@ -22,7 +22,14 @@ from mlsys.common.errors import InvalidInputError
 from mlsys.common.validation import as_ids, check_unique
 from mlsys.recsys._data import Interactions
 
-__all__ = ["Split", "item_cold_start", "random_holdout", "temporal_holdout", "young_user"]
+__all__ = [
+    "Split",
+    "item_cold_start",
+    "random_holdout",
+    "temporal_holdout",
+    "validation_holdout",
+    "young_user",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,4 +205,86 @@ def young_user(
         description=f"young user: {who} keep their first {history} events (by time) as history, the rest is test",
         train=x.select(np.concatenate(train_rows)),
         test=x.select(np.concatenate(test_rows) if test_rows else np.zeros(0, dtype=np.int64)),
+    )
+
+
+def validation_holdout(
+    x: Interactions, *, fraction: float = 0.1, cold_fraction: float = 0.0, seed: int = 0
+) -> Split:
+    """A validation split carved from training data: per-user held-out pairs, and optionally held-out items.
+
+    Used by :class:`~mlsys.recsys.TwoTowerModel` to choose its hyperparameters without looking at
+    the test split. Works on distinct ``(user, item)`` pairs, so every event of a pair lands on
+    the same side (a repeated event never leaks a validation item into training):
+
+    1. ``cold_fraction`` (0 to skip): ``floor(cold_fraction * n_items)`` of the distinct items of
+       ``x`` (``default_rng(seed)`` permutation of the ascending ids) are *validation-cold*: all
+       their events go to validation and they are listed in ``candidate_items``.
+    2. For each user in ascending id order, ``floor(fraction * p)`` of the user's ``p`` remaining
+       distinct pairs (``rng.permutation`` of the pairs in ascending item order, the same
+       generator continued) go to validation; a user with ``p < 1 / fraction`` keeps everything.
+
+    Raises:
+        InvalidInputError: a fraction outside [0, 1) (``fraction`` in (0, 1)), or nothing held out.
+
+    Example:
+        >>> x = Interactions(users=[1] * 10 + [2] * 10, items=list(range(10)) * 2)
+        >>> v = validation_holdout(x, fraction=0.2, seed=0)
+        >>> len(v.train), len(v.test), v.candidate_items is None
+        (16, 4, True)
+    """
+    frac = _check_fraction(fraction, "fraction")
+    if isinstance(cold_fraction, bool) or not isinstance(cold_fraction, (int, float)):
+        raise InvalidInputError(f"cold_fraction must be a float in [0, 1), got {cold_fraction!r}")
+    cold_frac = float(cold_fraction)
+    if not 0.0 <= cold_frac < 1.0:
+        raise InvalidInputError(f"cold_fraction must be a float in [0, 1), got {cold_fraction!r}")
+    x.require_nonempty()
+    rng = np.random.default_rng(seed)
+    items = np.unique(x.items)
+    n_cold = math.floor(cold_frac * items.shape[0])
+    cold = np.sort(rng.permutation(items)[:n_cold]) if n_cold else np.zeros(0, dtype=np.int64)
+    is_cold = np.isin(x.items, cold)
+    pairs = np.unique(np.stack([x.users[~is_cold], x.items[~is_cold]]), axis=1)  # sorted by user, item
+    held_users: list[npt.NDArray[np.int64]] = []
+    held_items: list[npt.NDArray[np.int64]] = []
+    if pairs.size:
+        cuts = np.flatnonzero(np.diff(pairs[0])) + 1
+        for user_items, user in zip(np.split(pairs[1], cuts), pairs[0][np.r_[0, cuts]], strict=True):
+            n_val = math.floor(frac * user_items.shape[0])
+            if n_val:
+                held_items.append(rng.permutation(user_items)[:n_val])
+                held_users.append(np.full(n_val, user, dtype=np.int64))
+    val_pair = np.zeros(len(x), dtype=bool)
+    if held_users:
+        # Every event of a held-out pair goes to validation: match on a dense (user, item) key.
+        uniq_users = np.unique(x.users)
+        n_items = items.shape[0]
+        key = np.searchsorted(uniq_users, x.users) * n_items + np.searchsorted(items, x.items)
+        held = np.concatenate(held_users)
+        held_key = np.searchsorted(uniq_users, held) * n_items + np.searchsorted(
+            items, np.concatenate(held_items)
+        )
+        val_pair = np.isin(key, held_key)
+    to_val = is_cold | val_pair
+    if not to_val.any():
+        raise InvalidInputError(
+            f"fraction {frac} and cold_fraction {cold_frac} hold out nothing of {len(x)} events; "
+            "expected users with at least 1/fraction distinct items"
+        )
+    pct = round(100 * frac)
+    cold_txt = (
+        f"{n_cold} of {items.shape[0]} items ({round(100 * cold_frac)}%) validation-cold, then "
+        if n_cold
+        else ""
+    )
+    return Split(
+        name=f"validation_{pct}",
+        description=(
+            f"validation carved from training: {cold_txt}per-user {pct}% of distinct (user, item) pairs "
+            f"held out (default_rng({seed}), users in id order, floor(fraction * pairs))"
+        ),
+        train=x.select(~to_val),
+        test=x.select(to_val),
+        candidate_items=cold if n_cold else None,
     )

@@ -1,0 +1,185 @@
+"""The data-driven two-tower: validation search, early stopping, report, cold-item offset, persistence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mlsys.common.errors import CorruptFileError, InvalidInputError
+from mlsys.recsys import (
+    FeatureTable,
+    Interactions,
+    TwoTowerConfig,
+    TwoTowerModel,
+    TwoTowerReport,
+    validation_holdout,
+)
+
+SMALL = TwoTowerConfig(dim=16, feature_dim=8, hidden=32, epochs=2, batch_size=128, lr=1e-2, temperature=0.1)
+
+
+@pytest.fixture(scope="module")
+def tuned(synth):  # type: ignore[no-untyped-def]
+    return TwoTowerModel(SMALL).fit(synth.interactions, items=synth.items, users=synth.users, progress=False)
+
+
+def test_search_report_is_consistent_with_the_trained_model(tuned) -> None:  # type: ignore[no-untyped-def]
+    r = tuned.report_
+    assert r.tuned and r.start == {"temperature": 0.1, "lr": 1e-2, "epochs": 2}
+    # 3 temperatures at the given lr, then 2 other learning rates at the best temperature.
+    assert len(r.runs) == 5
+    assert [x["temperature"] for x in r.runs[:3]] == pytest.approx([0.05, 0.1, 0.2])
+    assert sorted(x["lr"] for x in r.runs[3:]) == pytest.approx([5e-3, 2e-2])
+    best = max(r.runs, key=lambda x: x["best_ndcg@10"])
+    for run in r.runs:
+        curve = run["curve"]
+        assert 1 <= len(curve) <= 2 * SMALL.epochs and all(0.0 <= c <= 1.0 for c in curve)
+        assert run["best_ndcg@10"] == max(curve) and curve[run["best_epoch"] - 1] == max(curve)
+        stopped_early = len(curve) < 2 * SMALL.epochs
+        if stopped_early:  # early stopping: `patience` epochs without a better score
+            assert len(curve) - run["best_epoch"] >= SMALL.patience
+    assert r.chosen == {"temperature": best["temperature"], "lr": best["lr"], "epochs": best["best_epoch"]}
+    assert tuned.config.temperature == best["temperature"] and tuned.config.epochs == best["best_epoch"]
+    assert len(tuned.loss_history_) == best["best_epoch"]
+    assert "validation carved from training" in r.validation and "trained items" in r.objective
+    assert not r.budget_exhausted and r.total_seconds > 0
+
+
+def test_search_is_reproducible(synth, tuned) -> None:  # type: ignore[no-untyped-def]
+    again = TwoTowerModel(SMALL).fit(synth.interactions, items=synth.items, users=synth.users, progress=False)
+    strip = [{k: v for k, v in x.items() if k != "seconds"} for x in again.report_.runs]
+    assert strip == [{k: v for k, v in x.items() if k != "seconds"} for x in tuned.report_.runs]
+    assert again.cold_offset_ == tuned.cold_offset_
+    np.testing.assert_array_equal(again.encode_items(synth.items), tuned.encode_items(synth.items))
+
+
+def test_cold_offset_is_calibrated_and_applied_to_items_without_ids(synth, tuned) -> None:  # type: ignore[no-untyped-def]
+    cal = tuned.report_.cold_calibration
+    assert cal is not None and cal["validation_cold_items"] == 6  # floor(0.1 * 60)
+    offsets, ndcg, share = np.array(cal["offsets"]), np.array(cal["ndcg@10"]), np.array(cal["cold_share@10"])
+    assert np.all(np.diff(offsets) > 0) and share[0] == 0.0  # the lowest offset shows no cold item
+    assert np.all(np.diff(share) >= 0)  # more offset, more cold exposure
+    chosen = int(np.flatnonzero(offsets == cal["chosen_offset"])[0])
+    assert ndcg[chosen] >= (1 - cal["tolerance"]) * ndcg.max()
+    assert not np.any((offsets > offsets[chosen]) & (ndcg >= (1 - cal["tolerance"]) * ndcg.max()))
+    assert tuned.cold_offset_ == cal["chosen_offset"]
+    new = FeatureTable(synth.items.ids + 10_000, synth.items.columns, synth.items.specs)
+    v_new = tuned.encode_items(new)
+    v_feat = tuned.encode_items(synth.items, use_ids=False)
+    np.testing.assert_array_equal(v_new, v_feat)
+    warm = tuned.encode_items(synth.items)
+    tuned_offset = tuned.cold_offset_
+    try:  # the offset sits in the bias column only
+        tuned.cold_offset_ = 0.0
+        base = tuned.encode_items(new)
+    finally:
+        tuned.cold_offset_ = tuned_offset
+    np.testing.assert_allclose(v_new[:, -1] - base[:, -1], tuned_offset, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(v_new[:, :-1], base[:, :-1])
+    assert not np.allclose(warm, v_feat)
+
+
+def test_save_load_keeps_report_and_offset(synth, tuned, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tuned.save(tmp_path / "m")
+    back = TwoTowerModel.load(tmp_path / "m")
+    assert back.report_ == tuned.report_ and back.cold_offset_ == tuned.cold_offset_
+    assert back.config == tuned.config and back.space == tuned.space
+    new = FeatureTable(synth.items.ids + 10_000, synth.items.columns, synth.items.specs)
+    np.testing.assert_array_equal(back.encode_items(new), tuned.encode_items(new))
+    path = tmp_path / "m" / "manifest.json"
+    good = json.loads(path.read_text())
+    for bad in ({"cold_offset": "nan"}, {"cold_offset": float("inf")}, {"report": {"tuned": True}}):
+        path.write_text(json.dumps({**good, **bad}))
+        with pytest.raises(CorruptFileError):
+            TwoTowerModel.load(tmp_path / "m")
+    path.write_text(json.dumps({**good, "cold_offset": good["cold_offset"] + 1.0}))
+    with pytest.raises(InvalidInputError):  # the space hash covers the offset: a changed offset is caught
+        TwoTowerModel.load(tmp_path / "m")
+
+
+def test_cold_objective_for_a_features_only_model(synth) -> None:  # type: ignore[no-untyped-def]
+    cfg = replace(
+        SMALL, item_id_embedding=False, item_bias=False, temperature_factors=(1.0,), lr_factors=(1.0,)
+    )
+    m = TwoTowerModel(cfg).fit(synth.interactions, items=synth.items, progress=False)
+    assert "validation-cold items" in m.report_.objective and len(m.report_.runs) == 1
+    assert m.report_.cold_calibration is None and m.cold_offset_ == 0.0
+
+
+def test_too_little_data_or_no_budget_trains_once_and_says_why(synth) -> None:  # type: ignore[no-untyped-def]
+    tiny = TwoTowerModel(replace(SMALL, epochs=2)).fit(
+        Interactions(users=[1, 2, 3], items=[100, 101, 102]), items=synth.items, progress=False
+    )
+    assert not tiny.report_.tuned and "not tuned" in tiny.report_.reason and len(tiny.loss_history_) == 2
+    broke = TwoTowerModel(replace(SMALL, tune_budget_s=0.0)).fit(
+        synth.interactions, items=synth.items, progress=False
+    )
+    assert not broke.report_.tuned and "budget" in broke.report_.reason
+    off = TwoTowerModel(replace(SMALL, tune=False)).fit(synth.interactions, items=synth.items, progress=False)
+    assert (
+        not off.report_.tuned
+        and off.report_.chosen == off.report_.start
+        and off.config == replace(SMALL, tune=False)
+    )
+
+
+def test_the_search_never_sees_validation_pairs_in_training(synth, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Search runs train on the validation split's train part; the final model on everything."""
+    import mlsys.recsys._two_tower as tt
+
+    seen: list[int] = []
+    real = tt._FitData.build
+
+    def spy(train, items, users, weighted):  # type: ignore[no-untyped-def]
+        seen.append(len(train))
+        return real(train, items, users, weighted)
+
+    monkeypatch.setattr(tt._FitData, "build", staticmethod(spy))
+    TwoTowerModel(replace(SMALL, temperature_factors=(1.0,), lr_factors=(1.0,))).fit(
+        synth.interactions, items=synth.items, progress=False
+    )
+    val = validation_holdout(synth.interactions, fraction=0.1, cold_fraction=0.1, seed=SMALL.seed)
+    assert seen == [len(synth.interactions), len(val.train)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"negatives": "all"},
+        {"tune": 1},
+        {"validation_fraction": 0.0},
+        {"validation_cold_fraction": 1.0},
+        {"tune_objective": "best"},
+        {"temperature_factors": ()},
+        {"lr_factors": (1.0, -2.0)},
+        {"temperature_factors": "12"},
+        {"max_epochs": -1},
+        {"patience": 0},
+        {"tune_budget_s": float("nan")},
+        {"cold_tolerance": -0.1},
+    ],
+)
+def test_search_settings_are_validated(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        TwoTowerConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_catalogue_negatives_train_deterministically(synth) -> None:  # type: ignore[no-untyped-def]
+    cfg = replace(SMALL, negatives="catalogue", tune=False)
+    a = TwoTowerModel(cfg).fit(synth.interactions, items=synth.items, users=synth.users, progress=False)
+    b = TwoTowerModel(cfg).fit(synth.interactions, items=synth.items, users=synth.users, progress=False)
+    assert a.loss_history_ == b.loss_history_ and a.loss_history_[-1] < a.loss_history_[0]
+    # A full softmax over 60 items starts near log(60 - the user's other items).
+    assert 2.5 < a.loss_history_[0] < np.log(60) + 0.5
+
+
+def test_report_from_dict_refuses_wrong_keys() -> None:
+    r = TwoTowerReport.untuned(SMALL, "x")
+    assert TwoTowerReport.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    with pytest.raises(CorruptFileError):
+        TwoTowerReport.from_dict({**r.to_dict(), "extra": 1})
+    with pytest.raises(CorruptFileError):
+        TwoTowerReport.from_dict([])  # type: ignore[arg-type]
