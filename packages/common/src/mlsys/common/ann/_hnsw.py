@@ -4,8 +4,20 @@ hnswlib labels are the external ids themselves (hnswlib returns them as uint64; 
 ``view(np.int64)`` turns them back), so the hot path translates nothing. Deletes use
 ``mark_deleted``; new items reuse deleted slots (``allow_replace_deleted`` / ``replace_deleted``),
 and an id that comes back after removal is un-marked and updated in place when its old slot was
-not reused yet. Upserts of live ids update the vector and its graph links in place. Past
-``rebuild_threshold`` deleted slots the graph is rebuilt from the live vectors.
+not reused yet. Upserts of live ids update the vector and its graph links in place. In-place
+updates degrade the graph as deletes do (hnswlib re-links the neighbourhood locally, and can leave
+a node unreachable), so they count toward ``rebuild_threshold`` with the deleted slots: past it the
+graph is rebuilt from the live vectors. An index of at most ``ef`` live items, whose every search
+walks the whole graph and should therefore be exact, is rebuilt after any in-place update (cheap
+at that size).
+
+Threads: adds and unfiltered batch searches use every core by default (``num_threads=-1``, as
+hnswlib itself). A query's result does not depend on the thread count (each query is one
+independent graph walk; tested), but a multi-threaded build inserts items in a racy order, so the
+graph, and hence approximate results, can differ from build to build. ``num_threads=1`` makes a
+build reproducible for a given ``seed``, at the price of a build and a batch search about
+``n_cores`` times slower (1.9x and 1.6x on the 2-core benchmark machine, see
+``benchmarks/common/README.md``).
 
 hnswlib is an optional extra (it builds from source on some platforms):
 ``pip install 'mlsys-common[hnsw]'``.
@@ -93,8 +105,12 @@ class HNSWConfig(CommonConfig):
         ef_construction: build beam (hnswlib default 200).
         ef: search beam (hnswlib default 10, far too low for recall@10; 64 here).
         initial_capacity: elements allocated up front; the index doubles when full.
-        num_threads: threads for adds and batch searches (hnswlib default: all cores). 1 keeps
-            builds deterministic for a given ``seed``.
+        num_threads: threads for adds and unfiltered batch searches; -1 (default, as hnswlib) = all
+            cores. Search results are the same on any number of threads; 1 also makes builds
+            reproducible for a given ``seed`` (a multi-threaded build inserts in a racy order), at
+            the cost of builds and batch searches about ``n_cores`` times slower. A search-time
+            parameter (``set_params(num_threads=1)``) for searches; builds use the value at
+            ``add`` time.
         seed: hnswlib's random seed (level assignment).
         native: run the unfiltered search fast path as one compiled call where mlsys-common's
             extension was built (:data:`HNSW_NATIVE`); False always takes the pure-Python fast
@@ -112,7 +128,7 @@ class HNSWConfig(CommonConfig):
     ef_construction: int = 200
     ef: int = 64
     initial_capacity: int = 1024
-    num_threads: int = 1
+    num_threads: int = -1
     seed: int = 100
     native: bool = True
 
@@ -170,6 +186,8 @@ class HNSWIndex(BaseIndex):
         self._index = self._new_index(self._config.initial_capacity)
         # ids whose hnswlib slot is marked deleted (the slot may since have been reused)
         self._deleted: set[int] = set()
+        # in-place updates of live graph nodes since the last (re)build (they count as tombstones)
+        self._updated = 0
         self._ef_lock = threading.Lock()
         self._native = self._pick_native()
 
@@ -225,6 +243,7 @@ class HNSWIndex(BaseIndex):
                     except RuntimeError:  # its slot was reused by another id: add it afresh
                         continue
                     self._index.add_items(vecs[pos : pos + 1], np.array([i], dtype=np.uint64))
+                    self._updated += 1
                     fresh[pos] = False
         if fresh.any():
             new_ids = ids[fresh].astype(np.uint64)
@@ -237,6 +256,7 @@ class HNSWIndex(BaseIndex):
     def _replace(self, ids: I64, vecs: F32) -> None:
         # live labels: hnswlib updates the vector and re-links its neighbourhood in place
         self._index.add_items(vecs, ids.astype(np.uint64))
+        self._updated += int(ids.shape[0])
 
     def _remove_existing(self, ids: I64) -> None:
         for i in ids.tolist():
@@ -244,9 +264,20 @@ class HNSWIndex(BaseIndex):
             self._deleted.add(i)
             del self._live[i]
 
+    @property
+    def n_updated(self) -> int:
+        """In-place updates of live items since the graph was last (re)built; they count toward
+        ``rebuild_threshold`` as deleted slots do."""
+        return self._updated
+
     def _after_write(self) -> None:
         count = int(self._index.element_count)
-        if count and self.n_deleted_slots > self._config.rebuild_threshold * count:
+        if not count:
+            return
+        worn = self.n_deleted_slots + self._updated
+        if worn > self._config.rebuild_threshold * count or (
+            self._updated and len(self._live) <= self._config.ef
+        ):
             self.rebuild()
 
     def rebuild(self) -> None:
@@ -255,6 +286,7 @@ class HNSWIndex(BaseIndex):
         vecs = self._vectors(ids) if ids.size else np.empty((0, self._dim), np.float32)
         self._index = self._new_index(max(self._config.initial_capacity, ids.shape[0]))
         self._deleted = set()
+        self._updated = 0
         self._live = {}
         if ids.size:
             self._add_new(ids, vecs)
@@ -434,6 +466,7 @@ class HNSWIndex(BaseIndex):
         return {
             "element_count": int(self._index.element_count),
             "max_elements": int(self._index.max_elements),
+            "updated": self._updated,
         }
 
     @classmethod
@@ -466,4 +499,10 @@ class HNSWIndex(BaseIndex):
         index._index = native
         index._live = dict.fromkeys(ids.tolist(), 0)
         index._deleted = set(deleted.tolist())
+        updated = state.get("updated", 0)
+        if type(updated) is not int or updated < 0:
+            raise CorruptFileError(
+                f"{directory}: manifest state 'updated' must be an int >= 0, got {updated!r}"
+            )
+        index._updated = updated
         return index
