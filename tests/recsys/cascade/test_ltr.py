@@ -153,6 +153,12 @@ def test_bad_input(fitted: tuple[LearnedRanker, Split]) -> None:
         {"seed": -1},
         {"objective": "nope"},
         {"n_models": 0},
+        {"model": "nope"},
+        {"mlp_dropout": 1.0},
+        {"mlp_hidden": 0},
+        {"mlp_lr": 0.0},
+        {"blend_grid": ()},
+        {"blend_grid": (1.5,)},
     ],
 )
 def test_config_is_validated(kw: dict[str, Any]) -> None:
@@ -212,3 +218,71 @@ def test_each_source_is_a_retrieval_source(fitted: tuple[LearnedRanker, Split]) 
         LearnedRanker(FAST).source("ease")
     with pytest.raises(InvalidInputError):
         src.recommend(users, 0)
+
+
+def _fit_with(genre_data: RecsysDataset, split: Split, **kw: Any) -> LearnedRanker:
+    cfg = LearnedRankerConfig(**{**FAST.__dict__, "mlp_epochs": 8, "mlp_patience": 3, **kw})
+    return LearnedRanker(cfg).fit(
+        split.train, catalogue=genre_data.items.ids, users=genre_data.users, items=genre_data.items
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted_mlp(genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split]) -> LearnedRanker:
+    return _fit_with(genre_data, fitted[1], model="mlp")
+
+
+def test_mlp_heavy_model_beats_its_best_retriever(
+    fitted_mlp: LearnedRanker, fitted: tuple[LearnedRanker, Split], genre_data: RecsysDataset
+) -> None:
+    split = fitted[1]
+    ease = EASE(l2=fitted_mlp.ease_l2_).fit(split.train, catalogue=genre_data.items.ids)
+    r = evaluate_recommender(fitted_mlp, split, ks=(10,))
+    e = evaluate_recommender(ease, split, ks=(10,))
+    assert r.metrics["ndcg@10"] > e.metrics["ndcg@10"] + 0.01
+    v = fitted_mlp.validation_
+    assert v["ndcg@10_ranker"] == v["ndcg@10_mlp"] == max(v["mlp_curve"])  # the best epoch is kept
+    assert 1 <= v["mlp_best_epoch"][0] <= 8
+    with pytest.raises(InvalidInputError, match="LightGBM"):
+        fitted_mlp.feature_importance()
+
+
+def test_mlp_same_seed_same_model(genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split]) -> None:
+    a = _fit_with(genre_data, fitted[1], model="mlp", mlp_epochs=3)
+    b = _fit_with(genre_data, fitted[1], model="mlp", mlp_epochs=3)
+    np.testing.assert_array_equal(a.recommend([1, 5, 9], 10)[1], b.recommend([1, 5, 9], 10)[1])
+
+
+@pytest.mark.parametrize(("weight", "same_as"), [(1.0, "lightgbm"), (0.0, "mlp")])
+def test_blend_endpoints_rank_as_their_model(
+    weight: float,
+    same_as: str,
+    genre_data: RecsysDataset,
+    fitted: tuple[LearnedRanker, Split],
+    fitted_mlp: LearnedRanker,
+) -> None:
+    """A blend restricted to one end of the grid ranks every user's candidates as that model alone
+    (per-user z-scores keep each model's order)."""
+    blend = _fit_with(genre_data, fitted[1], model="blend", blend_grid=(weight,))
+    ref = fitted[0] if same_as == "lightgbm" else fitted_mlp
+    users = np.arange(1, 40)
+    np.testing.assert_array_equal(blend.recommend(users, 10)[0], ref.recommend(users, 10)[0])
+    assert blend.blend_weight_ == weight
+
+
+def test_blend_weight_is_the_validation_best(
+    genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split]
+) -> None:
+    blend = _fit_with(genre_data, fitted[1], model="blend")
+    v = blend.validation_
+    grid = v["blend_grid_ndcg@10"]
+    assert set(grid) == set(FAST.blend_grid) and blend.blend_weight_ in grid
+    assert v["ndcg@10_ranker"] == max(grid.values()) == grid[blend.blend_weight_]
+    assert grid[1.0] == pytest.approx(v["ndcg@10_lightgbm"]) and grid[0.0] == pytest.approx(v["ndcg@10_mlp"])
+
+
+def test_mlp_needs_no_lightgbm(monkeypatch: pytest.MonkeyPatch, genre_data: RecsysDataset) -> None:
+    monkeypatch.setitem(sys.modules, "lightgbm", None)
+    split = random_holdout(genre_data.interactions, seed=1)
+    r = _fit_with(genre_data, split, model="mlp", mlp_epochs=2)
+    assert r.recommend([1], 5)[0].shape == (1, 5)

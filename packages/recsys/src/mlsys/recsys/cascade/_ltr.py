@@ -60,6 +60,7 @@ __all__ = ["LearnedRanker", "LearnedRankerConfig"]
 
 _SOURCES = ("ease", "knn", "als", "pop", "seq", "tpop", "rp3", "uknn")
 _OBJECTIVES = ("lambdarank", "rank_xendcg", "binary")
+_MODELS = ("lightgbm", "mlp", "blend")
 
 
 def _check_int(value: object, name: str, low: int) -> None:
@@ -98,6 +99,15 @@ class LearnedRankerConfig:
         refit: after early stopping, refit on every group with the best number of rounds.
         objective: LightGBM objective: ``"lambdarank"`` (LambdaMART), ``"rank_xendcg"`` (listwise
             cross-entropy NDCG surrogate) or ``"binary"`` (pointwise).
+        model: the heavy model: ``"lightgbm"`` (the field's standard), ``"mlp"`` (a torch MLP over the
+            same features with a listwise softmax loss) or ``"blend"`` (both; their per-user
+            z-scored scores mixed with the weight from ``blend_grid`` that maximises NDCG@10 on the
+            early-stopping users).
+        mlp_hidden, mlp_layers, mlp_dropout, mlp_lr, mlp_epochs, mlp_patience, mlp_batch_groups: the
+            MLP's width, hidden layers, dropout, Adam learning rate, maximum epochs (early-stopped on
+            the early-stopping users' NDCG@10 with ``mlp_patience`` epochs of patience) and groups
+            (users of a fold) per step.
+        blend_grid: candidate weights of the LightGBM scores in ``"blend"`` (the MLP gets 1 - w).
         n_models: boosters trained on independent fold dealings (own early-stopping split and
             seed); their scores are averaged.
         monotone: constrain the ranker to be non-decreasing in every collaborative source's score,
@@ -137,6 +147,15 @@ class LearnedRankerConfig:
     n_models: int = 3
     n_dealings: int = 1
     monotone: bool = False
+    model: str = "lightgbm"
+    mlp_hidden: int = 128
+    mlp_layers: int = 2
+    mlp_dropout: float = 0.1
+    mlp_lr: float = 1e-3
+    mlp_epochs: int = 40
+    mlp_patience: int = 4
+    mlp_batch_groups: int = 128
+    blend_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     num_leaves: int = 31
     learning_rate: float = 0.05
     min_data_in_leaf: int = 50
@@ -157,6 +176,21 @@ class LearnedRankerConfig:
         _check_int(self.n_dealings, "n_dealings", 1)
         if self.objective not in _OBJECTIVES:
             raise InvalidInputError(f"objective must be one of {_OBJECTIVES}, got {self.objective!r}")
+        if self.model not in _MODELS:
+            raise InvalidInputError(f"model must be one of {_MODELS}, got {self.model!r}")
+        for name in ("mlp_hidden", "mlp_layers", "mlp_epochs", "mlp_patience", "mlp_batch_groups"):
+            _check_int(getattr(self, name), name, 1)
+        _check_pos(self.mlp_lr, "mlp_lr")
+        d = self.mlp_dropout
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
+            raise InvalidInputError(f"mlp_dropout must be in [0, 1), got {d!r}")
+        if not self.blend_grid or any(
+            isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0
+            for w in self.blend_grid
+        ):
+            raise InvalidInputError(
+                f"blend_grid must be non-empty weights in [0, 1], got {self.blend_grid!r}"
+            )
         _check_int(self.knn_neighbors, "knn_neighbors", 1)
         _check_int(self.als_factors, "als_factors", 0)
         _check_int(self.als_iterations, "als_iterations", 1)
@@ -223,6 +257,18 @@ def _monotone(names: list[str]) -> list[int]:
     return out
 
 
+def _z(x: np.ndarray, valid: npt.NDArray[np.bool_] | None = None) -> np.ndarray:
+    """Per-row (last axis) z-scores over the ``valid`` entries (all when ``None``); a constant row
+    becomes zeros, invalid entries are 0."""
+    x = np.asarray(x, np.float64)
+    m = np.ones(x.shape, bool) if valid is None else valid
+    n = np.maximum(m.sum(axis=-1, keepdims=True), 1)
+    xm = np.where(m, x, 0.0)
+    mu = xm.sum(axis=-1, keepdims=True) / n
+    sd = np.sqrt((np.where(m, x - mu, 0.0) ** 2).sum(axis=-1, keepdims=True) / n)
+    return np.where(m, (x - mu) / np.where(sd > 0, sd, 1.0), 0.0)
+
+
 def _ndcg_at(
     ranked: npt.NDArray[np.int64], targets: list[np.ndarray], k: int = 10
 ) -> npt.NDArray[np.float64]:
@@ -247,6 +293,48 @@ class _TrainingData:
     g_users: list[int]
     n_targets: list[int]
     names: list[str]
+
+
+class _MLPPrep:
+    """Standardise features with the training rows' mean/std; NaN/inf -> 0 plus a missing indicator."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, missing: np.ndarray) -> None:
+        self.mean, self.std, self.missing = mean, std, missing
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        bad = ~np.isfinite(x)
+        z = (np.where(bad, self.mean, x) - self.mean) / self.std
+        return np.concatenate([z, bad[:, self.missing].astype(np.float32)], axis=1).astype(np.float32)
+
+
+def _mlp_net(n_in: int, hidden: int, layers: int, dropout: float) -> Any:
+    from torch import nn
+
+    mods: list[Any] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        width = hidden
+    mods.append(nn.Linear(width, 1))
+    return nn.Sequential(*mods)
+
+
+class _MLPScorer:
+    """A fitted MLP ranker with LightGBM's ``predict(x, num_threads=)`` shape of call."""
+
+    def __init__(self, net: Any, prep: _MLPPrep) -> None:
+        self.net, self.prep = net, prep
+
+    def predict(self, x: np.ndarray, num_threads: int = 1, **_: Any) -> np.ndarray:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(num_threads)
+        try:
+            with torch.no_grad():
+                return self.net(torch.from_numpy(self.prep(np.asarray(x, np.float32)))).squeeze(-1).numpy()
+        finally:
+            torch.set_num_threads(threads)
 
 
 class LearnedRanker(Recommender):
@@ -381,8 +469,9 @@ class LearnedRanker(Recommender):
     ) -> None:
         from mlsys.common._optional import import_optional
 
-        import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
         c = self.config
+        if c.model != "mlp":
+            import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
         if c.als_factors > 0:
             import_optional("implicit", package="implicit")
         events = self._events(train, user_index, item_index)
@@ -434,6 +523,9 @@ class LearnedRanker(Recommender):
 
         # 3. per dealing: out-of-fold features and labels, then one booster
         boosters, infos = [], []
+        mlps: list[_MLPScorer] = []
+        mlp_infos: list[dict[str, Any]] = []
+        blend_scores: dict[float, list[float]] = {}
         recalls: list[float] = []
         names: list[str] = []
         tgt_u: list[np.ndarray] = []
@@ -470,22 +562,53 @@ class LearnedRanker(Recommender):
             if (d + 1) % c.n_dealings:
                 continue  # pool the next dealing's groups into the same booster
             td = _TrainingData(feats, labels, groups, g_users, n_targets, names)
-            booster, info_m = self._train_booster(td, m)
-            boosters.append(booster)
-            infos.append(info_m)
+            if c.model in ("lightgbm", "blend"):
+                booster, info_m = self._train_booster(td, m)
+                boosters.append(booster)
+                infos.append(info_m)
+            if c.model in ("mlp", "blend"):
+                net, info_n = self._train_mlp(td, m)
+                mlps.append(net)
+                mlp_infos.append(info_n)
+            if c.model == "blend":
+                es_groups = info_m["_es_groups"]
+                for w in c.blend_grid:
+                    mixed = [
+                        w * _z(a) + (1.0 - w) * _z(b) for a, b in zip(info_m["_es_pred"], info_n["_es_pred"])
+                    ]
+                    blend_scores.setdefault(float(w), []).append(self._es_ndcg(td, es_groups, mixed))
             if m == 0:
                 self._training_data = td  # kept for inspection and for refitting the booster alone
             del td
             feats, labels, groups, g_users, n_targets = [], [], [], [], []
         self.feature_names_ = names
         self.boosters_ = boosters
-        self.booster_ = boosters[0]
+        self.mlps_ = mlps
+        self.booster_ = boosters[0] if boosters else mlps[0]
         self.fold_l2_ = fold_l2
         self.ease_l2_ = float(serve_l2)
         tu, ti = np.concatenate(tgt_u), np.concatenate(tgt_i)
         self.training_targets_ = Interactions(users=user_index.ids[tu], items=item_index.ids[ti])
-        info: dict[str, Any] = {k: float(np.mean([i[k] for i in infos])) if k.startswith("ndcg") else infos[0][k] for k in infos[0]}  # fmt: skip
-        info["best_iteration"] = [i["best_iteration"] for i in infos]
+        info: dict[str, Any] = {}
+        if infos:
+            info.update({k: float(np.mean([i[k] for i in infos])) if k.startswith("ndcg") else infos[0][k] for k in infos[0] if not k.startswith("_")})  # fmt: skip
+            info["best_iteration"] = [i["best_iteration"] for i in infos]
+        if mlp_infos:
+            info["ndcg@10_mlp"] = float(np.mean([i["ndcg@10_mlp"] for i in mlp_infos]))
+            info["mlp_best_epoch"] = [i["best_epoch"] for i in mlp_infos]
+            info["mlp_curve"] = mlp_infos[0]["curve"]
+            if not infos:
+                info.update({k: mlp_infos[0][k] for k in ("n_groups", "early_stopping_users")})
+                info["ndcg@10_ease"] = float(np.mean([i["ndcg@10_ease"] for i in mlp_infos]))
+                info["ndcg@10_ranker"] = info["ndcg@10_mlp"]
+        self.blend_weight_: float | None = None
+        if blend_scores:
+            means = {w: float(np.mean(v)) for w, v in blend_scores.items()}
+            self.blend_weight_ = max(means, key=lambda w: (means[w], w))  # ties: more LightGBM
+            info["blend_grid_ndcg@10"] = means
+            info["blend_weight"] = self.blend_weight_
+            info["ndcg@10_lightgbm"] = info["ndcg@10_ranker"]
+            info["ndcg@10_ranker"] = means[self.blend_weight_]
         self.validation_ = {
             "ease_l2_grid_ndcg@10": grid_scores,
             "fold_l2": fold_l2,
@@ -506,16 +629,16 @@ class LearnedRanker(Recommender):
                 fold_of[a:b] = np.arange(b - a)[rng.permutation(b - a)] % n_folds
         return fold_of
 
-    def _train_booster(self, td: _TrainingData, model: int = 0) -> tuple[Any, dict[str, Any]]:
-        """Early-stop LambdaMART on a group split of the validation users, optionally refit on all."""
-        from mlsys.common._optional import import_optional
-
-        lgb = import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
+    def _es_split(
+        self, td: _TrainingData, model: int
+    ) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_], int
+    ]:
+        """Group split of the validation users for early stopping: ``(train groups, early-stopping
+        groups, is_es per group, has a positive per group, number of early-stopping users)``."""
         c = self.config
         g_users_arr = np.asarray(td.g_users)
-        group_sizes = np.asarray(td.groups)
         has_pos = np.array([lab.sum() > 0 for lab in td.labels])
-        # 4. group split of the validation users for early stopping
         uniq = np.unique(g_users_arr[has_pos]) if has_pos.any() else np.zeros(0, np.int64)
         if uniq.shape[0] < 2:
             raise InvalidInputError(
@@ -535,6 +658,29 @@ class LearnedRanker(Recommender):
                 f"items among their candidates in both the training and early-stopping groups (got "
                 f"{tr_idx.size} and {es_idx.size} groups); use more interactions or more candidates"
             )
+        return tr_idx, es_idx, is_es, has_pos, int(es_users.shape[0])
+
+    @staticmethod
+    def _es_ndcg(td: _TrainingData, groups: npt.NDArray[np.int64], preds: list[np.ndarray]) -> float:
+        """Mean NDCG@10 over ``groups`` of ``preds`` (IDCG over every held-out item of the group)."""
+        disc = 1.0 / np.log2(np.arange(2, 12))
+        out = []
+        for j, sc in zip(groups, preds):
+            lab, n_pos_all = td.labels[j], td.n_targets[j]
+            order = np.argsort(-sc, kind="stable")[:10]
+            dcg = float((lab[order] * disc[: order.shape[0]]).sum())
+            idcg = float(disc[: min(max(n_pos_all, 1), 10)].sum())
+            out.append(dcg / idcg if n_pos_all > 0 else 0.0)
+        return float(np.mean(out)) if out else 0.0
+
+    def _train_booster(self, td: _TrainingData, model: int = 0) -> tuple[Any, dict[str, Any]]:
+        """Early-stop LambdaMART on a group split of the validation users, optionally refit on all."""
+        from mlsys.common._optional import import_optional
+
+        lgb = import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
+        c = self.config
+        group_sizes = np.asarray(td.groups)
+        tr_idx, es_idx, is_es, has_pos, n_es_users = self._es_split(td, model)
 
         def stack(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return (
@@ -575,19 +721,8 @@ class LearnedRanker(Recommender):
         best = int(booster.best_iteration or c.max_rounds)
         # validation NDCG@10 (early-stopping groups; IDCG over every held-out item of the group)
         es_groups = np.flatnonzero(is_es)
-        ranker_nd: list[float] = []
-        ease_nd: list[float] = []
+        es_pred = [np.asarray(booster.predict(td.feats[j], num_iteration=best, num_threads=c.threads())) for j in es_groups]  # fmt: skip
         ease_col = td.names.index("ease_score")
-        for j in es_groups:
-            lab = td.labels[j]
-            pred = booster.predict(td.feats[j], num_iteration=best, num_threads=c.threads())
-            n_pos_all = td.n_targets[j]
-            for store, sc in ((ranker_nd, pred), (ease_nd, td.feats[j][:, ease_col])):
-                order = np.argsort(-sc, kind="stable")[:10]
-                disc = 1.0 / np.log2(np.arange(2, 12))
-                dcg = float((lab[order] * disc[: order.shape[0]]).sum())
-                idcg = float(disc[: min(max(n_pos_all, 1), 10)].sum())
-                store.append(dcg / idcg if n_pos_all > 0 else 0.0)
         if c.refit:
             xa, ya, ga = stack(np.flatnonzero(has_pos))
             booster = lgb.train(params | {"metric": "None"}, lgb.Dataset(xa, ya, group=ga, feature_name=td.names),
@@ -596,11 +731,96 @@ class LearnedRanker(Recommender):
             "best_iteration": best,
             "n_groups": int(has_pos.sum()),
             "n_rows": int(group_sizes.sum()),
-            "early_stopping_users": int(es_users.shape[0]),
-            "ndcg@10_ranker": float(np.mean(ranker_nd)),
-            "ndcg@10_ease": float(np.mean(ease_nd)),
+            "early_stopping_users": n_es_users,
+            "ndcg@10_ranker": self._es_ndcg(td, es_groups, es_pred),
+            "ndcg@10_ease": self._es_ndcg(td, es_groups, [td.feats[j][:, ease_col] for j in es_groups]),
+            "_es_groups": es_groups,
+            "_es_pred": es_pred,
         }
         return booster, info
+
+    def _train_mlp(self, td: _TrainingData, model: int = 0) -> tuple[_MLPScorer, dict[str, Any]]:
+        """A torch MLP over the same features: listwise softmax cross-entropy per group (ListNet with
+        one-hot relevance), Adam, early-stopped on the early-stopping users' NDCG@10 (best epoch kept)."""
+        import torch
+
+        c = self.config
+        tr_idx, _, is_es, has_pos, n_es_users = self._es_split(td, model)
+        es_groups = np.flatnonzero(is_es)
+        xt = np.concatenate([td.feats[j] for j in tr_idx])
+        mean = np.nanmean(np.where(np.isfinite(xt), xt, np.nan), axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.nanstd(np.where(np.isfinite(xt), xt, np.nan), axis=0)
+        std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
+        missing = np.flatnonzero(~np.isfinite(xt).all(axis=0))  # columns that get a missing indicator
+        del xt
+        prep = _MLPPrep(mean.astype(np.float32), std.astype(np.float32), missing.astype(np.int64))
+        width = max(td.groups[j] for j in tr_idx)
+        n_in = len(td.names) + missing.shape[0]
+
+        def padded(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            x = np.zeros((idx.shape[0], width, n_in), np.float32)
+            y = np.zeros((idx.shape[0], width), np.float32)
+            m = np.zeros((idx.shape[0], width), bool)
+            for r, j in enumerate(idx):
+                g = td.groups[j]
+                x[r, :g] = prep(td.feats[j])
+                y[r, :g] = td.labels[j]
+                m[r, :g] = True
+            return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(m)
+
+        xs, ys, ms = padded(tr_idx)
+        es_x = [torch.from_numpy(prep(td.feats[j])) for j in es_groups]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(c.threads())
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(c.seed * 1000 + model)
+                net = _mlp_net(n_in, c.mlp_hidden, c.mlp_layers, c.mlp_dropout)
+                opt = torch.optim.Adam(net.parameters(), lr=c.mlp_lr)
+                gen = torch.Generator().manual_seed(c.seed * 1000 + model)
+                best, best_state, best_epoch, stale, curve = -1.0, None, 0, 0, []
+                for epoch in range(c.mlp_epochs):
+                    net.train()
+                    perm = torch.randperm(xs.shape[0], generator=gen)
+                    for b0 in range(0, xs.shape[0], c.mlp_batch_groups):
+                        rows = perm[b0 : b0 + c.mlp_batch_groups]
+                        s = net(xs[rows]).squeeze(-1).masked_fill(~ms[rows], -1e9)
+                        y = ys[rows]
+                        loss = -(y * torch.log_softmax(s, dim=1)).sum(1) / y.sum(1).clamp_min(1.0)
+                        opt.zero_grad()
+                        loss.mean().backward()
+                        opt.step()
+                    net.eval()
+                    with torch.no_grad():
+                        preds = [net(x).squeeze(-1).numpy() for x in es_x]
+                    score = self._es_ndcg(td, es_groups, preds)
+                    curve.append(score)
+                    if score > best:
+                        best, best_epoch, stale = score, epoch + 1, 0
+                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                        best_preds = preds
+                    else:
+                        stale += 1
+                        if stale >= c.mlp_patience:
+                            break
+                assert best_state is not None
+                net.load_state_dict(best_state)
+                net.eval()
+        finally:
+            torch.set_num_threads(threads)
+        ease_col = td.names.index("ease_score")
+        info = {
+            "best_epoch": best_epoch,
+            "n_groups": int(has_pos.sum()),
+            "early_stopping_users": n_es_users,
+            "ndcg@10_mlp": best,
+            "ndcg@10_ease": self._es_ndcg(td, es_groups, [td.feats[j][:, ease_col] for j in es_groups]),
+            "curve": curve,
+            "_es_groups": es_groups,
+            "_es_pred": best_preds,
+        }
+        return _MLPScorer(net, prep), info
 
     # -- the cascade halves ----------------------------------------------------------------------
     def _merge(self, scores: dict[str, npt.NDArray[np.float32]], n: int) -> npt.NDArray[np.int64]:
@@ -706,14 +926,27 @@ class LearnedRanker(Recommender):
         for s0 in range(0, upos.shape[0], bs):
             up, cd = upos[s0 : s0 + bs], cand[s0 : s0 + bs]
             x = self.signals_.features(up, cd)
-            flat = x.reshape(-1, x.shape[2])
-            pred = np.mean(
-                [np.asarray(bst.predict(flat, num_threads=self.config.threads())) for bst in self.boosters_],
-                axis=0,
-            )
-            pred = pred.astype(np.float32).reshape(cd.shape)
+            pred = self._predict(x, cd >= 0)
             out[s0 : s0 + bs] = np.where(cd >= 0, pred, -np.inf)
         return out
+
+    def _predict(self, x: np.ndarray, valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
+        """Model scores ``(b, C)`` of features ``(b, C, F)``: the boosters' mean, the MLPs' mean, or
+        their blend (each model's scores z-scored per user over the valid candidates)."""
+        t = self.config.threads()
+        flat = x.reshape(-1, x.shape[2])
+
+        def mean_of(models: list[Any]) -> np.ndarray:
+            preds = [np.asarray(m.predict(flat, num_threads=t), np.float64) for m in models]
+            return np.mean(preds, axis=0).reshape(valid.shape)
+
+        if not self.mlps_:
+            return mean_of(self.boosters_).astype(np.float32)
+        if not self.boosters_:
+            return mean_of(self.mlps_).astype(np.float32)
+        w = float(self.blend_weight_ if self.blend_weight_ is not None else 0.5)
+        a, b = mean_of(self.boosters_), mean_of(self.mlps_)
+        return (w * _z(a, valid) + (1.0 - w) * _z(b, valid)).astype(np.float32)
 
     def _score(self, user_ids: npt.NDArray[np.int64], positions: npt.NDArray[np.int64]) -> np.ndarray:
         self._check_ready()
@@ -744,7 +977,11 @@ class LearnedRanker(Recommender):
         self._check_ready()
         if kind not in ("gain", "split"):
             raise InvalidInputError(f"kind must be 'gain' or 'split', got {kind!r}")
-        imp = np.asarray(self.booster_.feature_importance(importance_type=kind), dtype=np.float64)
+        if not self.boosters_:
+            raise InvalidInputError(
+                "feature importances exist for LightGBM models only (this ranker is an MLP)"
+            )
+        imp = np.asarray(self.boosters_[0].feature_importance(importance_type=kind), dtype=np.float64)
         total = imp.sum() or 1.0
         pairs = sorted(zip(self.feature_names_, imp / total), key=lambda p: -p[1])
         return {k: float(v) for k, v in pairs}
