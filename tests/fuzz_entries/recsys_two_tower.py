@@ -4,3 +4,9 @@ ENTRIES = {
     "mlsys.recsys.TwoTowerReport": "exempt: a result record built by TwoTowerModel.fit (from_dict refusals tested)",
     "mlsys.recsys.validation_holdout": "exempt: takes an Interactions object, not request data; fractions validated (tested)",
 }
+ENTRIES.update(
+    {
+        "mlsys.recsys.FeaturesToFactors": "junk",
+        "mlsys.recsys.ridge_loo": "junk",
+    }
+)

@@ -54,38 +54,120 @@ def test_popularity_global_and_decayed() -> None:
         Popularity(half_life=-1.0)
 
 
-def test_itemknn_matches_bruteforce_cosine(synth) -> None:  # type: ignore[no-untyped-def]
+def _reference_similarity(xd: np.ndarray, similarity: str, shrink: float, alpha: float) -> np.ndarray:
+    """sim[i, j] (i = history item, j = scored item), written out entry by entry from the definitions."""
+    n_items = xd.shape[1]
+    counts = xd.sum(axis=0)
+    sim = np.zeros((n_items, n_items))
+    for i in range(n_items):
+        for j in range(n_items):
+            if i == j:
+                continue
+            c = float(xd[:, i] @ xd[:, j])
+            if similarity == "cosine":
+                den = np.sqrt(counts[i] * counts[j])
+            elif similarity == "jaccard":
+                den = counts[i] + counts[j] - c
+            else:
+                den = counts[i] ** alpha * counts[j] ** (1 - alpha)
+            den += shrink
+            sim[i, j] = c / den if den > 0 else 0.0
+    return sim
+
+
+def _prune_rows(sim: np.ndarray, k: int) -> np.ndarray:
+    """Keep each row's k largest positive entries, ties to the lower column (the documented rule)."""
+    out = np.zeros_like(sim)
+    for r in range(sim.shape[0]):
+        order = sorted(range(sim.shape[1]), key=lambda c: (-sim[r, c], c))[:k]
+        for c in order:
+            if sim[r, c] > 0:
+                out[r, c] = sim[r, c]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("similarity", "shrink", "alpha"),
+    [("cosine", 0.0, 0.5), ("cosine", 5.0, 0.5), ("jaccard", 2.0, 0.5), ("asymmetric", 0.0, 0.8)],
+)
+@pytest.mark.parametrize("neighborhood", ["target", "source"])
+def test_itemknn_matches_bruteforce(
+    synth, neighborhood: str, similarity: str, shrink: float, alpha: float
+) -> None:  # type: ignore[no-untyped-def]
     x = synth.interactions
     users, items = np.unique(x.users), np.unique(x.items)
     xd = _dense(x, users, items)
-    norms = np.sqrt(xd.sum(axis=0))
-    sim = (xd.T @ xd) / np.outer(norms, norms)
-    np.fill_diagonal(sim, 0.0)
+    sim = _reference_similarity(xd, similarity, shrink, alpha)
     for k in (None, 5):
-        s = sim.copy()
-        if k is not None:  # keep each source item's k most similar targets
-            thr = -np.sort(-s, axis=1)[:, k - 1 : k]
-            s = np.where(s >= thr, s, 0.0)
-        m = ItemKNN(neighbors=k).fit(x)
         if k is None:
-            np.testing.assert_allclose(m.score(users), xd @ s, rtol=1e-5, atol=1e-6)
-        else:  # ties at the k-th similarity may be cut differently; compare where no tie
-            got = m.similarity_.toarray()
-            assert ((got > 0).sum(axis=1) <= k).all()
-            np.testing.assert_allclose(got[got > 0], sim[got > 0], rtol=1e-5)
+            ref = sim
+        elif neighborhood == "source":  # each history item keeps its k most similar scored items
+            ref = _prune_rows(sim, k)
+        else:  # each scored item keeps its k most similar history items
+            ref = _prune_rows(sim.T, k).T
+        m = ItemKNN(neighbors=k, neighborhood=neighborhood, similarity=similarity, shrink=shrink, alpha=alpha)
+        m.fit(x)
+        np.testing.assert_allclose(m.similarity_.toarray(), ref, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(m.score(users), xd @ ref, rtol=1e-5, atol=1e-6)
+        kept = (m.similarity_.toarray() > 0).sum(axis=0 if neighborhood == "target" else 1)
+        assert k is None or (kept <= k).all()
+
+
+def test_itemknn_conventions_differ_and_block_size_does_not_matter(synth) -> None:  # type: ignore[no-untyped-def]
+    x = synth.interactions
+    target = ItemKNN(neighbors=3, similarity="cosine").fit(x).similarity_.toarray()
+    source = ItemKNN(neighbors=3, neighborhood="source", similarity="cosine").fit(x).similarity_.toarray()
+    assert not np.array_equal(target, source)
+    blocked = ItemKNN(neighbors=3, similarity="cosine", block_size=7).fit(x).similarity_.toarray()
+    np.testing.assert_array_equal(target, blocked)
+    default = ItemKNN(neighbors=3).fit(x).similarity_.toarray()
+    np.testing.assert_array_equal(default, ItemKNN(neighbors=3, block_size=5).fit(x).similarity_.toarray())
+    # cosine is symmetric: pruning per target is pruning per source, transposed
+    np.testing.assert_array_equal(target, source.T)
+
+
+def test_itemknn_top_k_tie_rule() -> None:
+    from mlsys.recsys._baselines import _top_k_per_row
+
+    block = np.array([[0.5, 0.2, 0.5, 0.5, 0.1], [0.0, 0.3, 0.3, 0.3, 0.3]])
+    assert _top_k_per_row(block, 2).tolist() == [
+        [True, False, True, False, False],
+        [False, True, True, False, False],
+    ]
+    assert _top_k_per_row(block, 9).all()
 
 
 @pytest.mark.filterwarnings("ignore:Method expects CSR input")
 def test_itemknn_agrees_with_implicit_cosine(synth) -> None:  # type: ignore[no-untyped-def]
     implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
     x = synth.interactions
-    m = ItemKNN(neighbors=None).fit(x)
+    m = ItemKNN(neighbors=None, similarity="cosine").fit(x)
     ref = implicit_nn.CosineRecommender(K=len(m.item_ids_) + 1)
     ref.fit(m.seen_.astype(np.float32), show_progress=False)
     theirs = np.asarray((m.seen_ @ ref.similarity).todense())
     ours = m.score(m.user_index_.ids)
     unseen = m.seen_.toarray() == 0  # implicit keeps self-similarity, which only touches seen items
     np.testing.assert_allclose(ours[unseen], theirs[unseen], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Method expects CSR input")
+def test_itemknn_source_convention_is_implicits(synth) -> None:  # type: ignore[no-untyped-def]
+    """implicit's CosineRecommender(K) keeps each row's (history item's) top K, itself included."""
+    implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
+    x = synth.interactions
+    k = 5
+    m = ItemKNN(neighbors=k, neighborhood="source", similarity="cosine").fit(x)
+    ref = implicit_nn.CosineRecommender(K=k + 1)
+    ref.fit(m.seen_.astype(np.float32), show_progress=False)
+    theirs = np.asarray(ref.similarity.todense(), dtype=np.float64)
+    np.fill_diagonal(theirs, 0.0)
+    ours = m.similarity_.toarray()
+    # ties at the k-th similarity may be cut differently: compare the rows without a tie there
+    full = ItemKNN(neighbors=None, similarity="cosine").fit(x).similarity_.toarray()
+    srt = -np.sort(-full, axis=1)
+    no_tie = srt[:, k - 1] > srt[:, k]
+    assert no_tie.sum() >= 10
+    np.testing.assert_allclose(ours[no_tie], theirs[no_tie], rtol=1e-4, atol=1e-6)
 
 
 def test_ease_closed_form_and_optimality(synth) -> None:  # type: ignore[no-untyped-def]
@@ -171,6 +253,9 @@ def test_unknown_users_empty_data_and_unfitted() -> None:
         EASE(l2=0.0)
     with pytest.raises(InvalidInputError):
         ItemKNN(neighbors=0)
+    for bad in ({"neighborhood": "both"}, {"similarity": "pearson"}, {"shrink": -1.0}, {"alpha": 1.5}):
+        with pytest.raises(InvalidInputError):
+            ItemKNN(**bad)  # type: ignore[arg-type]
 
 
 def test_events_outside_catalogue_are_ignored_and_failed_fit_keeps_state() -> None:

@@ -25,6 +25,7 @@ from mlsys.recsys._baselines import (
     Popularity,
     RandomRecommender,
 )
+from mlsys.recsys._cold_start import FeaturesToFactors, ridge_loo
 from mlsys.recsys._data import FEATURE_KINDS, FeatureSpec, FeatureTable, IdIndex, Interactions
 from mlsys.recsys._evaluation import EvaluationResult, evaluate_recommender, format_table, split_qrels
 from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequencyEstimator
@@ -53,6 +54,7 @@ __all__ = [
     "FallbackStage",
     "FeatureSpec",
     "FeatureTable",
+    "FeaturesToFactors",
     "IdIndex",
     "Interactions",
     "ItemKNN",
@@ -75,6 +77,7 @@ __all__ = [
     "item_cold_start",
     "load_movielens",
     "random_holdout",
+    "ridge_loo",
     "split_qrels",
     "synthetic_dataset",
     "temporal_holdout",

@@ -21,6 +21,8 @@ from mlsys.common.ann._calibrate import (
     CalibrationResult,
     CalibrationStep,
     calibrate,
+    mean_interval,
+    per_query_recall,
     recall_at_k,
     search_knob,
 )
@@ -55,6 +57,8 @@ __all__ = [
     "list_indexes",
     "load_index",
     "make_index",
+    "mean_interval",
+    "per_query_recall",
     "recall_at_k",
     "register_index",
     "search_knob",
