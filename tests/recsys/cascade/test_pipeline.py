@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -363,3 +364,82 @@ def _fuzz_cascade(models):  # type: ignore[no-untyped-def]
     if not _FUZZ_CASCADE:
         _FUZZ_CASCADE.append(_cascade(models))
     return _FUZZ_CASCADE[0]
+
+
+# -- scope: a stage that judges only some users / items ------------------------------------------
+def _scoped_batch() -> Any:
+    from mlsys.recsys.cascade import CandidateBatch
+
+    items = np.array([[10, 11, 12, 13], [20, 21, 22, -1], [30, 31, 32, 33]])
+    scores = np.array([[4, 3, 2, 1], [3, 2, 1, -np.inf], [4, 3, 2, 1]], np.float32)
+    return CandidateBatch(np.array([1, 2, 3]), items, scores)
+
+
+def test_scope_keeps_out_of_scope_slots_and_rows() -> None:
+    from mlsys.recsys.cascade import ScoringStage
+
+    # the stage prefers larger ids; items >= 30 (row 3) and item 11 are out of its scope
+    def scope(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return (items < 30) & (items != 11)
+
+    stage = ScoringStage("heavy", lambda u, i: i.astype(np.float32), cutoff=4, scope=scope)
+    out = stage.run(_scoped_batch())
+    # row 1: 11 keeps slot 1; 10, 12, 13 re-sorted into slots 0, 2, 3
+    assert out.items[0].tolist() == [13, 11, 12, 10]
+    assert out.items[1].tolist() == [22, 21, 20, -1]  # all in scope: an ordinary re-sort
+    assert out.items[2].tolist() == [30, 31, 32, 33]  # nothing in scope: the previous order
+    np.testing.assert_array_equal(out.scores[2], [4, 3, 2, 1])  # ... and the previous scores
+    assert np.all(np.diff(out.scores[0]) < 0)  # a mixed row gets one consistent (slot) scale
+    col = out.features["heavy_score"]
+    assert np.isnan(col[0, 1]) and col[0, 0] == 13 and np.isnan(col[2]).all()
+    assert (stage.scoped_out_, stage.partly_scoped_) == (1, 1)
+
+
+def test_scope_without_any_candidate_in_scope_never_calls_the_scorer() -> None:
+    from mlsys.recsys.cascade import ScoringStage
+
+    def boom(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        raise AssertionError("scored")
+
+    stage = ScoringStage("heavy", boom, cutoff=2, scope=lambda u, i: np.zeros(i.shape, bool))
+    out = stage.run(_scoped_batch())
+    assert out.items.tolist() == [[10, 11], [20, 21], [30, 31]] and stage.scoped_out_ == 3
+
+
+@pytest.mark.parametrize("bad", [lambda u, i: np.ones((1, 1), bool), lambda u, i: np.ones(i.shape)])
+def test_scope_of_the_wrong_shape_or_dtype_is_typed(bad: Any) -> None:
+    from mlsys.recsys.cascade import ScoringStage
+
+    with pytest.raises(InvalidInputError, match="scope returned"):
+        ScoringStage("heavy", lambda u, i: i.astype(np.float32), cutoff=2, scope=bad).run(_scoped_batch())
+    with pytest.raises(InvalidInputError, match="scope must be"):
+        ScoringStage("heavy", lambda u, i: i, cutoff=2, scope=3)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 8))
+def test_scope_is_a_permutation_that_never_moves_out_of_scope_items(seed: int, cutoff: int) -> None:
+    from mlsys.recsys.cascade import CandidateBatch, ScoringStage
+
+    rng = np.random.default_rng(seed)
+    n, width = 4, 6
+    items = rng.permutation(100)[: n * width].reshape(n, width).astype(np.int64)
+    items[rng.random((n, width)) < 0.15] = -1
+    items = np.sort(np.where(items < 0, 10**6, items), axis=1)  # padding at the end
+    items = np.where(items == 10**6, -1, items)
+    scores = np.where(items >= 0, -np.arange(width, dtype=np.float32)[None, :], -np.inf).astype(np.float32)
+    mask = rng.random((n, width)) < 0.5
+    stage = ScoringStage("h", lambda u, i: rng.random(i.shape).astype(np.float32), cutoff=cutoff,
+                         scope=lambda u, i: mask.copy())  # fmt: skip
+    out = stage.run(CandidateBatch(np.arange(n), items, scores))
+    full = ScoringStage("h", lambda u, i: np.zeros(i.shape, np.float32), cutoff=width,
+                        scope=lambda u, i: mask.copy())  # fmt: skip
+    for r in range(n):
+        got = out.items[r][out.items[r] >= 0].tolist()
+        assert len(got) == min(cutoff, int((items[r] >= 0).sum()))
+        for slot in range(min(cutoff, width)):
+            if items[r, slot] >= 0 and not mask[r, slot]:
+                assert out.items[r, slot] == items[r, slot]  # out-of-scope items keep their slot
+    kept = full.run(CandidateBatch(np.arange(n), items, scores)).items
+    for r in range(n):  # with every candidate kept it is a permutation of the row
+        assert sorted(kept[r][kept[r] >= 0].tolist()) == sorted(items[r][items[r] >= 0].tolist())

@@ -143,6 +143,13 @@ class ScoringStage(Stage):
     ``score_fn`` sees ``-1`` padding in ``items`` and may return anything there (it is ignored).
     A learned ranker's ``score_candidates`` fits directly.
 
+    ``scope(users, items) -> (n, C) bool`` limits the stage to the candidates it can judge (e.g. a
+    collaborative ranker skips young users and never-trained items, which a fallback retrieved):
+    out-of-scope candidates keep their slots, the in-scope ones are re-sorted among the slots they
+    held, and a row with nothing in scope keeps the previous order and scores. In a row that mixes
+    both, the scores become the slot order's ``1 - slot / width`` (one scale for the next stage).
+    ``scoped_out_`` counts the rows left untouched, ``partly_scoped_`` the mixed ones.
+
     Example:
         >>> import numpy as np
         >>> stage = ScoringStage("light", lambda users, items: -items.astype(np.float32), cutoff=2)
@@ -159,28 +166,90 @@ class ScoringStage(Stage):
         *,
         budget_s: float | None = None,
         feature: bool = True,
+        scope: Callable[[IntArray, IntArray], npt.ArrayLike] | None = None,
     ) -> None:
         super().__init__(name, cutoff, budget_s=budget_s)
+        if scope is not None and not callable(scope):
+            raise InvalidInputError(
+                f"stage {name!r}: scope must be a callable or None, got {type(scope).__name__}"
+            )
         self.score_fn = score_fn
         self.feature = feature
+        self.scope = scope
+        self.scoped_out_ = 0
+        self.partly_scoped_ = 0
+
+    def _in_scope(self, batch: CandidateBatch) -> npt.NDArray[np.bool_] | None:
+        if self.scope is None:
+            return None
+        m = np.asarray(self.scope(batch.users, batch.items))
+        if m.shape != batch.items.shape or m.dtype != np.bool_:
+            raise InvalidInputError(
+                f"stage {self.name!r}: scope returned {m.dtype} {m.shape}, expected bool {batch.items.shape}"
+            )
+        return m & (batch.items >= 0)
 
     def run(self, batch: CandidateBatch) -> CandidateBatch:
+        scope = self._in_scope(batch)
+        if scope is not None and not scope.any():  # nothing to judge: the previous order, cut
+            self.scoped_out_ += batch.items.shape[0]
+            return batch.cut(self.cutoff)
+        rows_in = None if scope is None else np.asarray(scope.any(axis=1), dtype=bool)
         s = np.asarray(self.score_fn(batch.users, batch.items), dtype=np.float32)
         if s.shape != batch.items.shape:
             raise InvalidInputError(
                 f"stage {self.name!r}: score_fn returned shape {s.shape}, expected {batch.items.shape}"
             )
         s = np.where(batch.items < 0, -np.inf, s)
-        if np.isnan(s).any():
+        if np.isnan(s[batch.items >= 0] if scope is None else s[scope]).any():
             raise InvalidInputError(f"stage {self.name!r}: score_fn returned NaN scores")
-        # partial sort; ties keep the earlier (better previous-stage) position; -inf pads with -1
-        order, new_scores = top_k(s.astype(np.float32), self.cutoff)
-        out = batch.take(order, new_scores)
+        if scope is None:
+            # partial sort; ties keep the earlier (better previous-stage) position; -inf pads with -1
+            order, new_scores = top_k(s.astype(np.float32), self.cutoff)
+            out = batch.take(order, new_scores)
+            col = new_scores
+        else:
+            out, col = self._scoped(batch, s, scope, rows_in)
         if self.feature:
             feats = dict(out.features)
-            feats[f"{self.name}_score"] = new_scores
+            feats[f"{self.name}_score"] = col
             out = CandidateBatch(out.users, out.items, out.scores, feats)
         return out
+
+    def _scoped(
+        self,
+        batch: CandidateBatch,
+        s: npt.NDArray[np.float32],
+        scope: npt.NDArray[np.bool_],
+        rows_in: npt.NDArray[np.bool_] | None,
+    ) -> tuple[CandidateBatch, npt.NDArray[np.float32]]:
+        """In-scope candidates re-sorted among their own slots; the rest stay where they are."""
+        n, width = batch.items.shape
+        full = scope | (batch.items < 0)
+        whole = full.all(axis=1)  # every real candidate in scope: an ordinary re-sort
+        assert rows_in is not None
+        mixed = rows_in & ~whole
+        self.scoped_out_ += int((~rows_in).sum())
+        self.partly_scoped_ += int(mixed.sum())
+        order = np.tile(np.arange(width), (n, 1))
+        new_scores = batch.scores.copy()
+        if whole.any():
+            o, sc = top_k(s[whole].astype(np.float32), width)
+            order[whole], new_scores[whole] = o, sc
+        for r in np.flatnonzero(mixed):
+            slots = np.flatnonzero(scope[r])
+            ranked = slots[np.argsort(-s[r, slots], kind="stable")]  # ties keep the earlier slot
+            order[r, slots] = ranked
+            new_scores[r] = np.where(batch.items[r] >= 0, 1.0 - np.arange(width) / max(width, 1), -np.inf)
+        order = np.where(np.take_along_axis(batch.items, np.maximum(order, 0), axis=1) < 0, -1, order)
+        out = batch.take(order, new_scores.astype(np.float32)).cut(self.cutoff)
+        # the stage's own score where it judged the candidate, NaN where it did not
+        judged = np.where(scope, s, np.nan).astype(np.float32)
+        col = np.where(order < 0, np.nan, np.take_along_axis(judged, np.maximum(order, 0), axis=1))
+        col = np.pad(col, ((0, 0), (0, max(0, self.cutoff - width))), constant_values=np.nan)[
+            :, : self.cutoff
+        ]
+        return out, col.astype(np.float32)
 
 
 class DiversityStage(Stage):
