@@ -28,6 +28,15 @@ from mlsys.recsys._baselines import (
 from mlsys.recsys._cold_start import FeaturesToFactors, ridge_loo
 from mlsys.recsys._data import FEATURE_KINDS, FeatureSpec, FeatureTable, IdIndex, Interactions
 from mlsys.recsys._evaluation import EvaluationResult, evaluate_recommender, format_table, split_qrels
+from mlsys.recsys._frames import (
+    FeatureFrame,
+    IdCodes,
+    InteractionTable,
+    feature_table_from_frame,
+    interactions_from_frame,
+    read_feature_table,
+    read_interactions,
+)
 from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequencyEstimator
 from mlsys.recsys._movielens import RecsysDataset, load_movielens
 from mlsys.recsys._serving import FallbackChain, FallbackStage, RoutedRecommendations, TwoTowerRetriever
@@ -52,10 +61,13 @@ __all__ = [
     "EvaluationResult",
     "FallbackChain",
     "FallbackStage",
+    "FeatureFrame",
     "FeatureSpec",
     "FeatureTable",
     "FeaturesToFactors",
+    "IdCodes",
     "IdIndex",
+    "InteractionTable",
     "Interactions",
     "ItemKNN",
     "Popularity",
@@ -72,11 +84,15 @@ __all__ = [
     "TwoTowerRetriever",
     "__version__",
     "evaluate_recommender",
+    "feature_table_from_frame",
     "format_table",
     "in_batch_softmax_loss",
+    "interactions_from_frame",
     "item_cold_start",
     "load_movielens",
     "random_holdout",
+    "read_feature_table",
+    "read_interactions",
     "ridge_loo",
     "split_qrels",
     "synthetic_dataset",
