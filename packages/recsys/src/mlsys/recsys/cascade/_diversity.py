@@ -197,8 +197,8 @@ def _dpp_full(v: npt.NDArray[Any], di2_in: npt.NDArray[np.float64], k: int, epsi
     c = np.zeros((steps, n), dtype=v.dtype)  # c[s] = V @ basis[s]: every candidate's coordinates
     sq = np.empty(n, dtype=v.dtype)
     minus_inf = v.dtype.type(-np.inf)
-    dot, sub, mul, square, argmax = np.dot, np.subtract, np.multiply, np.square, np.argmax
-    j = _argmax(di2, rtol) if exact else int(argmax(di2))
+    dot, sub, mul, square = np.dot, np.subtract, np.multiply, np.square
+    j = _argmax(di2, rtol) if exact else int(di2.argmax())
     picks = [j]
     for s in range(steps - 1):
         q = basis[s]
@@ -211,7 +211,7 @@ def _dpp_full(v: npt.NDArray[Any], di2_in: npt.NDArray[np.float64], k: int, epsi
         dot(v, q, out=c[s])
         sub(di2, square(c[s], out=sq), out=di2)  # a residual rounded below zero is never picked
         di2[j] = minus_inf
-        j = _argmax(di2, rtol) if exact else int(argmax(di2))
+        j = _argmax(di2, rtol) if exact else int(di2.argmax())
         if di2[j] < epsilon:
             break
         picks.append(j)
