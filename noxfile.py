@@ -2,6 +2,7 @@
 
     nox -s tests        default test suite (excludes @pytest.mark.slow)
     nox -s slow         only the slow tests (real data sets, training)
+    nox -s gpu_bench    the GPU benchmark (issue 21); `-- --small --device cpu` on a CPU
     nox -s bench        pytest-benchmark suite; saves JSON under .benchmarks/
     nox -s bench -- --compare   ...and fails on a regression beyond BENCH_FAIL_THRESHOLD
     nox -s bench -- --smoke     every benchmark once, on small sizes (what CI runs)
@@ -150,6 +151,15 @@ def _gate(session: nox.Session, args: list[str], env: dict[str, str]) -> None:
         session.run(
             "python", "benchmarks/gate/core.py", "check", "--run", run_json, "--out", ".benchmarks/gate"
         )
+
+
+@nox.session(python=PYTHON)
+def gpu_bench(session: nox.Session) -> None:
+    """The GPU benchmark of issue 21 (``benchmarks/gpu_bench.py``): every section on a CUDA machine
+    (under 5 minutes on one GPU); ``-- --small --device cpu`` runs it with reduced sizes on a CPU.
+    Other arguments go to the script (``-- --sections throughput,latency``, ``-- --out DIR``)."""
+    _install(session, "-r", "requirements/bench.txt")
+    session.run("python", "benchmarks/gpu_bench.py", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session(python=PYTHON)

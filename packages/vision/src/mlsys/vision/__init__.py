@@ -19,7 +19,15 @@ Example:
 from mlsys.vision._merging import TokenMerging, bipartite_merge
 from mlsys.vision._onnx import OnnxParityError, check_onnx_parity, export_onnx, onnx_session
 from mlsys.vision._persist import load_model, save_model
-from mlsys.vision._pipeline import BatchPrediction, InferencePipeline, Prediction, softmax, top_k
+from mlsys.vision._pipeline import (
+    BatchPrediction,
+    ImageError,
+    InferencePipeline,
+    Prediction,
+    bucket_for,
+    softmax,
+    top_k,
+)
 from mlsys.vision._preprocess import (
     BACKEND_TOLERANCE,
     ImageDecodeError,
@@ -54,6 +62,7 @@ __all__ = [
     "DynamicTokenPruning",
     "EvalResult",
     "ImageDecodeError",
+    "ImageError",
     "InferencePipeline",
     "OnnxParityError",
     "Prediction",
@@ -74,6 +83,7 @@ __all__ = [
     "ViTFeatures",
     "__version__",
     "bipartite_merge",
+    "bucket_for",
     "check_onnx_parity",
     "default_prune_after",
     "evaluate",

@@ -7,6 +7,7 @@ dynamic.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ def export_onnx(
         opset: ONNX opset version.
         example: an example input; default zeros ``(1, C, S, S)`` from the model's config.
 
+    A model on a GPU is exported from a CPU copy (it stays where it is); :func:`check_onnx_parity`
+    runs it on its own device against ONNX Runtime on the CPU.
+
     Example:
         >>> import tempfile, os
         >>> from mlsys.vision import ViT, ViTConfig
@@ -66,7 +70,13 @@ def export_onnx(
         example = torch.zeros(1, spec[0], spec[1], spec[1])
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
+    source = model
+    if _device_of(model).type != "cpu":
+        # a model living on a GPU is exported from a CPU copy: the traced graph then holds no
+        # device constants, and the model itself (and any CUDA graph captured on it) is untouched
+        model = copy.deepcopy(model).to("cpu")
+    example = example.to("cpu")
+    was_training = source.training
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -84,9 +94,17 @@ def export_onnx(
                 dynamo=False,
             )
     finally:
-        model.train(was_training)
+        source.train(was_training)
     onnx.checker.check_model(onnx.load(str(out)))
     return out
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 def onnx_session(path: str | Path, *, threads: int | None = None) -> Any:
@@ -124,9 +142,10 @@ def check_onnx_parity(
         x = torch.randn(batch, spec[0], spec[1], spec[1], generator=g)
     was_training = model.training
     model.eval()
+    x = x.to("cpu")
     try:
         with torch.no_grad():
-            ref = model(x).float().numpy()
+            ref = model(x.to(_device_of(model))).float().cpu().numpy()
     finally:
         model.train(was_training)
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy().astype(np.float32)})[0]

@@ -4,25 +4,100 @@ The model is a torch module or an ONNX Runtime ``InferenceSession``. Every step 
 one :class:`~mlsys.common.profiling.LatencyProfiler` (``decode``, ``resize``, ``crop``,
 ``normalize``, ``model``, ``postprocess``) and every call one end-to-end request, so the report
 shows p50/p95/p99 per stage and which stage dominates.
+
+On a GPU (``device="cuda"``) batches are padded to a few static bucket sizes, each bucket's
+forward is captured once as a CUDA graph and replayed (no per-kernel launch cost at batch 1),
+inputs go through pinned host buffers with non-blocking copies, and a large batch is processed
+in bucket-sized chunks whose preprocessing overlaps the previous chunk's forward. On the CPU
+(the default) the same API runs as it always did.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from mlsys.common.errors import DimensionMismatchError, InvalidInputError
+from mlsys.common.devices import Precision, resolve_device, resolve_precision
+from mlsys.common.errors import DimensionMismatchError, InvalidInputError, MlsysError
 from mlsys.common.profiling import LatencyProfiler, StageStats
 from mlsys.common.validation import as_array, check_k
 from mlsys.vision._preprocess import ImageInput, PreprocessConfig, Preprocessor
 
-__all__ = ["BatchPrediction", "InferencePipeline", "Prediction", "softmax", "top_k"]
+__all__ = [
+    "BatchPrediction",
+    "ImageError",
+    "InferencePipeline",
+    "Prediction",
+    "bucket_for",
+    "softmax",
+    "top_k",
+]
 
 STAGES: tuple[str, ...] = ("decode", "resize", "crop", "normalize", "model", "postprocess")
+DEFAULT_CUDA_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+"""Static batch sizes of the GPU path: a batch is padded to the smallest bucket that holds it."""
+
+OnError = Literal["raise", "skip", "record"]
+
+
+def bucket_for(n: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket ``>= n`` (``buckets`` ascending); the largest one when ``n`` exceeds them
+    all (the caller then splits the batch into chunks of that size).
+
+    Example:
+        >>> bucket_for(3, (1, 2, 4, 8)), bucket_for(8, (1, 2, 4, 8)), bucket_for(20, (1, 2, 4, 8))
+        (4, 8, 8)
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise InvalidInputError(f"batch size must be a positive int, got {n!r}")
+    buckets = _check_buckets(buckets)
+    for b in buckets:
+        if b >= n:
+            return int(b)
+    return int(buckets[-1])
+
+
+def _check_buckets(buckets: Any) -> tuple[int, ...]:
+    if isinstance(buckets, (str, bytes)):
+        raise InvalidInputError(f"batch_buckets must be a sequence of positive ints, got {buckets!r}")
+    try:
+        out = tuple(buckets)
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"batch_buckets must be a sequence of positive ints, got {buckets!r}"
+        ) from exc
+    if (
+        not out
+        or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in out)
+        or list(out) != sorted(set(out))
+    ):
+        raise InvalidInputError(
+            f"batch_buckets must be a non-empty, strictly increasing sequence of positive ints, got {buckets!r}"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class ImageError:
+    """Why one input of :meth:`InferencePipeline.predict_batch` produced no prediction.
+
+    Attributes:
+        index: position of the input in the batch.
+        path: the file path when the input was a path, else None.
+        error_type: the exception's class name (e.g. ``"ImageDecodeError"``).
+        message: the exception's message.
+    """
+
+    index: int
+    path: str | None
+    error_type: str
+    message: str
 
 
 def _scores_2d(x: Any, name: str) -> npt.NDArray[np.float32]:
@@ -79,18 +154,34 @@ class Prediction:
 
 @dataclass
 class BatchPrediction:
-    """A batch's results: full probabilities ``(B, n_classes)`` and top-k ids/probs ``(B, k)``."""
+    """A batch's results: full probabilities ``(B, n_classes)`` and top-k ids/probs ``(B, k)``.
+
+    With ``on_error="skip"`` or ``"record"`` the rows are the inputs that could be read:
+    ``input_indices[i]`` is the input position of row ``i`` and ``errors`` lists the inputs that
+    failed (filled by ``"record"``; ``"skip"`` leaves it empty). :meth:`rows` gives one entry per
+    input, a :class:`Prediction` or an :class:`ImageError`.
+    """
 
     probs: npt.NDArray[np.float32]
     top_ids: npt.NDArray[np.int64]
     top_probs: npt.NDArray[np.float32]
     labels: list[list[str]]
+    input_indices: npt.NDArray[np.int64] | None = None
+    errors: list[ImageError] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.probs.shape[0])
 
     def __getitem__(self, i: int) -> Prediction:
         return Prediction(self.top_ids[i], self.top_probs[i], self.labels[i])
+
+    def rows(self) -> list[Prediction | ImageError]:
+        """One entry per input, in input order: its :class:`Prediction`, or its :class:`ImageError`
+        (inputs dropped by ``on_error="skip"`` are absent)."""
+        idx = self.input_indices if self.input_indices is not None else np.arange(len(self))
+        entries: list[tuple[int, Prediction | ImageError]] = [(int(j), self[i]) for i, j in enumerate(idx)]
+        entries += [(e.index, e) for e in self.errors]
+        return [e for _, e in sorted(entries, key=lambda t: t[0])]
 
 
 def _is_onnx_session(model: Any) -> bool:
@@ -123,6 +214,19 @@ class InferencePipeline:
         labels: class names (index -> name); default ``str(index)``.
         top_k: how many classes to return per image.
         profiler: the profiler to record into; a new one when None.
+        device: where a torch model runs: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or
+            ``"auto"`` (:func:`mlsys.common.devices.resolve_device`; a missing GPU raises
+            :class:`~mlsys.common.errors.DeviceUnavailableError`). The model is moved there
+            (``nn.Module.to``, in place). ONNX sessions run on the CPU.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` autocast around the forward;
+            what the device cannot run falls back to fp32 and :attr:`fallbacks` says so.
+        cuda_graphs: capture each bucket's forward as a CUDA graph and replay it; None (default)
+            = on for CUDA devices. Asked for on another device it is off, stated in :attr:`fallbacks`.
+            Needs a forward without host synchronisation and with static shapes (the package's
+            ViT, top-k pruned and merged models qualify).
+        batch_buckets: static batch sizes (ascending); a batch is zero-padded to the smallest
+            bucket holding it and larger batches run in chunks of the largest bucket. None =
+            :data:`DEFAULT_CUDA_BUCKETS` on CUDA, no padding on the CPU (today's behaviour).
 
     The channel count and crop size of the preprocessor must match the model's input (checked
     for the package's models and for ONNX sessions with static dims): a mismatch raises
@@ -149,8 +253,14 @@ class InferencePipeline:
         labels: Sequence[str] | None = None,
         top_k: int = 5,
         profiler: LatencyProfiler | None = None,
+        device: Any = "cpu",
+        precision: str = "fp32",
+        cuda_graphs: bool | None = None,
+        batch_buckets: Sequence[int] | None = None,
     ) -> None:
         self.profiler = profiler if profiler is not None else LatencyProfiler()
+        self.fallbacks: list[str] = []
+        """Sentences saying where a requested option runs differently (precision, CUDA graphs)."""
         if isinstance(preprocessor, PreprocessConfig):
             preprocessor = Preprocessor(preprocessor, profiler=self.profiler)
         if not isinstance(preprocessor, Preprocessor):
@@ -181,6 +291,29 @@ class InferencePipeline:
                 )
             model.eval()
             spec = _torch_input_spec(model)
+        self.device = resolve_device(device)
+        if self._onnx and self.device.type != "cpu":
+            raise InvalidInputError(
+                f"an ONNX Runtime session runs on the CPU here; got device={device!r} "
+                "(pass the torch model for a GPU)"
+            )
+        self.precision: Precision = resolve_precision(precision, self.device)
+        if self.precision.fallback is not None:
+            self.fallbacks.append(self.precision.fallback)
+        is_cuda = self.device.type == "cuda"
+        if cuda_graphs and not is_cuda:
+            self.fallbacks.append(f"CUDA graphs need a CUDA device; running eagerly on {self.device.type}")
+        self.cuda_graphs = bool(is_cuda if cuda_graphs is None else (cuda_graphs and is_cuda))
+        if batch_buckets is None:
+            self.batch_buckets: tuple[int, ...] | None = DEFAULT_CUDA_BUCKETS if is_cuda else None
+        else:
+            self.batch_buckets = _check_buckets(batch_buckets)
+        if self.cuda_graphs and self.batch_buckets is None:  # unreachable: CUDA defaults the buckets
+            self.batch_buckets = DEFAULT_CUDA_BUCKETS
+        if not self._onnx:
+            model.to(self.device)
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._host: dict[tuple[int, ...], list[Any]] = {}
         cfg = preprocessor.config
         if spec is not None:
             chans = int(spec[0])
@@ -205,6 +338,72 @@ class InferencePipeline:
 
         return {"torch_intra_op": torch.get_num_threads()}
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        p = self.precision
+        if not p.autocast:
+            return contextlib.nullcontext()
+        # no weight-cast cache: a cached cast made inside a CUDA graph capture must not outlive it
+        return torch.autocast(self.device.type, dtype=p.dtype, cache_enabled=not self.cuda_graphs)
+
+    def _host_buffer(self, shape: tuple[int, ...], slot: int) -> Any:
+        """A reusable host tensor of ``shape`` (pinned for CUDA); two slots for double buffering."""
+        import torch
+
+        bufs = self._host.setdefault(shape, [None, None])
+        if bufs[slot] is None:
+            t = torch.empty(shape, dtype=torch.float32)
+            bufs[slot] = t.pin_memory() if self.device.type == "cuda" else t
+        return bufs[slot]
+
+    def _graph(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        """(graph, static input, static output) of one bucket shape, captured on first use."""
+        import torch
+
+        got = self._graphs.get(shape)
+        if got is not None:
+            return got
+        static_in = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), torch.inference_mode(), self._autocast():
+            for _ in range(2):  # warm-up outside the capture (cuBLAS/cuDNN workspaces, lazy init)
+                self.model(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph), self._autocast():
+            static_out = self.model(static_in)
+        self._graphs[shape] = (graph, static_in, static_out)
+        return self._graphs[shape]
+
+    def _launch(self, chunk: npt.NDArray[np.float32], slot: int) -> tuple[Any, int]:
+        """Enqueue the forward of ``chunk`` (padded to its bucket); returns (device logits, rows).
+
+        On CUDA nothing here waits for the GPU: the copy from the pinned buffer and the graph
+        replay (or eager forward) are queued, so the host can preprocess the next chunk meanwhile.
+        """
+        import torch
+
+        m = int(chunk.shape[0])
+        assert self.batch_buckets is not None
+        b = bucket_for(m, self.batch_buckets)
+        shape = (b, *chunk.shape[1:])
+        host = self._host_buffer(shape, slot)
+        host[:m].copy_(torch.from_numpy(chunk))
+        if m < b:
+            host[m:].zero_()
+        if self.cuda_graphs:
+            graph, static_in, static_out = self._graph(shape)
+            static_in.copy_(host, non_blocking=True)
+            graph.replay()
+            # a copy: the next replay overwrites static_out
+            return static_out[:m].float().clone(), m
+        x = host.to(self.device, non_blocking=True) if self.device.type == "cuda" else host.clone()
+        with torch.inference_mode(), self._autocast():
+            logits = self.model(x)
+        return logits[:m].float(), m
+
     def _run_model(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         with self.profiler.stage("model"):
             if self._onnx:
@@ -212,9 +411,52 @@ class InferencePipeline:
                 return np.asarray(out, dtype=np.float32)
             import torch
 
-            with torch.inference_mode():
-                logits = self.model(torch.from_numpy(batch))
-            return logits.float().numpy()
+            if self.batch_buckets is None:  # the CPU path of old: one eager call, no padding
+                with torch.inference_mode(), self._autocast():
+                    logits = self.model(torch.from_numpy(batch))
+                return logits.float().numpy()
+            size = self.batch_buckets[-1]
+            outs = [self._launch(batch[i : i + size], 0)[0] for i in range(0, batch.shape[0], size)]
+            return torch.cat(outs).cpu().numpy()
+
+    def _run_chunked(self, items: list[Any]) -> npt.NDArray[np.float32]:
+        """Preprocess and run a large batch in bucket-sized chunks; on CUDA the preprocessing of
+        chunk k + 1 overlaps the forward of chunk k (two pinned buffers, one synchronisation at the end)."""
+        import torch
+
+        assert self.batch_buckets is not None
+        size = self.batch_buckets[-1]
+        outs: list[Any] = []
+        events: list[Any] = [None, None]
+        cuda = self.device.type == "cuda"
+        for k, start in enumerate(range(0, len(items), size)):
+            chunk = self.preprocessor.normalize(items[start : start + size])
+            slot = k % 2
+            if cuda and events[slot] is not None:
+                events[slot].synchronize()  # the copy that last read this pinned buffer is done
+            with self.profiler.stage("model"):
+                logits, _ = self._launch(chunk, slot)
+            if cuda:
+                ev = torch.cuda.Event()
+                ev.record(torch.cuda.current_stream(self.device))
+                events[slot] = ev
+            outs.append(logits)
+        with self.profiler.stage("model"):
+            return torch.cat(outs).cpu().numpy()  # type: ignore[no-any-return]
+
+    def warmup(self) -> None:
+        """Capture (CUDA graphs) or run once every bucket, so that no request pays for it.
+        A no-op without buckets or for ONNX sessions."""
+        if self._onnx or self.batch_buckets is None:
+            return
+        spec = _torch_input_spec(self.model)
+        cfg = self.preprocessor.config
+        chans = spec[0] if spec is not None else cfg.channels
+        side = spec[1] if spec is not None else cfg.crop
+        if side is None:
+            raise InvalidInputError("cannot infer the input size for warmup(); set PreprocessConfig.crop")
+        for b in self.batch_buckets:
+            self._launch(np.zeros((b, chans, side, side), np.float32), 0)[0].cpu()
 
     def _postprocess(self, logits: npt.NDArray[np.float32]) -> BatchPrediction:
         with self.profiler.stage("postprocess"):
@@ -228,14 +470,66 @@ class InferencePipeline:
             labels = [[names[j] if names is not None else str(j) for j in row] for row in ids.tolist()]
             return BatchPrediction(probs, ids, vals, labels)
 
-    def predict_batch(self, images: Sequence[ImageInput]) -> BatchPrediction:
-        """Classify a batch of images (bytes, paths or arrays) in one model call."""
+    def predict_batch(self, images: Sequence[ImageInput], *, on_error: OnError = "raise") -> BatchPrediction:
+        """Classify a batch of images (bytes, paths or arrays).
+
+        Args:
+            images: the inputs.
+            on_error: what an input that cannot be read or decoded does (an
+                :class:`~mlsys.common.errors.MlsysError` of the preprocessor: a corrupt or
+                truncated file, an unsupported format, a missing path): ``"raise"`` (default) fails
+                the whole call; ``"skip"`` drops it; ``"record"`` drops it from the rows and adds an
+                :class:`ImageError` (index, path, error type, message) to ``errors``. One bad file
+                then costs one row, not the batch.
+
+        On the CPU without buckets the whole batch is one model call; with buckets (the GPU path)
+        it runs in chunks of the largest bucket, preprocessing overlapping the forward.
+
+        Example:
+            >>> import numpy as np
+            >>> from mlsys.vision import ViT, ViTConfig, PreprocessConfig
+            >>> vit = ViT(ViTConfig(img_size=8, patch_size=4, in_chans=1, num_classes=2, embed_dim=8,
+            ...                     depth=1, num_heads=2))
+            >>> pipe = InferencePipeline(PreprocessConfig(resize=8, crop=8, mean=(0.5,), std=(0.5,),
+            ...                                           channels=1), vit)
+            >>> out = pipe.predict_batch([np.zeros((9, 9), np.uint8), b"not an image"], on_error="record")
+            >>> len(out), out.input_indices.tolist(), out.errors[0].error_type
+            (1, [0], 'UnsupportedImageError')
+        """
+        if on_error not in ("raise", "skip", "record"):
+            raise InvalidInputError(f"on_error must be 'raise', 'skip' or 'record', got {on_error!r}")
         items = list(images)
         if not items:
             raise InvalidInputError("no images given; expected at least one")
         with self.profiler.request():
-            batch = self.preprocessor.normalize([self.preprocessor.image(im) for im in items])
-            return self._postprocess(self._run_model(batch))
+            decoded: list[Any] = []
+            kept: list[int] = []
+            errors: list[ImageError] = []
+            for i, im in enumerate(items):
+                if on_error == "raise":
+                    decoded.append(self.preprocessor.image(im))
+                    continue
+                try:
+                    decoded.append(self.preprocessor.image(im))
+                except MlsysError as exc:
+                    if on_error == "record":
+                        path = str(im) if isinstance(im, (str, Path)) else None
+                        errors.append(ImageError(i, path, type(exc).__name__, str(exc)))
+                    continue
+                kept.append(i)
+            indices = None if on_error == "raise" else np.asarray(kept, dtype=np.int64)
+            if not decoded:
+                empty = np.zeros((0, 0), np.float32)
+                return BatchPrediction(
+                    empty, np.zeros((0, 0), np.int64), empty, [], input_indices=indices, errors=errors
+                )
+            if self.batch_buckets is not None and not self._onnx and len(decoded) > self.batch_buckets[-1]:
+                logits = self._run_chunked(decoded)
+            else:
+                logits = self._run_model(self.preprocessor.normalize(decoded))
+            out = self._postprocess(logits)
+            out.input_indices, out.errors = indices, errors
+            return out
 
     def predict(self, image: ImageInput) -> Prediction:
         """Classify one image (the single-image path: a batch of one)."""

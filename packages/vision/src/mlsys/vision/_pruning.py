@@ -388,6 +388,14 @@ class PruningLoss:
         self.label_smoothing = label_smoothing
         self.last: dict[str, float] = {}
 
+    def to(self, device: str | torch.device | None) -> PruningLoss:
+        """Move the teacher to ``device`` (resolved by :func:`mlsys.common.devices.resolve_device`);
+        :class:`~mlsys.vision.Trainer` calls this with its own device. Returns ``self``."""
+        from mlsys.common.devices import resolve_device
+
+        self.teacher.to(resolve_device(device))
+        return self
+
     def __call__(self, model: Any, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if not isinstance(model, DynamicTokenPruning):
             raise InvalidInputError(f"PruningLoss trains a DynamicTokenPruning, got {type(model).__name__}")

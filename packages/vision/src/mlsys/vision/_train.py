@@ -8,6 +8,7 @@ time limit. The loss is pluggable so the same loop fine-tunes pruned models with
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import sys
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlsys.common.devices import Precision, resolve_device, resolve_precision
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
 from mlsys.common.validation import as_array, check_k
 
@@ -202,6 +204,9 @@ class TrainHistory:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     threads: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    precision_fallback: str | None = None
 
 
 def _check_xy(x: Tensor, y: Tensor, name: str) -> None:
@@ -238,17 +243,39 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -
     batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
     was_training = model.training
     model.eval()
-    correct, total_loss = 0, 0.0
+    device = _model_device(model)
+    # sums stay on the model's device: one synchronisation at the end, not two per batch
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
     try:
         for i in range(0, x.shape[0], batch_size):
-            logits = model(x[i : i + batch_size])
-            yb = y[i : i + batch_size]
-            total_loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
-            correct += int((logits.argmax(-1) == yb).sum())
+            xb = _to_device(x[i : i + batch_size], device)
+            yb = _to_device(y[i : i + batch_size], device)
+            logits = model(xb)
+            total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+            correct += (logits.argmax(-1) == yb).sum()
     finally:
         model.train(was_training)
     n = int(x.shape[0])
-    return EvalResult(accuracy=correct / n, loss=total_loss / n, n=n)
+    return EvalResult(accuracy=int(correct) / n, loss=float(total_loss) / n, n=n)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the first parameter (or buffer); the CPU for a module without either."""
+    for p in model.parameters():
+        return p.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """Copy a host tensor to ``device``: through pinned memory and without blocking for CUDA."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 class Trainer:
@@ -267,6 +294,17 @@ class Trainer:
         log: called with one line per evaluation (default: tqdm.write when progress is on).
         lr_scale: learning-rate multipliers by parameter-name prefix, e.g. ``{"scorers.": 20.0}``
             to train fresh token scorers faster than a pre-trained backbone.
+        device: where the model trains: ``"cpu"`` (the default, reproducible), ``"cuda"``,
+            ``"cuda:N"`` or ``"auto"`` (a GPU when one is present), resolved by
+            :func:`mlsys.common.devices.resolve_device` (a missing GPU raises
+            :class:`~mlsys.common.errors.DeviceUnavailableError` naming what was found). The model,
+            and the teacher of a loss with a ``to(device)`` method (:class:`~mlsys.vision.PruningLoss`),
+            are moved there; the data stays on the host, where shuffling and augmentation draw
+            from the seeded CPU generator (the same draws on every device), and each batch is
+            copied through pinned memory without blocking.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` autocast (fp16 with a gradient
+            scaler); what the device cannot run falls back to fp32, stated in
+            :attr:`precision_fallback` and in the history.
 
     Example:
         >>> import torch
@@ -290,9 +328,21 @@ class Trainer:
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
         lr_scale: dict[str, float] | None = None,
+        device: str | torch.device | None = "cpu",
+        precision: str = "fp32",
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise InvalidInputError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.device = resolve_device(device)
+        self.precision: Precision = resolve_precision(precision, self.device)
+        model.to(self.device)
+        if loss_fn is not None and callable(getattr(loss_fn, "to", None)):
+            loss_fn.to(self.device)  # type: ignore[attr-defined]
+        self._scaler = (
+            torch.amp.GradScaler("cuda")
+            if self.precision.autocast and self.precision.dtype_name == "float16"
+            else None
+        )
         self.model = model
         self.config = config
         self.loss_fn = loss_fn
@@ -334,6 +384,7 @@ class Trainer:
             n = h.shape[1] - 1
             keep = max(1, round(n * (1.0 - p)))
             idx = torch.rand(h.shape[0], n, generator=self.generator).argsort(dim=1)[:, :keep] + 1
+            idx = _to_device(idx, h.device)
             patches = torch.gather(h, 1, idx[:, :, None].expand(-1, -1, h.shape[2]))
             logits = model.forward_tokens(torch.cat([h[:, :1], patches], dim=1))
         else:
@@ -347,6 +398,17 @@ class Trainer:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
         return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+    @property
+    def precision_fallback(self) -> str | None:
+        """None when training runs in the requested precision, else the sentence saying what runs."""
+        return self.precision.fallback
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        p = self.precision
+        if not p.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=p.dtype)
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -429,6 +491,10 @@ class Trainer:
         prior_wall = self.history.wall_seconds
         prior_cpu = self.history.cpu_seconds
         self.history.threads = torch.get_num_threads()
+        self.history.device = str(self.device)
+        self.history.precision = self.precision.dtype_name
+        self.history.precision_fallback = self.precision.fallback
+        dev = self.device
         log = self._log or (tqdm.write if self.progress else (lambda s: None))
         self.model.train()
         stop = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
@@ -440,28 +506,44 @@ class Trainer:
                 disable=not self.progress,
                 leave=False,
             )
-            run_loss, run_correct, seen = 0.0, 0, 0
+            # running sums stay on the device (no synchronisation per step on a GPU)
+            run_loss_t = torch.zeros((), dtype=torch.float64, device=dev)
+            run_correct_t = torch.zeros((), dtype=torch.int64, device=dev)
+            seen = 0
             for i in bar:
                 idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
                 xb, yb = x[idx], y[idx]
-                if self.augment is not None:
+                if self.augment is not None:  # on the host, from the seeded CPU generator
                     xb = self.augment(xb, self.generator)
+                xb, yb = _to_device(xb, dev), _to_device(yb, dev)
                 lr = self._lr_at(self.step, total)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr * g["lr_scale"]
-                loss, logits = loss_fn(self.model, xb, yb)
+                with self._autocast():
+                    loss, logits = loss_fn(self.model, xb, yb)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if self._scaler is not None:
+                    self._scaler.scale(loss).backward()
+                    self._scaler.unscale_(self.optimizer)
+                else:
+                    loss.backward()
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
+                if self._scaler is not None:
+                    self._scaler.step(self.optimizer)
+                    self._scaler.update()
+                else:
+                    self.optimizer.step()
                 self.step += 1
-                run_loss += float(loss.detach()) * len(idx)
-                run_correct += int((logits.argmax(-1) == yb).sum())
+                run_loss_t += loss.detach().double() * len(idx)
+                run_correct_t += (logits.detach().argmax(-1) == yb).sum()
                 seen += len(idx)
-                bar.set_postfix(
-                    loss=f"{run_loss / seen:.3f}", acc=f"{run_correct / seen:.3f}", lr=f"{lr:.2e}"
-                )
+                if self.progress:
+                    bar.set_postfix(
+                        loss=f"{float(run_loss_t) / seen:.3f}",
+                        acc=f"{int(run_correct_t) / seen:.3f}",
+                        lr=f"{lr:.2e}",
+                    )
                 if (
                     eval_every_steps
                     and x_val is not None
@@ -476,6 +558,7 @@ class Trainer:
                     self.history.stopped_early = True
                     break
             self.epoch += 1
+            run_loss, run_correct = float(run_loss_t), int(run_correct_t)
             record: dict[str, float] = {
                 "epoch": float(self.epoch),
                 "train_loss": run_loss / max(1, seen),

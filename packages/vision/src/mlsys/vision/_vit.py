@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mlsys.common.errors import DimensionMismatchError, InvalidInputError
+from mlsys.common.errors import DeviceMismatchError, DimensionMismatchError, InvalidInputError
 
 __all__ = ["ViT", "ViTConfig", "ViTFeatures"]
 
@@ -192,6 +192,10 @@ class Attention(nn.Module):
         """
         b, n, c = x.shape
         q, k, v = self._qkv(x)
+        if attn_bias is not None and attn_bias.dtype != q.dtype:
+            # the bias in the compute dtype (q is bf16/fp16 under autocast): one cast here, and
+            # scaled-dot-product attention keeps its fused kernel instead of a mixed-dtype path
+            attn_bias = attn_bias.to(q.dtype)
         if policy is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
         else:
@@ -332,7 +336,8 @@ class ViT(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def check_input(self, x: Tensor) -> None:
-        """Raise :class:`DimensionMismatchError` unless ``x`` is ``(B, in_chans, img_size, img_size)`` float."""
+        """Raise :class:`DimensionMismatchError` unless ``x`` is ``(B, in_chans, img_size, img_size)`` float,
+        and :class:`~mlsys.common.errors.DeviceMismatchError` unless it is on the model's device."""
         cfg = self.config
         if not isinstance(x, Tensor):
             raise InvalidInputError(f"expected a torch.Tensor, got {type(x).__name__}")
@@ -344,6 +349,12 @@ class ViT(nn.Module):
             )
         if not x.is_floating_point():
             raise InvalidInputError(f"ViT input must be a floating-point tensor, got dtype {x.dtype}")
+        want = self.pos_embed.device
+        if x.device != want:  # one attribute compare: no per-parameter walk on the hot path
+            raise DeviceMismatchError(
+                f"ViT input is on {x.device} but the model is on {want}; move it with .to({str(want)!r}) "
+                "or build the model with the same device"
+            )
 
     def embed(self, x: Tensor) -> Tensor:
         """Patch-embed ``x`` and prepend the CLS token: ``(B, 1 + N, D)`` with position embeddings."""
