@@ -788,12 +788,15 @@ class _Validator:
 
     Warm objective: rank the trained items (the search's training items masked), relevant = the
     user's held-out pairs on trained items. Cold objective: rank the validation-cold items only,
-    relevant = the user's events on them. Calibration: rank both together, relevant = both.
+    relevant = the user's events on them. Calibration: rank both together, relevant = the warm
+    pairs and a ``fraction`` sample of the cold pairs (seeded), the shape of a random holdout.
     """
 
     K = 10
 
-    def __init__(self, val: Split, data: _FitData, items: FeatureTable, objective: str) -> None:
+    def __init__(
+        self, val: Split, data: _FitData, items: FeatureTable, objective: str, fraction: float, seed: int
+    ) -> None:
         self.objective = objective
         self.data = data
         known = data.user_vocab.contains(val.test.users)
@@ -807,7 +810,11 @@ class _Validator:
         is_warm = data.item_vocab.contains(test_i)
         self.warm = self._qrels(test_u[is_warm], test_i[is_warm])
         self.cold = self._qrels(test_u[is_cold], test_i[is_cold])
-        self.mixed = self._qrels(test_u[is_warm | is_cold], test_i[is_warm | is_cold])
+        # Mixed ranking: a validation-cold item holds all its events, a trained item only `fraction` of
+        # each user's; keep each cold pair with probability `fraction` so that cold items weigh in
+        # the mixed target as new items would in a random holdout (not several times more).
+        keep_cold = is_cold & (np.random.default_rng([seed, 1]).random(is_cold.shape[0]) < fraction)
+        self.mixed = self._qrels(test_u[is_warm | keep_cold], test_i[is_warm | keep_cold])
         main = self.warm if objective == "warm" else self.cold
         if main is None:
             raise EmptyIndexError(
@@ -1030,7 +1037,7 @@ class TwoTowerModel:
                 seed=cfg.seed,
             )
             data = _FitData.build(val.train, items, users, weighted)
-            validator = _Validator(val, data, items, objective)
+            validator = _Validator(val, data, items, objective, cfg.validation_fraction, cfg.seed)
         except (InvalidInputError, EmptyIndexError) as exc:
             return cfg, TwoTowerReport.untuned(cfg, f"not tuned: {exc}"), 0.0
         budget_end = time.perf_counter() + cfg.tune_budget_s
