@@ -18,7 +18,7 @@ def test_full_catalogue_split_removes_items_from_training_only(synth) -> None:  
     kept = ~np.isin(base.train.items, cold)
     np.testing.assert_array_equal(split.train.items, base.train.items[kept])
     assert "removed from training and kept in the catalogue" in split.description
-    again, cold2 = full_catalogue_split(synth.interactions, synth.items.ids, cold_fraction=0.2, seed=3)
+    _, cold2 = full_catalogue_split(synth.interactions, synth.items.ids, cold_fraction=0.2, seed=3)
     np.testing.assert_array_equal(cold, cold2)
 
 
@@ -29,11 +29,20 @@ def test_run_full_catalogue_reports_exposure(synth) -> None:  # type: ignore[no-
     assert res.cold_share < 0.05 and 0.0 < res.cold_relevant_share < 1.0
     assert res.full.n_users == res.trained_only.n_users
     cfg = TwoTowerConfig(
-        dim=16, feature_dim=8, hidden=32, epochs=2, batch_size=128, lr=1e-2, temperature=0.1, validation_fraction=0.25
+        dim=16,
+        feature_dim=8,
+        hidden=32,
+        epochs=2,
+        batch_size=128,
+        lr=1e-2,
+        temperature=0.1,
+        validation_fraction=0.25,
     )
     tt_res, tt = run_full_catalogue(synth, TwoTowerModel(cfg), cold_fraction=0.2)
     assert tt.report_.tuned and 0.0 <= tt_res.cold_share <= 1.0 and 0.0 <= tt_res.cold_coverage <= 1.0
-    assert tt_res.ratio == pytest.approx(tt_res.full.metrics["ndcg@10"] / tt_res.trained_only.metrics["ndcg@10"])
+    assert tt_res.ratio == pytest.approx(
+        tt_res.full.metrics["ndcg@10"] / tt_res.trained_only.metrics["ndcg@10"]
+    )
 
 
 def test_long_tail_data_set_shape() -> None:
