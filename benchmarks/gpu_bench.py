@@ -68,8 +68,8 @@ ALL_SECTIONS = (
     "launches",
     "pipeline",
     "fmnist",
-    "two_tower",
     "minilm",
+    "two_tower",
 )
 
 
@@ -255,9 +255,13 @@ def sec_correctness(b: Bench) -> dict[str, Any]:
     if not b.cuda:
         return {"note": "no GPU: GPU-vs-CPU logits not measured"}
     with torch.inference_mode(), no_tf32():
+        refs = {
+            k: m(x) for k, m in ref_models.items()
+        }  # all on the CPU first (merged shares plain's backbone)
+        for m in ref_models.values():
+            m.to(b.dev)
         for k, m in ref_models.items():
-            ref = m(x)
-            m.to(b.dev)  # merged shares the plain backbone: moving it twice is a no-op
+            ref = refs[k]
             got = m(x.to(b.dev)).cpu()
             res[k] = {
                 "max_abs_diff_fp32": float((got - ref).abs().max()),

@@ -380,4 +380,4 @@ def test_gpu_trainer_with_pruning_loss_and_onnx_export(tiny_config: Any, tmp_pat
     path = export_onnx(student.eval(), tmp_path / "s.onnx")
     assert next(student.parameters()).is_cuda  # exported from a CPU copy, the model stays put
     torch.backends.cudnn.allow_tf32 = False
-    assert check_onnx_parity(student, path, atol=1e-4) < 1e-4
+    assert check_onnx_parity(student, path, atol=1e-3) < 1e-3
