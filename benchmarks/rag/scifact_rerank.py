@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlsys.common.data import load_beir
 from mlsys.rag import (
     DocumentStore,
@@ -141,11 +143,381 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--budget", type=float, default=540.0)
     ft.add_argument("--max-length", type=int, default=192)
     ft.add_argument("--negatives", type=int, default=4)
+    rep = sub.add_parser("report")
+    rep.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.cmd == "finetune":
         finetune(args.budget, args.max_length, args.negatives)
+    else:
+        print(json.dumps(full_report(args.out), indent=2, default=str))
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------ cached stages
+def _hits_from_arrays(
+    sf: SciFact, ids: np.ndarray, scores: np.ndarray, prov: dict[str, np.ndarray]
+) -> list[Hit]:
+    out = []
+    for r in range(ids.shape[0]):
+        cid = int(ids[r])
+        if cid < 0:
+            break
+        doc_id, seq, text, start, end = sf.store.chunk_info(cid)
+        p = {
+            n: (int(prov[n + "_rank"][r]), float(prov[n + "_score"][r]))
+            for n in ("dense", "bm25")
+            if prov[n + "_rank"][r]
+        }
+        out.append(Hit(cid, r + 1, float(scores[r]), doc_id, seq, text, start, end, provenance=p))
+    return out
+
+
+def cached_candidates(
+    sf: SciFact, queries: list[str], *, deny: list[list[int]] | None = None, tag: str = "plain"
+) -> list[list[Hit]]:
+    """The weighted hybrid's top ``DEPTH`` per query (optionally with ids denied per query), cached."""
+    key = sha(
+        [sf.store.space.space_id, sf.store.bm25.config.to_dict(), sf.store.version, queries, deny, DEPTH, tag]
+    )
+    path = cache_dir() / f"candidates-{key}.npz"
+    names = ("dense", "bm25")
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        arrs = {k: z[k] for k in z.files}
+    else:
+        retr = hybrid(sf.store)
+        n = len(queries)
+        arrs = {"ids": np.full((n, DEPTH), -1, np.int64), "scores": np.full((n, DEPTH), -np.inf, np.float32)}
+        for nm in names:
+            arrs[nm + "_rank"] = np.zeros((n, DEPTH), np.int64)
+            arrs[nm + "_score"] = np.full((n, DEPTH), -np.inf, np.float32)
+        groups = [list(range(n))] if deny is None else [[i] for i in range(n)]
+        for g in groups:
+            res = retr.retrieve([queries[i] for i in g], DEPTH, deny=None if deny is None else deny[g[0]])
+            for i, r in zip(g, res):
+                for j, h in enumerate(r.hits):
+                    arrs["ids"][i, j], arrs["scores"][i, j] = h.id, h.score
+                    for nm in names:
+                        if nm in h.provenance:
+                            arrs[nm + "_rank"][i, j], arrs[nm + "_score"][i, j] = h.provenance[nm]
+        np.savez(path, **arrs)
+    return [
+        _hits_from_arrays(
+            sf, arrs["ids"][i], arrs["scores"][i], {k: v[i] for k, v in arrs.items() if "_" in k}
+        )
+        for i in range(len(queries))
+    ]
+
+
+def cached_features(
+    feats: Any, queries: list[str], cands: list[list[Hit]], *, tag: str = ""
+) -> list[np.ndarray]:
+    """Feature matrices of (query, candidates), cached by everything they depend on."""
+    from mlsys.rag.rerank import FEATURE_VERSION
+
+    space = feats.sentence_space.space_id if feats.sentence_space is not None else None
+    key = sha([FEATURE_VERSION, list(feats.names), space, feats.store.space.space_id, feats.store.version, queries,
+               [[(h.id, h.score, sorted(h.provenance.items())) for h in c] for c in cands], tag])  # fmt: skip
+    path = cache_dir() / f"features-{key}.npz"
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        flat, lens = z["x"], z["lens"]
+    else:
+        mats = feats.matrices(queries, cands, progress=sys.stderr.isatty())
+        lens = np.array([m.shape[0] for m in mats], np.int64)
+        flat = np.concatenate(mats) if mats else np.zeros((0, len(feats.names)), np.float32)
+        np.savez(path, x=flat, lens=lens)
+    out, pos = [], 0
+    for n in lens.tolist():
+        out.append(flat[pos : pos + n])
+        pos += n
+    return out
+
+
+# ------------------------------------------------------------------------------ the experiment
+RERANK_CONFIG: dict[str, Any] = {
+    "num_leaves": (7, 15, 31),
+    "min_data_in_leaf": (20, 50),
+    "learning_rate": (0.05,),
+    "max_rounds": 600,
+    "early_stopping_rounds": 60,
+}
+
+
+@dataclass
+class Split:
+    ids: list[str]
+    queries: list[str]
+    qrels: list[dict[str, int]]
+    cands: list[list[Hit]]
+    feats: list[np.ndarray]
+    labels: list[np.ndarray]
+
+
+def _split(
+    sf: SciFact,
+    feats: Any,
+    ids: list[str],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    all_cands: dict[str, list[Hit]],
+    all_x: dict[str, np.ndarray],
+) -> Split:
+    from mlsys.rag.rerank import labels_from_qrels
+
+    cands = [all_cands[q] for q in ids]
+    rows = [qrels[q] for q in ids]
+    return Split(
+        ids, [queries[q] for q in ids], rows, cands, [all_x[q] for q in ids], labels_from_qrels(cands, rows)
+    )
+
+
+def prepare(sf: SciFact, *, sentences: bool = True, seed: int = 0) -> tuple[Any, Split, Split, Split]:
+    """Features of the hybrid top 100 for train (split into ranker-fit and dev) and test queries."""
+    from mlsys.rag.rerank import RerankFeatures
+
+    feats = RerankFeatures(
+        sf.store, sf.sentence_embedder if sentences else None, retrievers=("dense", "bm25")
+    )
+    out = {}
+    for name, queries in (("train", sf.train_queries), ("test", sf.test_queries)):
+        ids = sorted(queries)
+        texts = [queries[q] for q in ids]
+        cands = cached_candidates(sf, texts)
+        x = cached_features(feats, texts, cands)
+        out[name] = ({q: c for q, c in zip(ids, cands)}, {q: m for q, m in zip(ids, x)})
+    tr = sorted(sf.train_queries)
+    perm = np.random.default_rng(seed).permutation(len(tr))
+    n_dev = round(0.25 * len(tr))
+    dev_ids = sorted(tr[i] for i in perm[:n_dev])
+    fit_ids = sorted(tr[i] for i in perm[n_dev:])
+    fit = _split(sf, feats, fit_ids, sf.train_queries, sf.train_qrels, *out["train"])
+    dev = _split(sf, feats, dev_ids, sf.train_queries, sf.train_qrels, *out["train"])
+    test = _split(sf, feats, sorted(sf.test_queries), sf.test_queries, sf.test_qrels, *out["test"])
+    return feats, fit, dev, test
+
+
+def trained_reranker(feats: Any, fit: Split, *, seed: int = 0, tag: str = "") -> Any:
+    from mlsys.rag.rerank import LearnedReranker, LearnedRerankerConfig
+
+    cfg = LearnedRerankerConfig(**RERANK_CONFIG, seed=seed)
+    key = sha([cfg.to_dict(), list(feats.names), [m.tobytes().hex()[:64] + str(m.shape) for m in fit.feats],
+               [y.tolist() for y in fit.labels], tag])  # fmt: skip
+    path = cache_dir() / f"learned-{key}"
+    if (path / "manifest.json").is_file():
+        return LearnedReranker.load(path, feats)
+    rr = LearnedReranker(feats, cfg).fit_matrices(fit.feats, fit.labels)
+    rr.save(path)
+    return rr
+
+
+def run_of(split: Split, scores: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """TREC run (document level: max over a document's chunks) from per-candidate scores."""
+    run: dict[str, dict[str, float]] = {}
+    for qid, cands, sc in zip(split.ids, split.cands, scores):
+        row: dict[str, float] = {}
+        for h, s in zip(cands, sc.tolist()):
+            d = h.doc_id or ""
+            row[d] = max(row.get(d, -np.inf), float(s))
+        run[qid] = row
+    return run
+
+
+def evaluate_scores(split: Split, scores: list[np.ndarray], metrics: list[str]) -> Any:
+    from mlsys.common.metrics import evaluate
+
+    qrels = {q: r for q, r in zip(split.ids, split.qrels)}
+    return evaluate(run_of(split, scores), qrels, metrics, missing_queries="zero", empty_queries="zero")
+
+
+# ------------------------------------------------------------------------------ gate and report
+def ranked(cands: list[Hit], raw: np.ndarray, cal: Any) -> list[Hit]:
+    """The re-ranked list as CalibratedReranker(LearnedReranker) returns it, from precomputed raw scores."""
+    import dataclasses
+
+    order = np.argsort(-raw.astype(np.float64), kind="stable")
+    prob = cal.transform(raw[order])
+    out = []
+    for r, (j, p) in enumerate(zip(order.tolist(), prob.tolist()), start=1):
+        h = cands[j]
+        prov = dict(h.provenance) | {"learned": (r, float(raw[j])), "learned+calibrated": (r, float(p))}
+        out.append(dataclasses.replace(h, rank=r, score=float(p), provenance=prov))
+    return out
+
+
+def constructed_gate_set(
+    sf: SciFact, feats: Any, rr: Any, cal: Any, split: Split, *, top_k: int = 10, seed: int = 0, tag: str = ""
+) -> tuple[list[list[Hit]], np.ndarray, list[str]]:
+    """Answerable lists (a qrel document in the re-ranked top ``top_k``) and two kinds of unanswerable:
+    the claim with another claim's candidates, and the claim retrieved with its qrel documents removed."""
+    lists: list[list[Hit]] = []
+    labels: list[int] = []
+    kinds: list[str] = []
+    raws = [rr.predict_matrix(x) for x in split.feats]
+    for c, raw, rel in zip(split.cands, raws, split.qrels):
+        lst = ranked(c, raw, cal)
+        if any(h.doc_id in rel for h in lst[:top_k]):
+            lists.append(lst), labels.append(1), kinds.append("answerable")
+    n = len(split.ids)
+    perm = np.random.default_rng(seed).permutation(n)
+    perm = np.where(perm == np.arange(n), (perm + 1) % n, perm)
+    other_q = [split.queries[i] for i in range(n)]
+    other_c = [split.cands[perm[i]] for i in range(n)]
+    keep = [i for i in range(n) if not any(h.doc_id in split.qrels[i] for h in other_c[i])]
+    xo = cached_features(feats, [other_q[i] for i in keep], [other_c[i] for i in keep], tag="swapped" + tag)
+    for i, x in zip(keep, xo):
+        (
+            lists.append(ranked(other_c[i], rr.predict_matrix(x), cal)),
+            labels.append(0),
+            kinds.append("other claim's set"),
+        )
+    deny = [[cid for d in rel for cid in sf.store.chunk_ids(d) if d in sf.store] for rel in split.qrels]
+    cd = cached_candidates(sf, split.queries, deny=deny, tag="deny" + tag)
+    xd = cached_features(feats, split.queries, cd, tag="deny" + tag)
+    for c, x in zip(cd, xd):
+        lists.append(ranked(c, rr.predict_matrix(x), cal)), labels.append(0), kinds.append("qrels removed")
+    return lists, np.array(labels), kinds
+
+
+def risk_coverage_plot(curves: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, rc in curves.items():
+        ax.plot(rc.coverage, rc.risk, label=f"{name} (AURC {rc.aurc:.3f})")
+    ax.axhline(0.1, color="grey", ls=":", lw=1, label="risk 0.10 (precision 0.90)")
+    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_ylabel("risk (share of answered that are unanswerable)")
+    ax.set_title("Relevance gate, SciFact test (constructed set)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def full_report(
+    out_dir: Path | None = None, *, ce_top_n: int = 20, latency_queries: int = 100
+) -> dict[str, Any]:
+    """Every figure of the README's re-ranking section (uses and fills the caches)."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlsys.common.metrics import compare
+    from mlsys.rag.rerank import (
+        Calibrator,
+        RelevanceGate,
+        choose_top_n,
+        coverage_at_precision,
+        expected_calibration_error,
+        risk_coverage_curve,
+    )
+
+    out_dir = out_dir or cache_dir()
+    fig: dict[str, Any] = {"cpus": os.cpu_count(), "load_start": os.getloadavg()[0]}
+    sf = load()
+    feats, fit, dev, test = prepare(sf, sentences=True)
+    rr = trained_reranker(feats, fit, tag="sent")
+    fig["params"], fig["validation"] = rr.params_, {k: v for k, v in rr.validation_.items() if k != "grid"}
+    fig["grid"] = rr.validation_.get("grid")
+    metrics = ["ndcg@10", "recall@100", "mrr@10"]
+    hyb = evaluate_scores(test, [np.array([h.score for h in c]) for c in test.cands], metrics)
+    test_raw = [rr.predict_matrix(x) for x in test.feats]
+    lrn = evaluate_scores(test, test_raw, metrics)
+    fig["test"] = {"hybrid_weighted": dict(hyb.mean), "learned": dict(lrn.mean)}
+    cmp = compare(lrn, hyb, "ndcg@10", n_resamples=10_000, seed=0)
+    fig["compare_learned_vs_hybrid"] = str(cmp)
+    fig["compare"] = {
+        "diff": cmp.diff,
+        "ci": [cmp.ci_low, cmp.ci_high],
+        "p_rand": cmp.p_randomization,
+        "p_t": cmp.p_ttest,
+    }
+    # no-sentence ablation (same protocol, cached)
+    feats0, fit0, _, test0 = prepare(sf, sentences=False)
+    rr0 = trained_reranker(feats0, fit0, tag="nosent")
+    fig["test"]["learned_without_sentence_features"] = dict(
+        evaluate_scores(test0, [rr0.predict_matrix(x) for x in test0.feats], metrics).mean
+    )
+    # latency of the stage (features + LightGBM), per query, warm sentence vectors, query vectors cached
+    sample = list(range(min(latency_queries, len(test.ids))))
+    feats.warm([h for i in sample for h in test.cands[i]])
+    choice = choose_top_n(rr, [test.queries[i] for i in sample], [test.cands[i] for i in sample],
+                          budget_ms=250.0, grid=(20, 50, 100))  # fmt: skip
+    fig["latency_p95_ms"] = choice.latency_ms
+    fig["latency_choice"] = {"budget_ms": choice.budget_ms, "top_n": choice.top_n, "fits": choice.fits}
+    fig["load_latency"] = os.getloadavg()[0]
+    # calibration: Platt and isotonic fitted on half of the dev split, ECE on the other half (and on test)
+    dev_raw = [rr.predict_matrix(x) for x in dev.feats]
+    half = len(dev.ids) // 2
+    cal_s, cal_y = np.concatenate(dev_raw[:half]), (np.concatenate(dev.labels[:half]) > 0).astype(float)
+    ev_s, ev_y = np.concatenate(dev_raw[half:]), (np.concatenate(dev.labels[half:]) > 0).astype(float)
+    te_s, te_y = np.concatenate(test_raw), (np.concatenate(test.labels) > 0).astype(float)
+    sig = lambda s: 1.0 / (1.0 + np.exp(-s))  # noqa: E731 - "raw": LambdaMART score through a sigmoid
+    cals = {m: Calibrator(m).fit(cal_y, cal_s) for m in ("platt", "isotonic")}
+    fig["ece"] = {
+        "dev_raw_sigmoid": expected_calibration_error(ev_y, sig(ev_s)),
+        **{f"dev_{m}": expected_calibration_error(ev_y, c.transform(ev_s)) for m, c in cals.items()},
+        "test_raw_sigmoid": expected_calibration_error(te_y, sig(te_s)),
+        **{f"test_{m}": expected_calibration_error(te_y, c.transform(te_s)) for m, c in cals.items()},
+        "dev_pairs_fit": int(cal_y.shape[0]), "dev_pairs_eval": int(ev_y.shape[0]), "dev_positive_rate": float(ev_y.mean()),
+    }  # fmt: skip
+    cal = cals["platt"]
+    # relevance gate: trained on the dev split's constructed set, evaluated on test's
+    dev_lists, dev_y, _ = constructed_gate_set(sf, feats, rr, cal, dev, tag="dev")
+    te_lists, te_y2, kinds = constructed_gate_set(sf, feats, rr, cal, test, tag="test")
+    gate = RelevanceGate(retrievers=("dense", "bm25"), precision=0.9).fit(dev_lists, dev_y)
+    gate.save(out_dir / "gate.json")
+    p = gate.predict_proba_features(gate.feature_matrix(te_lists))
+    top = np.array([lst[0].score for lst in te_lists])
+    cov, thr = coverage_at_precision(te_y2, p, 0.9)
+    rc_gate, rc_top = risk_coverage_curve(te_y2, p), risk_coverage_curve(te_y2, top)
+    dec = [gate.decide(lst).decision for lst in te_lists]
+    fig["gate"] = {
+        "auroc": float(roc_auc_score(te_y2, p)),
+        "auroc_top_calibrated_score_alone": float(roc_auc_score(te_y2, top)),
+        "coverage_at_precision_0.9": cov, "threshold": thr,
+        "aurc": rc_gate.aurc, "ece": expected_calibration_error(te_y2, p),
+        "n": {k: kinds.count(k) for k in dict.fromkeys(kinds)}, "n_dev": {"answerable": int(dev_y.sum()), "unanswerable": int((1 - dev_y).sum())},
+        "thresholds": {"answer": gate.answer_threshold_, "abstain": gate.abstain_threshold_},
+        "decisions": {d: dec.count(d) for d in ("answer", "ambiguous", "abstain")},
+        "precision_of_answer_decisions": float(np.mean([y for y, d in zip(te_y2, dec) if d == "answer"])) if "answer" in dec else None,
+        "auroc_by_kind": {k: float(roc_auc_score(np.r_[te_y2[te_y2 == 1], te_y2[[kk == k for kk in kinds]]],
+                                                 np.r_[p[te_y2 == 1], p[[kk == k for kk in kinds]]]))
+                          for k in ("other claim's set", "qrels removed")},
+    }  # fmt: skip
+    risk_coverage_plot(
+        {"relevance gate": rc_gate, "top calibrated score alone": rc_top}, out_dir / "risk_coverage.png"
+    )
+    # fine-tuned cross-encoder on the hybrid's top ce_top_n
+    latest = cache_dir() / "cross-encoder-latest.txt"
+    if latest.is_file():
+        import time as _t
+
+        from mlsys.rag.rerank import CrossEncoderReranker
+
+        ce_dir = Path(latest.read_text().strip())
+        ce = CrossEncoderReranker(ce_dir, max_length=256, batch_size=32, num_threads=2, top_n=ce_top_n)
+        t0 = _t.perf_counter()
+        ce_scores = []
+        for q, c in zip(test.queries, test.cands):
+            s = ce.score(q, c[:ce_top_n])
+            # the top ce_top_n re-ordered by the cross-encoder, the rest below in hybrid order
+            ce_scores.append(
+                np.r_[
+                    s - s.min() + len(c) + 1.0 if s.size else s, -np.arange(len(c) - s.size, dtype=np.float64)
+                ]
+            )
+        sec = _t.perf_counter() - t0
+        ce_res = evaluate_scores(test, ce_scores, metrics)
+        rep = json.loads((ce_dir / "report.json").read_text()) if (ce_dir / "report.json").is_file() else {}
+        fig["cross_encoder"] = {"top_n": ce_top_n, "test": dict(ce_res.mean), "fine_tune": rep,
+                                "seconds_per_query": sec / len(test.ids), "compare_vs_hybrid": str(compare(ce_res, hyb, "ndcg@10", seed=0))}  # fmt: skip
+    fig["load_end"] = os.getloadavg()[0]
+    (out_dir / "rerank_figures.json").write_text(json.dumps(fig, indent=2, default=str))
+    return fig

@@ -1,0 +1,169 @@
+"""CrossEncoderReranker and fine-tuning plumbing on a tiny randomly initialised BERT (no weights)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("transformers")
+
+from mlsys.common.errors import CorruptFileError, DatasetNotFoundError, InvalidInputError
+from mlsys.rag import DocumentStore, HashingEmbedder, Hit
+from mlsys.rag.rerank import (
+    CrossEncoderReranker,
+    check_cross_encoder_dir,
+    fine_tune_cross_encoder,
+    mine_hard_negatives,
+)
+
+WORDS = (
+    "the a of and to in is was for on with as by at from model training employee models aspirin blood "
+    "thins heart risk study patients cells protein gene cancer mice dose effect increase decrease "
+    "red blue sky apples cars solar wind power plant policy refund days"
+).split()
+
+
+def make_tiny_cross_encoder(
+    path: Path, *, seed: int = 0, architecture: str = "BertForSequenceClassification"
+) -> Path:
+    """Write a 2-layer, 32-wide BERT with a 1-logit head and a word-level vocabulary to ``path``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *WORDS,
+        *"abcdefghijklmnopqrstuvwxyz0123456789.,?!",
+    ]
+    (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
+    model = (
+        BertForSequenceClassification(cfg)
+        if architecture == "BertForSequenceClassification"
+        else BertModel(cfg)
+    )
+    model.save_pretrained(str(path), safe_serialization=True)
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny") / "ce")
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny: Path) -> CrossEncoderReranker:
+    return CrossEncoderReranker(tiny, max_length=32, batch_size=4)
+
+
+def _hits(texts: list[str]) -> list[Hit]:
+    return [Hit(i, i + 1, 0.0, f"d{i}", 0, t, 0, len(t)) for i, t in enumerate(texts)]
+
+
+def test_scores_are_the_models_logits_in_any_batching(reranker: CrossEncoderReranker) -> None:
+    texts = ["aspirin thins blood", "red apples", "solar power plant", "the heart risk study"]
+    s = reranker.score("aspirin blood", _hits(texts))
+    assert s.shape == (4,) and s.dtype == np.float32 and np.isfinite(s).all()
+    one_by_one = np.array([reranker.score_pairs(["aspirin blood"], [t])[0] for t in texts])
+    np.testing.assert_allclose(s, one_by_one, rtol=1e-4, atol=1e-5)
+    ranked = reranker.rerank("aspirin blood", _hits(texts))
+    assert [h.score for h in ranked] == sorted(s.tolist(), reverse=True)
+    assert ranked[0].provenance["cross-encoder"] == (1, ranked[0].score)
+
+
+def test_pairs_longer_than_max_length_are_truncated_not_refused(reranker: CrossEncoderReranker) -> None:
+    long = " ".join(["aspirin thins blood"] * 40)  # ~120 word pieces, max_length 32
+    tail_changed = long + " " + " ".join(["solar wind power"] * 40)
+    a, b = reranker.score_pairs(["aspirin", "aspirin"], [long, tail_changed])
+    # everything past the 32-token cut is ignored: the two passages score the same
+    assert a == pytest.approx(b, abs=1e-6)
+    short = reranker.score_pairs(["aspirin"], ["aspirin thins blood"])[0]
+    assert short != pytest.approx(a, abs=1e-6)
+
+
+def test_bad_model_directories_are_refused_typed(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        CrossEncoderReranker(tmp_path / "missing")
+    bi = make_tiny_cross_encoder(tmp_path / "bi", architecture="BertModel")
+    with pytest.raises(CorruptFileError, match="not a cross-encoder"):
+        CrossEncoderReranker(bi)
+    for missing in ("model.safetensors", "config.json"):
+        broken = tmp_path / f"no-{missing}"
+        shutil.copytree(tiny, broken)
+        (broken / missing).unlink()
+        with pytest.raises(CorruptFileError, match=r"model\.safetensors|config\.json"):
+            check_cross_encoder_dir(broken)
+    no_tok = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny, no_tok)
+    for f in ("vocab.txt", "tokenizer.json"):
+        (no_tok / f).unlink(missing_ok=True)
+    with pytest.raises(CorruptFileError, match="tokenizer"):
+        check_cross_encoder_dir(no_tok)
+    bad_json = tmp_path / "bad-json"
+    shutil.copytree(tiny, bad_json)
+    (bad_json / "config.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="unreadable"):
+        check_cross_encoder_dir(bad_json)
+    with pytest.raises(InvalidInputError):
+        check_cross_encoder_dir(None)  # type: ignore[arg-type]
+
+
+def test_empty_candidates_and_bad_input(reranker: CrossEncoderReranker) -> None:
+    assert reranker.rerank("aspirin", []) == []
+    with pytest.raises(InvalidInputError, match="aligned"):
+        reranker.score_pairs(["a", "b"], ["x"])
+    with pytest.raises(InvalidInputError, match="no text"):
+        reranker.rerank("aspirin", [Hit(1, 1, 0.0)])
+
+
+def test_fine_tune_writes_a_loadable_cross_encoder_and_respects_its_budget(
+    tiny: Path, tmp_path: Path
+) -> None:
+    store = DocumentStore(HashingEmbedder(dim=64))
+    store.upsert(
+        {"a": "aspirin thins blood", "b": "aspirin heart risk", "c": "red apples", "d": "solar wind power"}
+    )
+    pairs = mine_hard_negatives(
+        store.bm25_retriever(), {"q": "aspirin blood"}, {"q": {"a": 1}}, n_negatives=2
+    )
+    assert pairs[0] == ("aspirin blood", "aspirin thins blood", 1.0)
+    assert all(label == 0.0 for _, _, label in pairs[1:]) and len(pairs) == 2  # only b shares a term
+    rep = fine_tune_cross_encoder(tiny, pairs * 4, tmp_path / "ft", epochs=2, batch_size=4, max_length=32)
+    assert rep.steps == 4 and rep.pairs_seen == 16 and not rep.stopped_by_budget
+    assert np.isfinite(rep.mean_loss_last)
+    ft = CrossEncoderReranker(rep.path, max_length=32)
+    base = CrossEncoderReranker(tiny, max_length=32)
+    assert ft.score("aspirin blood", _hits(["aspirin thins blood"]))[0] != pytest.approx(
+        base.score("aspirin blood", _hits(["aspirin thins blood"]))[0], abs=1e-7
+    )
+    assert json.loads((rep.path / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"
+    ]
+    short = fine_tune_cross_encoder(
+        tiny, pairs * 4, tmp_path / "ft2", epochs=5, batch_size=2, time_budget_s=1e-9
+    )
+    assert short.steps == 1 and short.stopped_by_budget
+    with pytest.raises(InvalidInputError, match="pairs"):
+        fine_tune_cross_encoder(tiny, [("q", "p", 2.0)], tmp_path / "x")
+    with pytest.raises(InvalidInputError, match="no training pairs"):
+        fine_tune_cross_encoder(tiny, [], tmp_path / "x")
