@@ -73,11 +73,11 @@ def test_dict_path_equals_pytrec_eval(
 @given(
     data=run_and_qrels(), cut=st.sampled_from([(1,), (2, 3), (1, 5)]), ties=st.sampled_from(["trec", "input"])
 )
-def test_cutoff_only_metrics_take_the_partition_path_and_stay_exact(
+def test_cutoff_only_metrics_equal_the_full_set_and_pytrec_eval(
     data: tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]], cut: tuple[int, ...], ties: str
 ) -> None:
-    # with cutoffs only, each query is first cut to its top k by a partition threshold (ragged
-    # rows, ties at the threshold); the values must not change
+    # a cutoff metric must not change when a full-depth one is evaluated alongside it (ragged
+    # rows, ties at the cutoff)
     run, qrels = data
     names = [n for n in all_metric_names(cut) if "@" in n]
     res = evaluate(run, qrels, names, ties=ties, **POLICY)  # type: ignore[arg-type]

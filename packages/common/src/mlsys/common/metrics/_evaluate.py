@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import DuplicateIdError, InvalidInputError, UnknownNameError
-from mlsys.common.metrics._dict_run import Ties, qrels_values, rank_dict_run
+from mlsys.common.metrics._dict_run import Ties, qrels_values, rank_relevant
 from mlsys.common.metrics._qrels import Qrels, _as_mapping
 from mlsys.common.metrics._ranking import (
     Gain,
@@ -39,6 +39,7 @@ from mlsys.common.metrics._ranking import (
     check_gain,
     check_level,
     compute,
+    compute_hits,
     needed_depth,
     parse_metrics,
 )
@@ -329,10 +330,9 @@ def evaluate(
     num_rel = judged.num_relevant(level)
     empty_run: dict[str, float] = {}
     run_view = {q: run.get(q, empty_run) for q in qids}
-    max_r = int(num_rel.max()) if num_rel.size else 0
     keep, empty_ids = _empty_policy(num_rel, qids, empty_queries)
-    rel, n_ret = rank_dict_run(run_view, qrels, qids, lambda width: needed_depth(specs, max_r, width), ties)
-    values = compute(rel, n_ret, judged, specs, gain=g, level=level)
+    hits = rank_relevant(run_view, qrels, qids, ties)
+    values = compute_hits(hits.row, hits.rank, hits.rel, hits.n_ret, judged, specs, gain=g, level=level)
     notes: dict[str, Any] = {
         "missing_from_run": missing,
         "not_in_qrels": extra,

@@ -236,59 +236,92 @@ def compute(
     """Compute every metric in ``specs`` for every row of ``rel`` (see the module docstring).
 
     ``rel`` holds the judged relevance at each rank up to the depth the metrics need; rows of
-    padding are zeros. Returns ``{name: per-query float64 array}``.
+    padding are zeros. Returns ``{name: per-query float64 array}``. The work is done by
+    :func:`compute_hits` on the positive entries of ``rel``.
     """
-    n, depth = rel.shape
+    rows, cols = np.nonzero(rel > 0)
+    return compute_hits(
+        rows.astype(np.int64),
+        cols.astype(np.int64) + 1,
+        np.asarray(rel[rows, cols], dtype=np.int64),
+        n_ret,
+        judged,
+        specs,
+        gain=gain,
+        level=level,
+    )
+
+
+def compute_hits(
+    row: npt.NDArray[np.int64],
+    rank: npt.NDArray[np.int64],
+    rel: npt.NDArray[np.int64],
+    n_ret: npt.NDArray[np.int64],
+    judged: JudgedStats,
+    specs: list[MetricSpec],
+    *,
+    gain: Gain,
+    level: int,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Every metric in ``specs`` from the ranks of the retrieved documents judged relevant (> 0).
+
+    ``row``, ``rank`` (1-based) and ``rel`` list, sorted by ``(row, rank)``, each retrieved
+    document with a positive judgement; ``n_ret`` is the number retrieved per query. No metric
+    reads anything else, so a metric without cutoff costs what a cutoff one does: the cutoff is a
+    mask over these few entries (``rank <= k``), never a sort of the whole ranking.
+    """
+    n = judged.n_queries
     num_rel = judged.num_relevant(level)
     has_rel = num_rel > 0
     safe_rel = np.where(has_rel, num_rel, 1).astype(np.float64)
-    hits = rel >= level
-    cum_hits: npt.NDArray[np.int64] | None = None
+    hit = rel >= level
+    h_row, h_rank = row[hit], rank[hit]
+    # position of each relevant hit among its query's relevant hits (1-based): MAP's numerator
+    h_first = np.searchsorted(h_row, np.arange(n, dtype=np.int64))
+    h_nth = np.arange(1, h_row.shape[0] + 1, dtype=np.int64) - h_first[h_row]
     out: dict[str, npt.NDArray[np.float64]] = {}
     g: npt.NDArray[np.float64] | None = None
 
-    def cut(k: int | None) -> int:
-        return depth if k is None else min(k, depth)
+    def count(mask: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.int64]:
+        r = h_row if mask is None else h_row[mask]
+        return np.bincount(r, minlength=n).astype(np.int64)
 
     for s in specs:
-        kk = cut(s.k)
+        k = s.k
+        within = None if k is None else h_rank <= k
         if s.family == "ndcg":
             if g is None:
-                g = gains(rel, gain)
-            dcg = g[:, :kk] @ discount(kk) if kk else np.zeros(n)
-            idcg = judged.ideal_dcg(s.k, gain)
+                g = gains(rel, gain) * discount(int(rank.max()) if rank.size else 0)[rank - 1]
+            m = slice(None) if k is None else rank <= k
+            dcg = np.bincount(row[m], weights=g[m], minlength=n)
+            idcg = judged.ideal_dcg(k, gain)
             ok = idcg > 0
             out[s.name] = np.where(ok, dcg / np.where(ok, idcg, 1.0), 0.0)
         elif s.family == "mrr":
-            h = hits[:, :kk]
-            first = h.argmax(axis=1) if kk else np.zeros(n, dtype=np.int64)
-            found = h.any(axis=1) if kk else np.zeros(n, dtype=bool)
-            out[s.name] = np.where(found, 1.0 / (first + 1.0), 0.0)
+            best = np.full(n, np.inf)
+            sel = h_nth == 1  # hits are sorted by rank: the first relevant one of each query
+            if within is not None:
+                sel &= within
+            best[h_row[sel]] = h_rank[sel]
+            out[s.name] = 1.0 / best
         elif s.family == "hit_rate":
-            out[s.name] = np.asarray(hits[:, :kk].any(axis=1), dtype=np.float64) if kk else np.zeros(n)
-        elif s.family in ("recall", "precision"):
-            found_k = hits[:, :kk].sum(axis=1, dtype=np.int64)
-            if s.family == "recall":
-                out[s.name] = np.where(has_rel, found_k / safe_rel, 0.0)
-            elif s.k is not None:
-                out[s.name] = np.asarray(found_k / float(s.k), dtype=np.float64)
+            out[s.name] = (count(within) > 0).astype(np.float64)
+        elif s.family == "recall":
+            out[s.name] = np.where(has_rel, count(within) / safe_rel, 0.0)
+        elif s.family == "precision":
+            found = count(within)
+            if k is not None:
+                out[s.name] = np.asarray(found / float(k), dtype=np.float64)
             else:
-                out[s.name] = np.where(n_ret > 0, found_k / np.maximum(n_ret, 1), 0.0)
+                out[s.name] = np.where(n_ret > 0, found / np.maximum(n_ret, 1), 0.0)
         elif s.family == "map":
-            if cum_hits is None:
-                cum_hits = np.cumsum(hits, axis=1, dtype=np.int64)
-            ranks = np.arange(1, kk + 1, dtype=np.float64)
-            prec = np.where(hits[:, :kk], cum_hits[:, :kk] / ranks, 0.0)
-            out[s.name] = np.where(has_rel, prec.sum(axis=1) / safe_rel, 0.0)
+            prec = h_nth / h_rank.astype(np.float64)
+            r = h_row
+            if within is not None:
+                prec, r = prec[within], r[within]
+            out[s.name] = np.where(has_rel, np.bincount(r, weights=prec, minlength=n) / safe_rel, 0.0)
         elif s.family == "r_precision":
-            if cum_hits is None:
-                cum_hits = np.cumsum(hits, axis=1, dtype=np.int64)
-            if depth:
-                idx = np.clip(np.minimum(num_rel, depth) - 1, 0, None)
-                found_r = cum_hits[np.arange(n), idx]
-            else:
-                found_r = np.zeros(n, dtype=np.int64)
-            out[s.name] = np.where(has_rel, found_r / safe_rel, 0.0)
+            out[s.name] = np.where(has_rel, count(h_rank <= num_rel[h_row]) / safe_rel, 0.0)
         else:  # pragma: no cover - parse() only yields known families
             raise UnknownNameError(f"unknown metric family {s.family!r}")
     return out
