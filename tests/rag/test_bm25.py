@@ -147,3 +147,11 @@ def test_bm25s_mask_lets_masked_documents_back_ours_does_not() -> None:
     assert ids[0].tolist() == [-1, -1, -1]  # nothing allowed matches "red"
     # bm25s (0.3.x) returns a masked document here, with score 0
     assert leaked, "bm25s no longer leaks masked documents; update this comparison"
+
+
+def test_a_last_document_without_terms_does_not_break_the_rebuild() -> None:
+    """Regression: ``np.add.reduceat`` read past the end when the last document was all stop words."""
+    bm = BM25Index()
+    bm.add([1, 2, 3], ["aa bb", "aa", "a the"])
+    ids, scores = bm.search(["aa"], k=3)
+    assert ids.tolist() == [[2, 1, -1]] and scores[0, 0] > scores[0, 1] > 0

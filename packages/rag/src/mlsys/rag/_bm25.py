@@ -333,8 +333,8 @@ class BM25Index:
         np.cumsum(lengths, out=indptr[1:])
         indices = np.concatenate([r[0] for r in rows]) if n else np.zeros(0, np.int64)
         tf = np.concatenate([r[1] for r in rows]) if n else np.zeros(0, np.float32)
-        doc_len = np.add.reduceat(tf, indptr[:-1]) if tf.size else np.zeros(n, np.float32)
-        doc_len = np.where(lengths > 0, doc_len, 0.0)
+        # bincount, not add.reduceat: reduceat reads past the end when the last document has no terms
+        doc_len = np.bincount(np.repeat(np.arange(n), lengths), weights=tf, minlength=n)
         avgdl = float(doc_len.mean()) if n and doc_len.mean() > 0 else 1.0
         df = np.bincount(indices, minlength=v).astype(np.float64)
         cfg = self.config
