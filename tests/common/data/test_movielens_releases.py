@@ -142,7 +142,7 @@ def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="no MovieLens ratings file"):
         load_movielens_release(tmp_path)
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
-    with pytest.raises(DatasetNotFoundError, match="movies.csv"):
+    with pytest.raises(DatasetNotFoundError, match=r"movies\.csv"):
         load_movielens_release(tmp_path)
     with pytest.raises(DatasetNotFoundError):
         load_movielens_release(tmp_path / "nowhere")

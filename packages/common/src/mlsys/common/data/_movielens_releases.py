@@ -397,8 +397,8 @@ def load_movielens_release(root: PathLike) -> MovieLensRelease:
         >>> ml.layout, ml.rating.tolist(), ml.movies.year.tolist(), ml.movies.genre_names
         ('10m', [4.5], [1995], ('Action', 'Thriller'))
     """
+    layout = movielens_layout(root)
     base = Path(root)
-    layout = movielens_layout(base)
     if layout == "100k":
         ml = load_movielens_100k(base)
         it = ml.items
