@@ -19,6 +19,21 @@ MODULES = [
     "mlsys.rag._retrievers",
     "mlsys.rag._store",
     "mlsys.rag.__main__",
+    "mlsys.rag.rerank",
+    "mlsys.rag.rerank._protocol",
+    "mlsys.rag.rerank._lexical",
+    "mlsys.rag.rerank._features",
+    "mlsys.rag.rerank._learned",
+    "mlsys.rag.rerank._calibration",
+    "mlsys.rag.rerank._calibrated",
+    "mlsys.rag.rerank._gate",
+    "mlsys.rag.rerank._cross",
+    "mlsys.rag.answer",
+    "mlsys.rag.answer._generators",
+    "mlsys.rag.answer._pipeline",
+    "mlsys.rag.judge",
+    "mlsys.rag.judge._judges",
+    "mlsys.rag.judge._review",
 ]
 
 
