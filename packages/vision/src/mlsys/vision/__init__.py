@@ -16,6 +16,7 @@ Example:
     torch.Size([1, 3])
 """
 
+from mlsys.vision._folder import IMAGE_EXTENSIONS, FolderBatch, ImageFolder
 from mlsys.vision._merging import TokenMerging, bipartite_merge
 from mlsys.vision._onnx import OnnxParityError, check_onnx_parity, export_onnx, onnx_session
 from mlsys.vision._persist import load_model, save_model
@@ -58,11 +59,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKEND_TOLERANCE",
+    "IMAGE_EXTENSIONS",
     "BatchPrediction",
     "DynamicTokenPruning",
     "EvalResult",
+    "FolderBatch",
     "ImageDecodeError",
     "ImageError",
+    "ImageFolder",
     "InferencePipeline",
     "OnnxParityError",
     "Prediction",
