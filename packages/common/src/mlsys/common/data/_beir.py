@@ -50,6 +50,12 @@ def _json_lines(path: PathLike, *, what: str) -> Iterator[tuple[int, dict[str, A
             raise ParseError(
                 f"malformed JSON ({exc.msg} at column {exc.colno})", path=path, line=lineno
             ) from None
+        except RecursionError:
+            raise ParseError(
+                "JSON nested too deeply to parse; expected one flat JSON object per line",
+                path=path,
+                line=lineno,
+            ) from None
         if not isinstance(obj, dict):
             raise ParseError(f"a JSON {type(obj).__name__}, expected a JSON object", path=path, line=lineno)
         yield lineno, obj
