@@ -157,3 +157,24 @@ def test_bad_folders_and_arguments(tmp_path: Path) -> None:
         next(data.batches("not a preprocessor", 2))  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         ImageFolder(17)  # type: ignore[arg-type]
+
+
+def test_thousand_images_three_corrupt(tmp_path: Path) -> None:
+    """Issue 18's figure for a folder: 1,000 images with 3 corrupt files give 997 images and 3 typed skips."""
+    png = {}
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        buf = tmp_path / "one.png"
+        Image.new("L", (8, 8), 7 if c == "a" else 200).save(buf)
+        png[c] = buf.read_bytes()
+        for i in range(500):
+            (tmp_path / c / f"{i:04d}.png").write_bytes(png[c])
+    buf.unlink()
+    for c, i in (("a", 17), ("b", 0), ("b", 499)):
+        (tmp_path / c / f"{i:04d}.png").write_bytes(png[c][:40])  # truncated
+    batches = list(ImageFolder(tmp_path).batches(_pre(), 128, on_error="skip"))
+    assert sum(len(b.y) for b in batches) == 997
+    skipped = [s for b in batches for s in b.skipped]
+    assert len(skipped) == 3 and all(
+        m.startswith(("ImageDecodeError", "UnsupportedImageError")) for _, m in skipped
+    )
