@@ -265,3 +265,23 @@ def test_injected_chunk_boundary_change_is_caught(monkeypatch: pytest.MonkeyPatc
     hurt = _gate(F.chunk_hashes(text, "generated"))
     assert hurt["rag.chunks.generated.recursive512.sha256"] == "CHANGED"
     assert hurt["rag.chunks.generated.fixed64w.sha256"] == "ok"  # another chunker: untouched
+
+
+def test_injected_dict_metrics_slowdown_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the dict path falls back to sorting every query's whole ranking in Python (what a naive
+    # implementation does): the full-depth ratio against pytrec_eval must fail the gate
+    from mlsys.common.metrics import _dict_run, _evaluate
+
+    orig = _dict_run.rank_relevant
+
+    def sorting_first(run: Any, qrels: Any, qids: list[str], ties: Any) -> Any:
+        for q in qids:
+            sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))
+        return orig(run, qrels, qids, ties)
+
+    name = "metrics.evaluate_dict_full_depth_vs_pytrec_eval.ratio"
+    clean = _gate(F.fast_paths_speed(quick=True, parts=("metrics",)))
+    assert clean[name] in ("ok", "faster"), clean
+    monkeypatch.setattr(_evaluate, "rank_relevant", sorting_first)
+    hurt = _gate(F.fast_paths_speed(quick=True, parts=("metrics",)))
+    assert hurt[name] == "REGRESSION", hurt

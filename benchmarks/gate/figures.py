@@ -793,3 +793,121 @@ def vision_speed(quick: bool = False) -> Figures:
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def tied_trec_dicts(
+    n: int, depth: int, seed: int = 0
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """TREC-shaped run and graded qrels as toolkits hand them over: 1-14 relevant documents per
+    query (some never retrieved), judged non-relevant ones, scores rounded to 3 decimals (ties)."""
+    rng = np.random.default_rng(seed)
+    run: dict[str, dict[str, float]] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for i in range(n):
+        docs = [f"d{x}" for x in rng.choice(5_000_000, size=depth, replace=False).tolist()]
+        run[f"q{i}"] = dict(zip(docs, np.round(rng.random(depth), 3).tolist(), strict=True))
+        m = int(rng.integers(1, 15))
+        judged = {docs[j]: int(rng.integers(1, 4)) for j in rng.choice(depth, size=m, replace=False).tolist()}
+        judged.update({f"x{i}_{j}": int(rng.integers(0, 3)) for j in range(2)})
+        judged.update({docs[j]: 0 for j in rng.choice(depth, size=3).tolist() if docs[j] not in judged})
+        qrels[f"q{i}"] = judged
+    return run, qrels
+
+
+def fast_paths_speed(quick: bool = False, parts: Sequence[str] = ("hnsw", "metrics")) -> Figures:
+    """Issue 22's fast paths against their raw references, at default settings on every core.
+
+    HNSW: ``HNSWIndex`` with its defaults (every core) vs raw hnswlib with its defaults, for the
+    build and for a batch search. Metrics: ``evaluate`` on TREC dicts with full-depth MAP in the
+    set vs pytrec_eval on the same dicts.
+    """
+    out: Figures = {}
+    if "hnsw" in parts:
+        out.update(_hnsw_default_threads(quick))
+    if "metrics" in parts:
+        out.update(_metrics_dict_full_depth(quick))
+    return out
+
+
+def _hnsw_default_threads(quick: bool) -> Figures:
+    import hnswlib
+
+    from mlsys.common.ann import HNSWIndex
+    from mlsys.common.spaces import EmbeddingSpace
+
+    rng = np.random.default_rng(0)
+    n, dim, nq = (3000, 32, 500) if quick else (8000, 32, 2000)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = rng.standard_normal((nq, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    ids = np.arange(n, dtype=np.int64)
+    space = EmbeddingSpace("gate-hnsw", "1", dim, metric="ip", normalized=True)
+    params = {"M": 16, "ef_construction": 100}
+
+    def build_ours() -> Any:
+        idx = HNSWIndex(space, initial_capacity=n, ef=64, **params)
+        idx.add(ids, x)
+        return idx
+
+    def build_raw() -> Any:
+        idx = hnswlib.Index(space="ip", dim=dim)
+        idx.init_index(max_elements=n, random_seed=100, **params)
+        idx.add_items(x, ids)
+        idx.set_ef(64)
+        return idx
+
+    out: Figures = {}
+    quads = 2 if quick else 3
+    out.update(
+        speed(
+            "ann.hnswlib.build_default_threads.ratio",
+            build_ours,
+            build_raw,
+            "raw hnswlib add_items, default threads (all cores)",
+            quads,
+            attempts=2,
+        )
+    )
+    ours, raw = build_ours(), build_raw()
+    out.update(
+        speed(
+            "ann.hnswlib.batch_default_threads.ratio",
+            lambda: ours.search(q, 10),
+            lambda: raw.knn_query(q, 10),
+            "raw hnswlib knn_query, batch, default threads (all cores)",
+            quads + 2,
+        )
+    )
+    return out
+
+
+def _metrics_dict_full_depth(quick: bool) -> Figures:
+    out: Figures = {}
+    quads = 2 if quick else 3
+    try:
+        import pytrec_eval
+    except ImportError:
+        out["metrics.evaluate_dict_full_depth_vs_pytrec_eval.ratio"] = skipped(
+            "pytrec_eval is not installed", "ratio"
+        )
+        return out
+    from mlsys.common.metrics import evaluate
+
+    run, qrels = tied_trec_dicts(2000, 300)  # quick runs fewer quads, never a smaller (cheaper) size
+    names = ["ndcg@10", "recall@100", "map"]
+
+    def ref() -> Any:
+        return pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100", "map"}).evaluate(run)
+
+    out.update(
+        speed(
+            "metrics.evaluate_dict_full_depth_vs_pytrec_eval.ratio",
+            lambda: evaluate(run, qrels, names, empty_queries="zero"),
+            ref,
+            "pytrec_eval RelevanceEvaluator (built and evaluated) on the same dicts: ndcg@10, recall@100, map",
+            quads,
+            attempts=2 if quick else ATTEMPTS,
+        )
+    )
+    return out

@@ -35,7 +35,9 @@ def test_gate_ann_speed(benchmark: Any, ann: dict[str, Any]) -> None:
     _record(benchmark, figs)
 
 
-@pytest.mark.parametrize("which", ["metrics", "bm25", "chunker", "store", "profiling", "vision"])
+@pytest.mark.parametrize(
+    "which", ["metrics", "bm25", "chunker", "store", "profiling", "vision", "fast_paths"]
+)
 def test_gate_speed_ratio(benchmark: Any, which: str) -> None:
     fn = {
         "metrics": F.metrics_speed,
@@ -44,6 +46,7 @@ def test_gate_speed_ratio(benchmark: Any, which: str) -> None:
         "store": F.store_speed,
         "profiling": F.profiling_speed,
         "vision": F.vision_speed,
+        "fast_paths": F.fast_paths_speed,
     }[which]
     figs = benchmark.pedantic(fn, rounds=1, iterations=1)
     _record(benchmark, figs)
