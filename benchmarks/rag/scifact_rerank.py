@@ -502,7 +502,7 @@ def full_report(
         from mlsys.rag.rerank import CrossEncoderReranker
 
         ce_dir = Path(latest.read_text().strip())
-        ce = CrossEncoderReranker(ce_dir, max_length=256, batch_size=32, num_threads=2, top_n=ce_top_n)
+        ce = CrossEncoderReranker(ce_dir, max_length=128, batch_size=32, num_threads=2, top_n=ce_top_n)
         t0 = _t.perf_counter()
         ce_scores = []
         for q, c in zip(test.queries, test.cands):
