@@ -219,7 +219,12 @@ def test_warm_movielens(benchmark) -> None:  # type: ignore[no-untyped-def]
 def test_cold_movielens(benchmark) -> None:  # type: ignore[no-untyped-def]
     out = benchmark.pedantic(part_cold, rounds=1, iterations=1)
     benchmark.extra_info["quality"] = out
-    assert out["two_tower_features_only"] > out["random"]
+    if not SMOKE:  # the smoke data's 16 cold items are too few to rank meaningfully
+        assert out["two_tower_features_only"] > out["random"]
+        print(
+            f"goal: two-tower above features->factors: {out['two_tower_features_only']:.4f} vs "
+            f"{max(v for k, v in out.items() if k.startswith('features_to')):.4f}"
+        )
 
 
 def test_full_catalogue_movielens(benchmark) -> None:  # type: ignore[no-untyped-def]
