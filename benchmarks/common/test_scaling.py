@@ -15,9 +15,11 @@ Figures: the ``## Scaling`` section of benchmarks/common/README.md.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import pytest
 from conftest import SMOKE, size
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scaling import LARGE, Curve, measure, report
+from scaling import LARGE, Curve, machine, measure, report
 
 HERE = Path(__file__).resolve().parent
 DIM = 32
@@ -199,3 +201,122 @@ def test_write_scaling_report() -> None:
         pytest.skip("no curve was measured in this session")
     units = {k: ("queries" if "metrics" in k else "vectors") for k in CURVES}
     report(CURVES, None if SMOKE else HERE / "scaling.png", "mlsys.common scaling", units)
+
+
+def test_hnsw_defaults_vs_raw_hnswlib_goals() -> None:
+    """Issue 22's goals: ``make_index("hnsw", M=16, ef=64, ef_construction=200)`` with its defaults
+    (every core) against raw hnswlib with the same parameters and its defaults, 100,000 normalised
+    128-d vectors, 5,000 queries, k=10: build and batch search within 10%, single query within 5%.
+
+    Builds alternate (raw, mlsys, mlsys, raw; best of each), batch searches ABBA-interleaved (median
+    over quads); single queries paired and interleaved (the gate's method). Smoke: 5,000 vectors.
+    """
+    hnswlib = pytest.importorskip("hnswlib")
+    from gate.figures import abba, per_query_ratio
+
+    from mlsys.common.ann import make_index
+    from mlsys.common.spaces import EmbeddingSpace
+
+    n, dim, nq = size(100_000, 5000), 128, size(5000, 500)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = rng.standard_normal((nq, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    space = EmbeddingSpace("goal", "1", dim, metric="ip", normalized=True)
+    ids = np.arange(n)
+
+    def build_ours() -> Any:
+        idx = make_index("hnsw", space, M=16, ef=64, ef_construction=200, progress=False)
+        idx.add(ids, x)
+        return idx
+
+    def build_raw() -> Any:
+        idx = hnswlib.Index(space="ip", dim=dim)
+        idx.init_index(max_elements=n, M=16, ef_construction=200)
+        idx.add_items(x, ids)
+        idx.set_ef(64)
+        return idx
+
+    t: dict[str, float] = {"raw": np.inf, "ours": np.inf}
+    built: dict[str, Any] = {}
+    for who in ("raw", "ours", "ours", "raw"):
+        t0 = time.perf_counter()
+        built[who] = build_raw() if who == "raw" else build_ours()
+        t[who] = min(t[who], time.perf_counter() - t0)
+    ours, raw = built["ours"], built["raw"]
+    batch, detail = abba(lambda: ours.search(q, 10), lambda: raw.knn_query(q, 10), quads=size(5, 2))
+    single = per_query_ratio(
+        lambda r: raw.knn_query(r, 10), lambda r: ours.search(r, 10), q[:1000], size(5, 2)
+    )
+    print(
+        f"\nHNSW defaults vs raw hnswlib defaults ({n:,} x {dim}-d, {nq:,} queries, k=10; {machine()}):\n"
+        f"  build: mlsys {t['ours']:.2f} s / raw {t['raw']:.2f} s = {t['ours'] / t['raw']:.3f}\n"
+        f"  batch search: median quad ratio {batch:.3f} (ratio of minima {detail['ratio_of_minima']:.3f})\n"
+        f"  single query: {single:.3f}"
+    )
+
+
+_MEMORY_SCRIPT = """
+import json, sys
+sys.path[:0] = [{bench!r}, {common!r}]
+from gate.figures import tied_trec_dicts
+from test_metrics_bench import _phase
+run, qrels = tied_trec_dicts({n}, {depth}, seed=1)
+names = ["ndcg@10", "recall@100", "map"]
+if {system!r} == "mlsys":
+    from mlsys.common.metrics import evaluate
+    fn = lambda: evaluate(run, qrels, names, empty_queries="zero")
+else:
+    import pytrec_eval
+    fn = lambda: pytrec_eval.RelevanceEvaluator(qrels, {{"ndcg_cut.10", "recall.100", "map"}}).evaluate(run)
+peak, seconds, _ = _phase(fn)
+print(json.dumps({{"peak_mib": peak, "seconds": seconds}}))
+"""
+
+
+def test_dict_metrics_goal() -> None:
+    """Issue 22's goal: dict-input {ndcg@10, recall@100, map} >= 5x pytrec_eval at 10,000 queries x
+    1,000 documents (3-decimal scores, ties in most queries), and a lower peak memory.
+
+    Time: the two interleaved in this process, 3 rounds, best of each. Memory: each in a fresh
+    subprocess, the RSS high-water mark reset through /proc/self/clear_refs just before the call.
+    """
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    import subprocess
+
+    from mlsys.common.metrics import evaluate
+
+    n, depth = size(10_000, 300), size(1000, 100)
+    run, qrels = _metrics_dicts_sized(n, depth)
+    names = ["ndcg@10", "recall@100", "map"]
+    best = {"mlsys": np.inf, "pytrec_eval": np.inf}
+    for _ in range(size(3, 1)):
+        for who in best:
+            t0 = time.perf_counter()
+            if who == "mlsys":
+                evaluate(run, qrels, names, empty_queries="zero")
+            else:
+                pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100", "map"}).evaluate(run)
+            best[who] = min(best[who], time.perf_counter() - t0)
+    del run, qrels
+    mem: dict[str, Any] = {}
+    for who in best:
+        script = _MEMORY_SCRIPT.format(bench=str(HERE.parent), common=str(HERE), n=n, depth=depth, system=who)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+        mem[who] = (
+            json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-300:]
+        )
+    print(
+        f"\ndict metrics {{ndcg@10, recall@100, map}}, {n:,} queries x {depth:,} docs ({machine()}):\n"
+        f"  time: mlsys {best['mlsys']:.2f} s, pytrec_eval {best['pytrec_eval']:.2f} s -> "
+        f"{best['pytrec_eval'] / best['mlsys']:.2f}x\n"
+        f"  peak memory above the dicts: {mem}"
+    )
+
+
+def _metrics_dicts_sized(n: int, depth: int) -> Any:
+    sys.path.insert(0, str(HERE.parent))
+    from gate.figures import tied_trec_dicts
+
+    return tied_trec_dicts(n, depth, seed=1)
