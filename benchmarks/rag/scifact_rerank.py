@@ -153,10 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # ------------------------------------------------------------------------------ cached stages
 def _hits_from_arrays(
     sf: SciFact, ids: np.ndarray, scores: np.ndarray, prov: dict[str, np.ndarray]
@@ -177,12 +173,24 @@ def _hits_from_arrays(
 
 
 def cached_candidates(
-    sf: SciFact, queries: list[str], *, deny: list[list[int]] | None = None, tag: str = "plain"
+    sf: SciFact,
+    queries: list[str],
+    *,
+    deny: list[list[int]] | None = None,
+    allow: list[list[int]] | None = None,
+    tag: str = "plain",
 ) -> list[list[Hit]]:
-    """The weighted hybrid's top ``DEPTH`` per query (optionally with ids denied per query), cached."""
-    key = sha(
-        [sf.store.space.space_id, sf.store.bm25.config.to_dict(), sf.store.version, queries, deny, DEPTH, tag]
-    )
+    """The weighted hybrid's top ``DEPTH`` per query (optionally with ids denied / allowed per query), cached."""
+    parts = [
+        sf.store.space.space_id,
+        sf.store.bm25.config.to_dict(),
+        sf.store.version,
+        queries,
+        deny,
+        DEPTH,
+        tag,
+    ]
+    key = sha(parts if allow is None else [*parts, allow])
     path = cache_dir() / f"candidates-{key}.npz"
     names = ("dense", "bm25")
     if path.is_file():
@@ -195,9 +203,14 @@ def cached_candidates(
         for nm in names:
             arrs[nm + "_rank"] = np.zeros((n, DEPTH), np.int64)
             arrs[nm + "_score"] = np.full((n, DEPTH), -np.inf, np.float32)
-        groups = [list(range(n))] if deny is None else [[i] for i in range(n)]
+        groups = [list(range(n))] if deny is None and allow is None else [[i] for i in range(n)]
         for g in groups:
-            res = retr.retrieve([queries[i] for i in g], DEPTH, deny=None if deny is None else deny[g[0]])
+            res = retr.retrieve(
+                [queries[i] for i in g],
+                DEPTH,
+                deny=None if deny is None else deny[g[0]],
+                allow=None if allow is None else allow[g[0]],
+            )
             for i, r in zip(g, res):
                 for j, h in enumerate(r.hits):
                     arrs["ids"][i, j], arrs["scores"][i, j] = h.id, h.score
@@ -353,7 +366,8 @@ def constructed_gate_set(
     sf: SciFact, feats: Any, rr: Any, cal: Any, split: Split, *, top_k: int = 10, seed: int = 0, tag: str = ""
 ) -> tuple[list[list[Hit]], np.ndarray, list[str]]:
     """Answerable lists (a qrel document in the re-ranked top ``top_k``) and two kinds of unanswerable:
-    the claim with another claim's candidates, and the claim retrieved with its qrel documents removed."""
+    the claim with another claim's candidate set (retrieved and scored *for this claim* inside that
+    set: ``allow=`` the other claim's ids), and the claim retrieved with its qrel documents removed."""
     lists: list[list[Hit]] = []
     labels: list[int] = []
     kinds: list[str] = []
@@ -365,13 +379,15 @@ def constructed_gate_set(
     n = len(split.ids)
     perm = np.random.default_rng(seed).permutation(n)
     perm = np.where(perm == np.arange(n), (perm + 1) % n, perm)
-    other_q = [split.queries[i] for i in range(n)]
-    other_c = [split.cands[perm[i]] for i in range(n)]
-    keep = [i for i in range(n) if not any(h.doc_id in split.qrels[i] for h in other_c[i])]
-    xo = cached_features(feats, [other_q[i] for i in keep], [other_c[i] for i in keep], tag="swapped" + tag)
-    for i, x in zip(keep, xo):
+    keep = [i for i in range(n) if not any(h.doc_id in split.qrels[i] for h in split.cands[perm[i]])]
+    kq = [split.queries[i] for i in keep]
+    co = cached_candidates(
+        sf, kq, allow=[[h.id for h in split.cands[perm[i]]] for i in keep], tag="swap" + tag
+    )
+    xo = cached_features(feats, kq, co, tag="swap" + tag)
+    for c, x in zip(co, xo):
         (
-            lists.append(ranked(other_c[i], rr.predict_matrix(x), cal)),
+            lists.append(ranked(c, rr.predict_matrix(x), cal)),
             labels.append(0),
             kinds.append("other claim's set"),
         )
@@ -505,8 +521,14 @@ def full_report(
         ce = CrossEncoderReranker(ce_dir, max_length=128, batch_size=32, num_threads=2, top_n=ce_top_n)
         t0 = _t.perf_counter()
         ce_scores = []
-        for q, c in zip(test.queries, test.cands):
-            s = ce.score(q, c[:ce_top_n])
+        ce_key = sha([str(ce_dir), (ce_dir / "model.safetensors").stat().st_mtime_ns, test.queries,
+                      [[h.id for h in c[:ce_top_n]] for c in test.cands], 128])  # fmt: skip
+        ce_path = cache_dir() / f"ce-scores-{ce_key}.npz"
+        cached_ce = dict(np.load(ce_path, allow_pickle=False)) if ce_path.is_file() else None
+        fresh: dict[str, np.ndarray] = {}
+        for qi, (q, c) in enumerate(zip(test.queries, test.cands)):
+            s = cached_ce[str(qi)] if cached_ce is not None else ce.score(q, c[:ce_top_n])
+            fresh[str(qi)] = s
             # the top ce_top_n re-ordered by the cross-encoder, the rest below in hybrid order
             ce_scores.append(
                 np.r_[
@@ -514,6 +536,14 @@ def full_report(
                 ]
             )
         sec = _t.perf_counter() - t0
+        if cached_ce is None:
+            np.savez(ce_path, **fresh)
+        else:
+            sec = float(
+                json.loads((cache_dir() / "rerank_figures.json").read_text())["cross_encoder"][
+                    "seconds_per_query"
+                ]
+            ) * len(test.ids)
         ce_res = evaluate_scores(test, ce_scores, metrics)
         rep = json.loads((ce_dir / "report.json").read_text()) if (ce_dir / "report.json").is_file() else {}
         fig["cross_encoder"] = {"top_n": ce_top_n, "test": dict(ce_res.mean), "fine_tune": rep,
@@ -521,3 +551,7 @@ def full_report(
     fig["load_end"] = os.getloadavg()[0]
     (out_dir / "rerank_figures.json").write_text(json.dumps(fig, indent=2, default=str))
     return fig
+
+
+if __name__ == "__main__":
+    sys.exit(main())
