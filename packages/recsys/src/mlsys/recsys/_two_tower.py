@@ -52,13 +52,12 @@ from mlsys.common.errors import (
     NotFittedError,
     UnknownIdError,
 )
-from mlsys.common.metrics import Qrels, evaluate_ranked
 from mlsys.common.spaces import EmbeddingSpace
 from mlsys.common.validation import as_ids, check_k
-from mlsys.recsys._base import top_k as top_k_positions
 from mlsys.recsys._data import FeatureSpec, FeatureTable, IdIndex, Interactions
 from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequencyEstimator
-from mlsys.recsys._splits import Split, validation_holdout
+from mlsys.recsys._splits import validation_holdout
+from mlsys.recsys._two_tower_search import TwoTowerReport, _Validator
 
 __all__ = ["TwoTowerConfig", "TwoTowerModel", "TwoTowerReport", "in_batch_softmax_loss"]
 
@@ -505,70 +504,6 @@ def in_batch_softmax_loss(
     return (per_row * sample_weight).mean()
 
 
-@dataclass(frozen=True)
-class TwoTowerReport:
-    """What :meth:`TwoTowerModel.fit` tried, what it chose and why (saved and loaded with the model).
-
-    Attributes:
-        tuned: whether the validation search ran.
-        reason: one line: how it was tuned, or why not.
-        validation: the validation split's description (``""`` when untuned).
-        objective: what the search maximised (``""`` when untuned).
-        start: the configured starting point (``temperature``, ``lr``, ``epochs``).
-        chosen: the values the final model was trained with.
-        runs: one dict per search run: ``temperature``, ``lr``, ``epochs_run``, ``best_epoch``,
-            ``best_ndcg@10``, ``curve`` (validation NDCG@10 after each epoch) and ``seconds``.
-        budget_s: the search's time budget; ``budget_exhausted``: whether it bound.
-        cold_calibration: ``None``, or the cold-item offset search: ``offsets``, ``ndcg@10`` and
-            ``cold_share@10`` per offset (share of top-10 slots given to validation-cold items),
-            ``chosen_offset``, ``best_ndcg@10`` and ``tolerance``.
-        total_seconds: wall-clock time of the whole fit.
-
-    Example:
-        >>> TwoTowerReport.untuned(TwoTowerConfig(), "tune=False").chosen["epochs"]
-        20
-    """
-
-    tuned: bool
-    reason: str
-    validation: str
-    objective: str
-    start: dict[str, float]
-    chosen: dict[str, float]
-    runs: tuple[dict[str, Any], ...] = ()
-    budget_s: float = 0.0
-    budget_exhausted: bool = False
-    cold_calibration: dict[str, Any] | None = None
-    total_seconds: float = 0.0
-
-    @classmethod
-    def untuned(cls, cfg: TwoTowerConfig, reason: str) -> TwoTowerReport:
-        """The report of a fit that trained once with the configured values."""
-        values = {"temperature": cfg.temperature, "lr": cfg.lr, "epochs": cfg.epochs}
-        return cls(False, reason, "", "", dict(values), dict(values))
-
-    def with_total(self, seconds: float) -> TwoTowerReport:
-        """A copy with :attr:`total_seconds` set."""
-        return replace(self, total_seconds=float(seconds))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict (round-trips through :meth:`from_dict`)."""
-        out = asdict(self)
-        out["runs"] = [dict(r) for r in self.runs]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TwoTowerReport:
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys are a :class:`CorruptFileError`."""
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != known:
-            got = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise CorruptFileError(f"a two-tower report needs the keys {sorted(known)}, got {got}")
-        data = dict(data)
-        data["runs"] = tuple(dict(r) for r in data["runs"])
-        return cls(**data)
-
-
 @dataclass
 class _FitData:
     """Everything one training run reads, built once per training set."""
@@ -781,126 +716,6 @@ class _Step:
         target = _to_device(torch.from_numpy(bi), self.device)
         per_row = nn.functional.cross_entropy(logits, target, reduction="none")
         return per_row.mean() if bw is None else (per_row * bw).mean()
-
-
-class _Validator:
-    """Validation NDCG@10 of a model during the search, and the cold-item offset calibration.
-
-    Warm objective: rank the trained items (the search's training items masked), relevant = the
-    user's held-out pairs on trained items. Cold objective: rank the validation-cold items only,
-    relevant = the user's events on them. Calibration: rank both together, relevant = the warm
-    pairs and a ``fraction`` sample of the cold pairs (seeded), the shape of a random holdout.
-    """
-
-    K = 10
-
-    def __init__(
-        self, val: Split, data: _FitData, items: FeatureTable, objective: str, fraction: float, seed: int
-    ) -> None:
-        self.objective = objective
-        self.data = data
-        known = data.user_vocab.contains(val.test.users)
-        test_u, test_i = val.test.users[known], val.test.items[known]
-        self.warm_ids = data.item_vocab.ids
-        self.cold_ids = val.candidate_items if val.candidate_items is not None else np.zeros(0, np.int64)
-        self.has_cold = self.cold_ids.shape[0] > 0
-        self.warm_table = items.rows(self.warm_ids)
-        self.cold_table = items.rows(self.cold_ids) if self.has_cold else None
-        is_cold = np.isin(test_i, self.cold_ids)
-        is_warm = data.item_vocab.contains(test_i)
-        self.warm = self._qrels(test_u[is_warm], test_i[is_warm])
-        self.cold = self._qrels(test_u[is_cold], test_i[is_cold])
-        # Mixed ranking: a validation-cold item holds all its events, a trained item only `fraction` of
-        # each user's; keep each cold pair with probability `fraction` so that cold items weigh in
-        # the mixed target as new items would in a random holdout (not several times more).
-        keep_cold = is_cold & (np.random.default_rng([seed, 1]).random(is_cold.shape[0]) < fraction)
-        self.mixed = self._qrels(test_u[is_warm | keep_cold], test_i[is_warm | keep_cold])
-        main = self.warm if objective == "warm" else self.cold
-        if main is None:
-            raise EmptyIndexError(
-                f"the validation split has no {objective} validation events of a user with training events"
-            )
-
-    @staticmethod
-    def _qrels(
-        users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]
-    ) -> tuple[npt.NDArray[np.int64], Qrels] | None:
-        if users.size == 0:
-            return None
-        order = np.lexsort((items, users))
-        users, items = users[order], items[order]
-        keep = np.ones(users.shape[0], dtype=bool)
-        keep[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
-        users, items = users[keep], items[keep]
-        uniq, starts = np.unique(users, return_index=True)
-        return uniq, Qrels.from_lists(np.split(items, starts[1:]))
-
-    def describe(self) -> str:
-        if self.objective == "warm":
-            return f"validation NDCG@10 over {self.warm_ids.shape[0]} trained items (train items masked)"
-        return f"validation NDCG@10 among {self.cold_ids.shape[0]} validation-cold items"
-
-    def _warm_scores(self, model: TwoTowerModel, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        q = model.encode_users(users)
-        scores = q @ model.encode_items(self.warm_table).T
-        seen = self.data.hist[self.data.user_vocab.positions(users)].tocoo()
-        scores[seen.row, seen.col] = -np.inf
-        return scores
-
-    def _ndcg(self, scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], qrels: Qrels) -> float:
-        pos, _ = top_k_positions(scores, self.K)
-        ranked = np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
-        return float(evaluate_ranked(ranked, qrels, [f"ndcg@{self.K}"]).mean[f"ndcg@{self.K}"])
-
-    def ndcg(self, model: TwoTowerModel) -> float:
-        """The search objective for ``model``."""
-        if self.objective == "warm":
-            assert self.warm is not None
-            users, qrels = self.warm
-            return self._ndcg(self._warm_scores(model, users), self.warm_ids, qrels)
-        assert self.cold is not None and self.cold_table is not None
-        users, qrels = self.cold
-        scores = model.encode_users(users) @ model.encode_items(self.cold_table).T
-        return self._ndcg(scores, self.cold_ids, qrels)
-
-    def calibrate_cold_offset(self, model: TwoTowerModel, tolerance: float) -> tuple[float, dict[str, Any]]:
-        """The largest offset for features-only items whose mixed NDCG@10 is within ``tolerance`` of the best."""
-        assert self.mixed is not None and self.cold_table is not None
-        users, qrels = self.mixed
-        warm = self._warm_scores(model, users)
-        cold = model.encode_users(users) @ model.encode_items(self.cold_table).T
-        ids = np.concatenate([self.warm_ids, self.cold_ids])
-        # Offsets that move a cold item into a user's top 10: the gap between the user's 10th best
-        # trained item and best cold item, at quantiles over users (plus 0, the uncorrected score).
-        kth = -np.partition(-warm, min(self.K, warm.shape[1]) - 1, axis=1)[:, min(self.K, warm.shape[1]) - 1]
-        gap = kth - cold.max(axis=1)
-        finite = gap[np.isfinite(gap)]
-        grid = (
-            np.unique(np.concatenate([np.quantile(finite, np.linspace(0, 1, 21)), [0.0]]))
-            if finite.size
-            else np.array([0.0])
-        )
-        grid = np.concatenate([[grid[0] - 1.0], grid])  # below every gap: no cold item in any top 10
-        ndcgs, shares = [], []
-        for off in grid:
-            scores = np.concatenate([warm, cold + np.float32(off)], axis=1)
-            pos, _ = top_k_positions(scores, self.K)
-            ranked = np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
-            ndcgs.append(float(evaluate_ranked(ranked, qrels, [f"ndcg@{self.K}"]).mean[f"ndcg@{self.K}"]))
-            shares.append(float((pos >= warm.shape[1]).mean()))
-        best = max(ndcgs)
-        ok = [i for i, v in enumerate(ndcgs) if v >= (1.0 - tolerance) * best]
-        chosen = max(ok, key=lambda i: grid[i])
-        return float(grid[chosen]), {
-            "offsets": [float(g) for g in grid],
-            "ndcg@10": ndcgs,
-            "cold_share@10": shares,
-            "chosen_offset": float(grid[chosen]),
-            "chosen_cold_share@10": shares[chosen],
-            "best_ndcg@10": best,
-            "tolerance": float(tolerance),
-            "validation_cold_items": int(self.cold_ids.shape[0]),
-        }
 
 
 class TwoTowerModel:
