@@ -5,7 +5,11 @@
 Warm table: per-user random 80/20 holdout (``default_rng(0)``), full ranking over all 1,682 items
 with training items masked, K=10 and 20. Cold table: item cold start (20% of items removed from
 training, ``default_rng(seed)`` for seeds 0, 1, 2), ranking among the held-out items only, mean
-over the seeds. ``implicit``'s ALS runs side by side when the package imports (never required).
+over the seeds, next to the features -> factors baselines (:class:`~mlsys.recsys.FeaturesToFactors`).
+``implicit``'s ALS runs side by side when the package imports (never required). The two-tower
+tunes itself on a validation split carved from each training split (``WARM_CONFIG`` and
+``COLD_CONFIG`` are its starting points; see :meth:`~mlsys.recsys.TwoTowerModel.fit`).
+:func:`run_full_catalogue` is the mixed-catalogue protocol (items never trained ranked with the rest).
 MovieLens: F. M. Harper and J. A. Konstan, ACM TiiS 5(4), 2015.
 """
 
