@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from ann_testlib import space, vectors  # type: ignore[import-not-found]
@@ -14,8 +16,10 @@ def test_defaults_are_explicit() -> None:
     index = HNSWIndex(space(8))
     assert (index.config.M, index.config.ef_construction, index.config.ef) == (16, 200, 64)
     assert index.hnswlib_index.ef == 64
-    # every core by default, as hnswlib itself (issue 22); 1 is the reproducible-build switch
+    # every core by default (issue 22); 1 is the reproducible-build switch. hnswlib itself runs
+    # set_num_threads(-1) on ONE thread, so -1 must reach it as the core count
     assert index.config.num_threads == -1
+    assert index.hnswlib_index.num_threads == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize("native", [True, False])

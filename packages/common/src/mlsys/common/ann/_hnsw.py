@@ -26,6 +26,7 @@ hnswlib is an optional extra (it builds from source on some platforms):
 from __future__ import annotations
 
 import math
+import os
 import sysconfig
 import threading
 from collections.abc import Callable
@@ -90,6 +91,20 @@ def _ones_row(k: int) -> npt.NDArray[np.float32]:
     if k <= 4096:
         _ONES[k] = row
     return row
+
+
+def _threads(num_threads: int) -> int:
+    """``num_threads`` for hnswlib: -1 becomes the cores this process may run on.
+
+    hnswlib's own default is every core, but ``set_num_threads(-1)`` makes it run on ONE thread
+    (its ``ParallelFor`` takes a non-positive count as 1), so the count is resolved here.
+    """
+    if num_threads > 0:
+        return num_threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
 
 
 def _hnswlib() -> Any:
@@ -209,7 +224,7 @@ class HNSWIndex(BaseIndex):
 
     def _configure(self, index: Any) -> None:
         index.set_ef(self._config.ef)
-        index.set_num_threads(self._config.num_threads)
+        index.set_num_threads(_threads(self._config.num_threads))
 
     def _apply_search_params(self) -> None:
         self._configure(self._index)
