@@ -9,7 +9,9 @@ The fine-tuned cross-encoder comes from ``python benchmarks/rag/scifact_rerank.p
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ def test_scifact_rerank_gate_calibration(benchmark: Any, dataset: Callable[[str]
     dataset("scifact")
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("lightgbm")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import scifact_rerank as S
 
     fig: dict[str, Any] = {}
