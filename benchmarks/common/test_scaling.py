@@ -62,7 +62,8 @@ def _raw(n: int, threads: int) -> Any:
 
     idx = hnswlib.Index(space="ip", dim=DIM)
     idx.init_index(max_elements=n, random_seed=100, **PARAMS)
-    idx.set_num_threads(threads)
+    if threads > 0:  # hnswlib's default is every core; its set_num_threads(-1) means ONE thread
+        idx.set_num_threads(threads)
     idx.add_items(_vectors(n, 0), np.arange(n))
     idx.set_ef(64)
     return idx
@@ -91,7 +92,8 @@ def test_ann_build_and_search_scaling() -> None:
             if ours:
                 idx.set_params(num_threads=threads)
                 return lambda: idx.search(q, 10)
-            idx.set_num_threads(threads)
+            if threads > 0:
+                idx.set_num_threads(threads)
             return lambda: idx.knn_query(q, 10)
 
         return setup
