@@ -16,7 +16,7 @@ hnswlib itself). A query's result does not depend on the thread count (each quer
 independent graph walk; tested), but a multi-threaded build inserts items in a racy order, so the
 graph, and hence approximate results, can differ from build to build. ``num_threads=1`` makes a
 build reproducible for a given ``seed``, at the price of a build and a batch search about
-``n_cores`` times slower (1.9x and 1.6x on the 2-core benchmark machine, see
+``n_cores`` times slower (1.8-1.9x and 1.9-2.0x on the 2-core benchmark machine, see
 ``benchmarks/common/README.md``).
 
 hnswlib is an optional extra (it builds from source on some platforms):
