@@ -84,7 +84,7 @@ def test_movielens_table(benchmark, dataset) -> None:  # type: ignore[no-untyped
     assert warm["ease"]["ndcg@10"] > warm["random"]["ndcg@10"]
     if not SMOKE:
         assert warm["popularity"]["ndcg@10"] == pytest.approx(0.219, abs=0.01)
-        assert warm["itemknn"]["ndcg@10"] == pytest.approx(0.347, abs=0.01)
+        assert warm["itemknn"]["ndcg@10"] == pytest.approx(0.414, abs=0.01)  # per-target default (issue 18)
         assert warm["ease"]["ndcg@10"] == pytest.approx(0.453, abs=0.01)
         # Data-driven (tuned on a validation split) since issue 18: measured 0.397 (the fixed
         # constants gave 0.407 on this test split; the 0.42 goal is open, see README.md).
