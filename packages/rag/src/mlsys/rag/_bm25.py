@@ -334,7 +334,8 @@ class BM25Index:
         indices = np.concatenate([r[0] for r in rows]) if n else np.zeros(0, np.int64)
         tf = np.concatenate([r[1] for r in rows]) if n else np.zeros(0, np.float32)
         # bincount, not add.reduceat: reduceat reads past the end when the last document has no terms
-        doc_len = np.bincount(np.repeat(np.arange(n), lengths), weights=tf, minlength=n)
+        # (summed in float64, kept in float32 as before: the same scores bit for bit on every corpus)
+        doc_len = np.bincount(np.repeat(np.arange(n), lengths), weights=tf, minlength=n).astype(np.float32)
         avgdl = float(doc_len.mean()) if n and doc_len.mean() > 0 else 1.0
         df = np.bincount(indices, minlength=v).astype(np.float64)
         cfg = self.config
