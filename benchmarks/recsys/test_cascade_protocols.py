@@ -108,6 +108,11 @@ def _scope(train: Any) -> Any:
     return scope
 
 
+def _lookup(vecs: np.ndarray, index: IdIndex) -> Any:
+    """Item ids -> rows of ``vecs`` (a DiversityStage's ``vectors``)."""
+    return lambda ids: vecs[index.positions(ids)]
+
+
 def _cascades(first: Any, ranker: LearnedRanker, vectors: Any, train: Any) -> dict[str, _CascadeRecommender]:
     out = {}
     for label, scope in (("unscoped", None), ("scoped", _scope(train))):
@@ -139,13 +144,10 @@ def test_cascade_item_cold_start(benchmark: Any, dataset: Any) -> None:
             item_vecs = tt.encode_items(ds.items, use_ids=False)
             index = IdIndex(ds.items.ids)
 
-            def vectors(ids: np.ndarray, v: np.ndarray = item_vecs, ix: IdIndex = index) -> np.ndarray:
-                return v[ix.positions(ids)]
-
             models: dict[str, Any] = {
                 "two-tower, item features only (the fallback)": two_tower,
                 "learned ranker alone": ranker,
-                **_cascades(two_tower, ranker, vectors, split.train),
+                **_cascades(two_tower, ranker, _lookup(item_vecs, index), split.train),
             }
             for name, m in models.items():
                 r = evaluate_recommender(m, split, ks=(10,), name=name)
@@ -188,13 +190,10 @@ def test_cascade_young_users(benchmark: Any, dataset: Any) -> None:
             _, _, vt = spla.svds(x, k=8 if SMOKE else 64, random_state=0)
             item_vecs = vt.T + 1e-9
 
-            def vectors(ids: np.ndarray, v: np.ndarray = item_vecs, ix: IdIndex = index) -> np.ndarray:
-                return v[ix.positions(ids)]
-
             models: dict[str, Any] = {
                 "fallback chain": chain,
                 "learned ranker alone": ranker,
-                **_cascades(chain, ranker, vectors, split.train),
+                **_cascades(chain, ranker, _lookup(item_vecs, index), split.train),
             }
             for name, m in models.items():
                 r = evaluate_recommender(m, split, catalogue=cat, ks=(10,), name=name)
