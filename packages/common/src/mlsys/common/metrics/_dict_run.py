@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import chain, compress, repeat
+from itertools import chain, compress, islice, repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -156,13 +156,15 @@ def _count_above(
         rows = np.take(mat, p_row[a:b], axis=0, out=buf[:m])
         s = p_score[a:b, None]
         above[a:b] = np.count_nonzero(np.greater(rows, s, out=gt[:m]), axis=1)
-        e = np.equal(rows, s, out=eq[:m])
-        tied = np.count_nonzero(e, axis=1) > 1  # the document itself, and at least one other
-        if tied.any():
-            t = np.flatnonzero(tied)
-            j, c = np.nonzero(e[t])
-            pair_j.append(t[j] + a)
-            pair_c.append(c.astype(np.int64))
+        # equal entries are few (the document itself and its tie partners): one flat scan of the
+        # block finds them all, and the rows holding more than one are the tied ones
+        flat = np.flatnonzero(np.equal(rows, s, out=eq[:m]))
+        j, c = np.divmod(flat, width)
+        tied = np.bincount(j, minlength=m) > 1  # the document itself, and at least one other
+        sel = tied[j]
+        if sel.any():
+            pair_j.append(j[sel] + a)
+            pair_c.append(c[sel])
     if pair_j:
         return above, np.concatenate(pair_j), np.concatenate(pair_c), np.empty(0, dtype=np.int64)
     empty = np.empty(0, dtype=np.int64)
@@ -283,11 +285,14 @@ def _tie_offsets(
     query (itself included). trec: partners with a larger doc id; input: partners inserted earlier.
     """
     n_p = p_row.shape[0]
-    rows = np.unique(p_row[pair_j])
+    rows, at = np.unique(p_row[pair_j], return_inverse=True)
+    # each tied query's doc ids, listed only up to the last column a partner sits in
+    stop = np.zeros(rows.shape[0], dtype=np.int64)
+    np.maximum.at(stop, at, pair_c + 1)
     off = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-    off[1:] = np.cumsum([len(run[qids[r]]) for r in rows.tolist()])
-    docs = list(chain.from_iterable(run[qids[r]] for r in rows.tolist()))
-    base = off[np.searchsorted(rows, p_row[pair_j])]
+    np.cumsum(stop, out=off[1:])
+    docs = list(chain.from_iterable(map(islice, (run[qids[r]] for r in rows.tolist()), stop.tolist())))
+    base = off[at]
     partner = list(map(docs.__getitem__, (base + pair_c).tolist()))
     me = list(map(p_doc.__getitem__, pair_j.tolist()))
     if ties == "trec":
