@@ -411,7 +411,8 @@ class BM25Index:
             k: results per query.
             allow: only these ids may be returned (ids not indexed are ignored).
             deny: these ids are never returned.
-            batch_size: queries scored per sparse product (bounds the dense score buffer).
+            batch_size: queries whose top-``k`` are gathered together (each query is scored in a
+                reused buffer of one float per document, whatever the batch).
 
         Returns:
             ``(ids, scores)``, ``(n_queries, k)`` int64 / float32, padded ``-1`` / ``-inf``. Only
@@ -442,15 +443,9 @@ class BM25Index:
         if n == 0 or nq == 0:
             return out_ids, out_scores
         kk = min(k, n)
+        masked = None if mask is None else np.flatnonzero(~mask)
         for s in range(0, nq, batch_size):
-            scores = (qm[s : s + batch_size] @ wt).toarray()
-            if mask is not None:
-                scores[:, ~mask] = 0.0
-            if kk < n:
-                part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            else:
-                part = np.broadcast_to(np.arange(n), (scores.shape[0], n))
-            top = np.take_along_axis(scores, part, axis=1)
+            part, top = _top_k_rows(qm[s : s + batch_size], wt, n, kk, masked)
             order = np.lexsort((part, -top), axis=1)
             rows = np.take_along_axis(part, order, axis=1)
             vals = np.take_along_axis(top, order, axis=1)
@@ -516,3 +511,46 @@ class BM25Index:
             a, b = int(indptr[r]), int(indptr[r + 1])
             index._docs[int(doc)] = (terms[a:b].astype(np.int64), tfs[a:b].astype(np.float32))
         return index
+
+
+def _top_k_rows(
+    qm: Any, wt: Any, n: int, kk: int, masked: npt.NDArray[np.intp] | None
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Per query row of ``qm``: the ``kk`` best document rows and their scores, unordered.
+
+    Each query's scores are summed into one reused buffer of ``n`` floats from the postings of its
+    terms only (what bm25s does): the buffer stays in cache where a ``batch x n`` product would
+    not, and the sums are those of ``qm @ wt`` bit for bit (same terms, same order, float32).
+    """
+    ip, ind, dat = wt.indptr, wt.indices, wt.data
+    qip, qind, qdat = qm.indptr.tolist(), qm.indices.tolist(), qm.data
+    nq = qm.shape[0]
+    buf = np.zeros(n, dtype=np.float32)
+    neg = np.empty(n, dtype=np.float32)
+    part = np.empty((nq, kk), dtype=np.intp)
+    top = np.empty((nq, kk), dtype=np.float32)
+    every = np.arange(n)
+    for r in range(nq):
+        buf.fill(0.0)
+        span = range(qip[r], qip[r + 1])
+        if span:
+            docs = np.concatenate([ind[ip[qind[j]] : ip[qind[j] + 1]] for j in span])
+            w = np.concatenate(
+                [
+                    dat[ip[qind[j]] : ip[qind[j] + 1]] * qdat[j]
+                    if qdat[j] != 1.0
+                    else dat[ip[qind[j]] : ip[qind[j] + 1]]
+                    for j in span
+                ]
+            )
+            np.add.at(buf, docs, w)  # sequential, in term order: float32 sums as in qm @ wt
+        if masked is not None:
+            buf[masked] = 0.0
+        if kk < n:
+            np.negative(buf, out=neg)
+            p = np.argpartition(neg, kk - 1)[:kk]
+        else:
+            p = every
+        part[r] = p
+        top[r] = buf[p]
+    return part, top
