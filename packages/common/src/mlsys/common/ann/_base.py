@@ -37,6 +37,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import format_params, non_default_params
 from mlsys.common.ann._filter import as_id_filter, drop_denied, padding
 from mlsys.common.ann._lock import RWLock
 from mlsys.common.ann._persist import atomic_directory, read_manifest, write_manifest
@@ -159,8 +160,16 @@ class BaseIndex(ABC):
         except (TypeError, ValueError):
             return False
 
+    #: config fields the repr always shows (the rest only when they differ from their default)
+    _repr_always: ClassVar[tuple[str, ...]] = ()
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(space={self._space}, n={len(self)}, config={self._config})"
+        """Backend, space, count and the parameters that differ from the defaults, e.g.
+        ``HNSWIndex(space=minilm@1[dim=384,cosine], n=1000, M=32)``."""
+        params = {f: getattr(self._config, f) for f in self._repr_always}
+        params.update(non_default_params(self._config, skip=self._repr_always))
+        extra = f", {format_params(params)}" if params else ""
+        return f"{type(self).__name__}(space={self._space}, n={len(self)}{extra})"
 
     def ids(self) -> I64:
         """All live ids, ascending.

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.ann._base import BaseIndex
 from mlsys.common.ann._exact import ExactIndex
 from mlsys.common.ann._faiss import FaissIndex
@@ -67,7 +68,7 @@ class CalibrationStep:
 
 
 @dataclass(frozen=True)
-class CalibrationResult:
+class CalibrationResult(TabularDisplay):
     """What :func:`calibrate` chose and measured.
 
     Attributes:
@@ -85,6 +86,9 @@ class CalibrationResult:
         confidence: the confidence level of the bounds.
         n_queries: sample queries used; ``n_holdout`` of them held out.
         n_holdout: size of the held-out part.
+
+    In a notebook it displays as the table of :attr:`steps` (the chosen one marked) with the choice
+    and its bounds folded away; :meth:`to_pandas` gives that table, one row per value tried.
     """
 
     params: dict[str, int]
@@ -105,6 +109,36 @@ class CalibrationResult:
     def qps(self) -> float:
         """Queries per second at the chosen parameters."""
         return 1.0 / self.seconds_per_query if self.seconds_per_query > 0 else float("inf")
+
+    def __repr__(self) -> str:
+        chosen = ", ".join(f"{k}={v}" for k, v in self.params.items()) or "exact"
+        return (
+            f"CalibrationResult({chosen}, recall@{self.k}={self.recall:.4f}, target={self.target_recall}, "
+            f"met={self.met}, {len(self.steps)} steps)"
+        )
+
+    def _display_table(self) -> DisplayTable:
+        chosen = set(self.params.values())
+        cols = ("value", "recall", "seconds_per_query", "lower_bound", "holdout_recall")
+        rows = tuple((*(getattr(st, c) for c in cols), st.value in chosen) for st in self.steps)
+        knob = ", ".join(self.params) or "exact"
+        return DisplayTable(
+            f"calibrate: {knob} for recall@{self.k} >= {self.target_recall} ({'met' if self.met else 'not met'})",
+            (*cols, "chosen"),
+            rows,
+            index="value",
+            details=(
+                *((f"params.{k}", v) for k, v in self.params.items()),
+                ("recall", self.recall),
+                ("recall_interval", f"[{self.recall_interval[0]:.4f}, {self.recall_interval[1]:.4f}]"),
+                ("lower_bound", self.lower_bound),
+                ("holdout_recall", self.holdout_recall),
+                ("seconds_per_query", self.seconds_per_query),
+                ("confidence", self.confidence),
+                ("n_queries", self.n_queries),
+                ("n_holdout", self.n_holdout),
+            ),
+        )
 
 
 def _t_quantile(p: float, dof: int) -> float:

@@ -115,6 +115,7 @@ class FaissIndex(BaseIndex):
 
     kind = "faiss"
     config_class = FaissConfig
+    _repr_always = ("factory",)
     search_params = (*BaseIndex.search_params, "ef_search", "nprobe")
     _config: FaissConfig
 

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import InvalidInputError, UnknownNameError
 from mlsys.common.metrics._ranking import MetricSpec
 from mlsys.common.metrics._result import EvalResult
@@ -33,13 +34,18 @@ _CHUNK = 2_000_000  # resample matrices are built in blocks of about this many e
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(TabularDisplay):
     """Result of :func:`compare`: ``diff = mean(a) - mean(b)`` over the shared queries.
+
+    Displays in a notebook as a one-row HTML table (resampling settings folded away);
+    :meth:`to_pandas` gives that row as a data frame indexed by the metric.
 
     Example:
         >>> c = Comparison("ndcg@10", 0.5, 0.4, 0.1, 0.05, 0.15, 0.95, 0.01, 0.012, 2.7, 30, 1000, 0)
         >>> c.significant(0.05)
         True
+        >>> c
+        Comparison(ndcg@10: diff=+0.1000 [+0.0500, +0.1500], p=0.01, n=30)
     """
 
     metric: str
@@ -59,6 +65,33 @@ class Comparison:
     def significant(self, alpha: float = 0.05) -> bool:
         """True when the randomisation test rejects equality at level ``alpha``."""
         return self.p_randomization < alpha
+
+    def _display_table(self) -> DisplayTable:
+        cols = (
+            "metric",
+            "mean_a",
+            "mean_b",
+            "diff",
+            "ci_low",
+            "ci_high",
+            "p_randomization",
+            "p_ttest",
+            "t_statistic",
+            "n_queries",
+        )
+        return DisplayTable(
+            f"Comparison: {self.metric}, a - b over {self.n_queries} queries",
+            cols,
+            (tuple(getattr(self, c) for c in cols),),
+            index="metric",
+            details=(("confidence", self.confidence), ("n_resamples", self.n_resamples), ("seed", self.seed)),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Comparison({self.metric}: diff={self.diff:+.4f} [{self.ci_low:+.4f}, {self.ci_high:+.4f}], "
+            f"p={self.p_randomization:.4g}, n={self.n_queries})"
+        )
 
     def __str__(self) -> str:
         return (

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from mlsys.common._optional import import_optional
+from mlsys.common._display import new_figure
 from mlsys.common.errors import InvalidInputError, UnknownNameError
 from mlsys.common.profiling._report import UNITS
 from mlsys.common.profiling._stats import StageStats
@@ -27,7 +27,6 @@ def plot_latencies(
     log: bool = True,
 ) -> Figure:
     """One horizontal box per stage: box p25-p75, whiskers p1-p99, markers at p95, p99 and max."""
-    figure_mod = import_optional("matplotlib.figure", package="matplotlib", extra="mlsys-common[plot]")
     if unit not in UNITS:
         raise UnknownNameError(f"unknown unit {unit!r}; valid: {list(UNITS)}")
     if not samples:
@@ -35,7 +34,7 @@ def plot_latencies(
     scale = UNITS[unit]
     names = list(samples)
     data = [np.asarray(samples[n]) * scale for n in names]
-    fig: Figure = figure_mod.Figure(figsize=(8, 0.5 * len(names) + 1.5), layout="constrained")
+    fig = new_figure(figsize=(8, 0.5 * len(names) + 1.5), layout="constrained")
     ax = fig.add_subplot()
     ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False, tick_labels=names)
     y = np.arange(1, len(names) + 1)

@@ -18,11 +18,12 @@ from mlsys.common.errors import InvalidInputError, UnknownNameError
 from mlsys.common.limits import check_size
 from mlsys.common.profiling._merge import merge_samples, merge_stats
 from mlsys.common.profiling._recorder import Snapshot, StageRecorder
-from mlsys.common.profiling._report import format_table
+from mlsys.common.profiling._report import UNITS, LatencyReport
 from mlsys.common.profiling._stats import PERCENTILES, BudgetViolation, StageStats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from pandas import DataFrame  # type: ignore[import-untyped]
 
 __all__ = ["END_TO_END", "LatencyProfiler"]
 
@@ -527,8 +528,11 @@ class LatencyProfiler:
         kwargs.setdefault("indent", 2)
         return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
 
-    def report(self, *, unit: str | None = None) -> str:
+    def report(self, *, unit: str | None = None) -> LatencyReport:
         """A text table: one row per stage (``end_to_end`` last) with count, mean, p50, p95, p99, max.
+
+        The result is a ``str`` (a :class:`LatencyReport`) that also renders as an HTML table in a
+        notebook and converts with ``to_pandas()`` (every statistic in seconds, unrounded).
 
         Args:
             unit: ``"s"``, ``"ms"`` or ``"us"``; by default the one that suits the largest p50.
@@ -540,7 +544,23 @@ class LatencyProfiler:
             stage      count   mean ms   p50 ms   p95 ms   p99 ms   max ms
             retrieval      1     4.200    4.200    4.200    4.200    4.200
         """
-        return format_table(self.stats(), unit=unit)
+        if unit is not None and unit not in UNITS:
+            raise UnknownNameError(f"unknown unit {unit!r}; valid: {list(UNITS)}")
+        return LatencyReport(self.stats(), unit=unit)
+
+    def to_pandas(self) -> DataFrame:
+        """:meth:`report` as a data frame: one row per stage, every statistic in seconds (needs pandas).
+
+        Example:
+            >>> prof = LatencyProfiler()
+            >>> prof.record("a", 0.25)
+            >>> prof.to_pandas().loc["a", "p50"]  # doctest: +SKIP
+            np.float64(0.25)
+        """
+        return self.report().to_pandas()
+
+    def _repr_html_(self) -> str:
+        return self.report()._repr_html_()
 
     def plot(self, *, unit: str = "ms", log: bool = True) -> Figure:
         """Per-stage latency distributions (box: p25-p75, whiskers: p1-p99, markers: p95/p99, max).
