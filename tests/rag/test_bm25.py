@@ -119,6 +119,10 @@ def test_errors_leave_index_unchanged(tmp_path: Path) -> None:
     (tmp_path / "bm" / "tf.npy").write_bytes(b"garbage")
     with pytest.raises(CorruptFileError):
         BM25Index.load(tmp_path / "bm")
+    bm.save(tmp_path / "deep")
+    (tmp_path / "deep" / "manifest.json").write_text("[" * 100_000)  # past the recursion limit
+    with pytest.raises(CorruptFileError):
+        BM25Index.load(tmp_path / "deep")
 
 
 def test_analyzer_stems_and_drops_stopwords() -> None:

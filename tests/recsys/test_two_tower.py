@@ -187,6 +187,42 @@ def test_save_load_round_trip_and_corruption(synth, tmp_path) -> None:  # type: 
         TwoTowerModel.load(tmp_path / "missing")
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "[" * 100_000,  # nested past the interpreter's recursion limit
+        "[1, 2, 3]",  # JSON, not an object
+        '{"format_version": %d, "class": "mlsys.recsys.TwoTowerModel"}',  # no checksums
+        '{"format_version": %d, "class": "mlsys.recsys.TwoTowerModel", "checksums": {"../x": "0"}}',
+        '{"format_version": %d, "class": "mlsys.recsys.TwoTowerModel", "checksums": [1]}',
+        "\xff\xfe not utf-8",
+    ],
+)
+def test_load_refuses_a_garbage_manifest(synth, tmp_path, garbage) -> None:  # type: ignore[no-untyped-def]
+    from mlsys.recsys._two_tower import FORMAT_VERSION
+
+    m = TwoTowerModel(TwoTowerConfig(**FAST)).fit(
+        synth.interactions, items=synth.items, users=synth.users, progress=False
+    )
+    m.save(tmp_path / "tt")
+    text = garbage % FORMAT_VERSION if "%d" in garbage else garbage
+    (tmp_path / "tt" / "manifest.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(CorruptFileError):
+        TwoTowerModel.load(tmp_path / "tt")
+
+
+def test_load_refuses_manifest_fields_of_the_wrong_shape(synth, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    m = TwoTowerModel(TwoTowerConfig(**FAST)).fit(
+        synth.interactions, items=synth.items, users=synth.users, progress=False
+    )
+    m.save(tmp_path / "tt")
+    manifest = json.loads((tmp_path / "tt" / "manifest.json").read_text())
+    manifest["user_specs"] = [{"no_such_field": 1}]
+    (tmp_path / "tt" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptFileError, match="malformed"):
+        TwoTowerModel.load(tmp_path / "tt")
+
+
 def test_bad_input(synth) -> None:  # type: ignore[no-untyped-def]
     cfg = TwoTowerConfig(**FAST)
     with pytest.raises(EmptyIndexError):

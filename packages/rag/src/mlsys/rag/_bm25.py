@@ -496,8 +496,8 @@ class BM25Index:
             terms = np.load(d / "terms.npy", allow_pickle=False)
             tfs = np.load(d / "tf.npy", allow_pickle=False)
             vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorruptFileError(f"{d}: unreadable BM25 payload ({exc})") from exc
+        except (OSError, ValueError, RecursionError) as exc:
+            raise CorruptFileError(f"{d}: unreadable BM25 payload ({str(exc)[:200]})") from None
         if (
             ids.ndim != 1
             or indptr.shape != (ids.shape[0] + 1,)

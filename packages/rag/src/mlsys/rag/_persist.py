@@ -56,8 +56,8 @@ def read_manifest(directory: Path, *, cls: str) -> dict[str, Any]:
         raise CorruptFileError(f"{directory}: no {MANIFEST}; expected a directory written by {cls}.save")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(f"{path}: unreadable manifest ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise CorruptFileError(f"{path}: unreadable manifest ({str(exc)[:200]})") from None
     if not isinstance(manifest, dict) or manifest.get("class") != cls:
         got = manifest.get("class") if isinstance(manifest, dict) else type(manifest).__name__
         raise CorruptFileError(f"{path}: manifest is for {got!r}, expected {cls!r}")

@@ -711,8 +711,8 @@ class DocumentStore:
             cids = np.load(d / "chunk_ids.npy", allow_pickle=False)
             table = np.load(d / "chunk_table.npy", allow_pickle=False)
             shas = np.load(d / "chunk_sha256.npy", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CorruptFileError(f"{d}: unreadable store payload ({exc})") from exc
+        except (OSError, ValueError, RecursionError) as exc:
+            raise CorruptFileError(f"{d}: unreadable store payload ({str(exc)[:200]})") from None
         if table.shape != (cids.shape[0], 4) or shas.shape != cids.shape:
             raise CorruptFileError(
                 f"{d}: chunk table shapes {table.shape}, {shas.shape} do not match {cids.shape}"

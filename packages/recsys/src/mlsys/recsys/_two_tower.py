@@ -1104,9 +1104,13 @@ class TwoTowerModel:
         dev = resolve_device(device)
         base = Path(path)
         try:
-            manifest = json.loads((base / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CorruptFileError(f"cannot read {base / 'manifest.json'}: {exc}") from exc
+            manifest = json.loads((base / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            raise CorruptFileError(f"cannot read {base / 'manifest.json'}: {str(exc)[:200]}") from None
+        if not isinstance(manifest, dict):
+            raise CorruptFileError(
+                f"{base / 'manifest.json'} must hold a JSON object, got {type(manifest).__name__}"
+            )
         if manifest.get("format_version") != FORMAT_VERSION:
             raise FormatVersionError(
                 f"{base} has format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
@@ -1115,8 +1119,20 @@ class TwoTowerModel:
             raise CorruptFileError(
                 f"{base} holds {manifest.get('class')!r}, expected 'mlsys.recsys.TwoTowerModel'"
             )
+        checksums = manifest.get("checksums")
+        required = ("config", "user_specs", "item_specs", "has_user_table")
+        if (
+            not isinstance(checksums, dict)
+            or not all(isinstance(n, str) and isinstance(d, str) for n, d in checksums.items())
+            or any(Path(n).name != n for n in checksums)
+            or any(k not in manifest for k in required)
+        ):
+            raise CorruptFileError(
+                f"{base / 'manifest.json'} is malformed: expected 'checksums' (file name -> sha256) "
+                f"and the keys {list(required)}"
+            )
         blobs: dict[str, bytes] = {}
-        for name, digest in manifest["checksums"].items():
+        for name, digest in checksums.items():
             p = base / name
             if not p.is_file():
                 raise CorruptFileError(f"{p} is missing (listed in the manifest)")
@@ -1128,21 +1144,28 @@ class TwoTowerModel:
         def arr(name: str) -> np.ndarray:
             return np.load(io.BytesIO(blobs[name]), allow_pickle=False)
 
-        cfg = TwoTowerConfig.from_dict(manifest["config"])
-        user_specs = [FeatureSpec(**s) for s in manifest["user_specs"]]
-        item_specs = [FeatureSpec(**s) for s in manifest["item_specs"]]
-        item_vocab = IdIndex(arr("item_vocab.npy"))
-        user_vocab = IdIndex(arr("user_vocab.npy"))
-        indices = arr("history_indices.npy")
-        hist = sp.csr_matrix(
-            (np.ones(indices.shape[0], np.float32), indices, arr("history_indptr.npy")),
-            shape=(len(user_vocab), len(item_vocab)),
-        )
-        users = None
-        if manifest["has_user_table"]:
-            users = FeatureTable(
-                arr("users_ids.npy"), {s.name: arr(f"users_col_{s.name}.npy") for s in user_specs}, user_specs
+        try:  # the manifest passed its checks, but a field of the wrong shape is still a corrupt file
+            cfg = TwoTowerConfig.from_dict(manifest["config"])
+            user_specs = [FeatureSpec(**s) for s in manifest["user_specs"]]
+            item_specs = [FeatureSpec(**s) for s in manifest["item_specs"]]
+            item_vocab = IdIndex(arr("item_vocab.npy"))
+            user_vocab = IdIndex(arr("user_vocab.npy"))
+            indices = arr("history_indices.npy")
+            hist = sp.csr_matrix(
+                (np.ones(indices.shape[0], np.float32), indices, arr("history_indptr.npy")),
+                shape=(len(user_vocab), len(item_vocab)),
             )
+            users = None
+            if manifest["has_user_table"]:
+                users = FeatureTable(
+                    arr("users_ids.npy"),
+                    {s.name: arr(f"users_col_{s.name}.npy") for s in user_specs},
+                    user_specs,
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(
+                f"{base}: malformed model files ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         net = _TwoTowerNet(cfg, user_specs, item_specs, len(user_vocab), len(item_vocab))
         try:
             net.load_state_dict(load_safetensors(blobs["weights.safetensors"]))

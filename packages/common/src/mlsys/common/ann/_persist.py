@@ -147,8 +147,8 @@ def read_manifest(
         raise CorruptFileError(f"{directory} is not an mlsys index directory: {MANIFEST} not found")
     try:
         manifest = json.loads(mpath.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{mpath} is not valid JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise CorruptFileError(f"{mpath} is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise CorruptFileError(f"{mpath} has format {got!r}, expected {FORMAT_NAME!r}")
