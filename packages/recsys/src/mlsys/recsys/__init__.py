@@ -27,7 +27,13 @@ from mlsys.recsys._baselines import (
 )
 from mlsys.recsys._cold_start import FeaturesToFactors, ridge_loo
 from mlsys.recsys._data import FEATURE_KINDS, FeatureSpec, FeatureTable, IdIndex, Interactions
-from mlsys.recsys._evaluation import EvaluationResult, evaluate_recommender, format_table, split_qrels
+from mlsys.recsys._evaluation import (
+    EvaluationResult,
+    EvaluationTable,
+    evaluate_recommender,
+    format_table,
+    split_qrels,
+)
 from mlsys.recsys._frames import (
     FeatureFrame,
     IdCodes,
@@ -59,6 +65,7 @@ __all__ = [
     "ContentBased",
     "DemographicPrior",
     "EvaluationResult",
+    "EvaluationTable",
     "FallbackChain",
     "FallbackStage",
     "FeatureFrame",

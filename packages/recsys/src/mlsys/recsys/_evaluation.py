@@ -26,14 +26,24 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import DisplayTable, TabularDisplay, format_value
 from mlsys.common.errors import EmptyIndexError, InvalidInputError
 from mlsys.common.metrics import Qrels, catalog_coverage, evaluate_ranked, novelty
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._splits import Split
 
-__all__ = ["EvaluationResult", "SupportsRecommend", "evaluate_recommender", "format_table", "split_qrels"]
+__all__ = [
+    "EvaluationResult",
+    "EvaluationTable",
+    "SupportsRecommend",
+    "evaluate_recommender",
+    "format_table",
+    "split_qrels",
+]
 
 ACCURACY = ("ndcg", "recall", "hit_rate", "mrr")
+#: the extra that installs pandas for ``to_pandas()``
+PANDAS_EXTRA = "mlsys-recsys[pandas]"
 
 
 class SupportsRecommend(Protocol):
@@ -45,8 +55,13 @@ class SupportsRecommend(Protocol):
 
 
 @dataclass(frozen=True)
-class EvaluationResult:
+class EvaluationResult(TabularDisplay):
     """One model on one split: mean metrics and the protocol that produced them.
+
+    In a notebook it displays as a one-row HTML table (the protocol folded away);
+    :meth:`to_pandas` gives that row (index ``model``; columns ``split``, ``n_users``,
+    ``fit_seconds`` and every metric, values exactly as stored). Several results side by side:
+    :func:`format_table`.
 
     Attributes:
         model: model name.
@@ -65,6 +80,23 @@ class EvaluationResult:
     n_users: int
     fit_seconds: float | None = None
     per_user: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict, repr=False)
+
+    _pandas_extra = PANDAS_EXTRA
+
+    def _display_table(self) -> DisplayTable:
+        return DisplayTable(
+            f"{self.model} on {self.split}: {self.n_users} users",
+            ("model", "split", "n_users", "fit_seconds", *self.metrics),
+            ((self.model, self.split, self.n_users, self.fit_seconds, *self.metrics.values()),),
+            index="model",
+            details=(("protocol", self.protocol),),
+        )
+
+    def __repr__(self) -> str:
+        shown = list(self.metrics.items())[:4]
+        more = f", ... ({len(self.metrics) - len(shown)} more)" if len(self.metrics) > len(shown) else ""
+        means = "".join(f", {k}={format_value(float(v))}" for k, v in shown)
+        return f"EvaluationResult({self.model!r}, split={self.split!r}, n_users={self.n_users}{means}{more})"
 
 
 def split_qrels(split: Split) -> tuple[npt.NDArray[np.int64], Qrels]:
@@ -177,8 +209,13 @@ def evaluate_recommender(
     )
 
 
-def format_table(results: Sequence[EvaluationResult], *, columns: Sequence[str] | None = None) -> str:
+def format_table(
+    results: Sequence[EvaluationResult], *, columns: Sequence[str] | None = None
+) -> EvaluationTable:
     """A Markdown table of results, preceded by each distinct protocol line.
+
+    The table is a ``str`` (an :class:`EvaluationTable`) that also displays as an HTML table in a
+    notebook and converts with ``to_pandas()``.
 
     Example:
         >>> r = EvaluationResult("pop", "s", "protocol text", {"ndcg@10": 0.2}, 3, 0.01)
@@ -189,9 +226,10 @@ def format_table(results: Sequence[EvaluationResult], *, columns: Sequence[str] 
         | --- | ---: | ---: |
         | pop | 0.2000 | 0.01 |
     """
-    if not results:
-        raise InvalidInputError("no results to format")
-    cols = list(columns) if columns is not None else list(results[0].metrics)
+    return EvaluationTable(results, columns=columns)
+
+
+def _markdown(results: Sequence[EvaluationResult], cols: Sequence[str]) -> str:
     lines = []
     for p in dict.fromkeys(r.protocol for r in results):
         lines.append(f"protocol: {p}")
@@ -206,3 +244,69 @@ def format_table(results: Sequence[EvaluationResult], *, columns: Sequence[str] 
         fit = "" if r.fit_seconds is None else f"{r.fit_seconds:.2f}"
         lines.append(f"| {r.model} | " + " | ".join(vals) + f" | {fit} |")
     return "\n".join(lines)
+
+
+class EvaluationTable(str, TabularDisplay):
+    """Several :class:`EvaluationResult` side by side: the Markdown text of :func:`format_table`.
+
+    It *is* that text (``print`` it, write it to a README); it keeps :attr:`results` and
+    :attr:`columns`, displays as an HTML table in a notebook (protocols folded away), and
+    :meth:`to_pandas` gives one row per result (index ``model``; ``split``, ``n_users``,
+    ``fit_seconds`` and the columns' metrics, exactly as stored; a metric a model lacks is NaN).
+
+    Args:
+        results: the results, in row order.
+        columns: the metrics shown (default: the first result's).
+
+    Example:
+        >>> a = EvaluationResult("pop", "s", "p", {"ndcg@10": 0.2}, 3)
+        >>> b = EvaluationResult("ease", "s", "p", {"ndcg@10": 0.3}, 3)
+        >>> t = EvaluationTable([a, b])
+        >>> t.splitlines()[-1], t.columns
+        ('| ease | 0.3000 |  |', ('ndcg@10',))
+    """
+
+    results: tuple[EvaluationResult, ...]
+    columns: tuple[str, ...]
+    _pandas_extra = PANDAS_EXTRA
+
+    def __new__(
+        cls, results: Sequence[EvaluationResult], *, columns: Sequence[str] | None = None
+    ) -> EvaluationTable:
+        rs = tuple(results)
+        if not rs:
+            raise InvalidInputError("no results to format")
+        for i, r in enumerate(rs):
+            if not isinstance(r, EvaluationResult):
+                raise InvalidInputError(f"results[{i}] is {type(r).__name__}, expected an EvaluationResult")
+        cols = tuple(columns) if columns is not None else tuple(rs[0].metrics)
+        obj = super().__new__(cls, _markdown(rs, cols))
+        obj.results, obj.columns = rs, cols
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_table, (self.results, self.columns))
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _display_table(self) -> DisplayTable:
+        nan = float("nan")
+        protocols = list(dict.fromkeys(r.protocol for r in self.results))
+        return DisplayTable(
+            f"{len(self.results)} results",
+            ("model", "split", "n_users", "fit_seconds", *self.columns),
+            tuple(
+                (r.model, r.split, r.n_users, r.fit_seconds, *(r.metrics.get(c, nan) for c in self.columns))
+                for r in self.results
+            ),
+            index="model",
+            details=tuple(
+                (f"protocol {i + 1}" if len(protocols) > 1 else "protocol", p)
+                for i, p in enumerate(protocols)
+            ),
+        )
+
+
+def _rebuild_table(results: tuple[EvaluationResult, ...], columns: tuple[str, ...]) -> EvaluationTable:
+    return EvaluationTable(results, columns=columns)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import CorruptFileError, EmptyIndexError
 from mlsys.common.metrics import Qrels, evaluate_ranked
 from mlsys.recsys._base import top_k as top_k_positions
@@ -31,7 +32,7 @@ __all__ = ["TwoTowerReport"]
 
 
 @dataclass(frozen=True)
-class TwoTowerReport:
+class TwoTowerReport(TabularDisplay):
     """What :meth:`TwoTowerModel.fit` tried, what it chose and why (saved and loaded with the model).
 
     Attributes:
@@ -48,6 +49,10 @@ class TwoTowerReport:
             ``cold_share@10`` per offset (share of top-10 slots given to validation-cold items),
             ``chosen_offset``, ``best_ndcg@10`` and ``tolerance``.
         total_seconds: wall-clock time of the whole fit.
+
+    In a notebook it displays as the table of search runs (the chosen one marked; one row of the
+    configured values when untuned), the reason and the calibration folded away; :meth:`to_pandas`
+    gives that table (the per-epoch ``curve`` left out).
 
     Example:
         >>> from mlsys.recsys import TwoTowerConfig
@@ -66,6 +71,52 @@ class TwoTowerReport:
     budget_exhausted: bool = False
     cold_calibration: dict[str, Any] | None = None
     total_seconds: float = 0.0
+
+    _pandas_extra = "mlsys-recsys[pandas]"
+
+    def __repr__(self) -> str:
+        chosen = ", ".join(f"{k}={v:g}" for k, v in self.chosen.items())
+        return (
+            f"TwoTowerReport(tuned={self.tuned}, {chosen}, runs={len(self.runs)}, "
+            f"total_seconds={self.total_seconds:.1f})"
+        )
+
+    def _display_table(self) -> DisplayTable:
+        details: list[tuple[str, Any]] = [("reason", self.reason)]
+        if self.tuned:
+            details += [("validation", self.validation), ("objective", self.objective)]
+            details += [(f"start.{k}", v) for k, v in self.start.items()]
+            details += [("budget_s", self.budget_s), ("budget_exhausted", self.budget_exhausted)]
+        if self.cold_calibration is not None:
+            cal = self.cold_calibration
+            details += [
+                (f"cold_calibration.{k}", cal[k]) for k in cal if not isinstance(cal[k], (list, tuple))
+            ]
+        details.append(("total_seconds", self.total_seconds))
+        if not self.runs:
+            cols = tuple(self.chosen)
+            return DisplayTable(
+                "TwoTowerReport: trained once (untuned)",
+                cols,
+                (tuple(self.chosen[c] for c in cols),),
+                details=tuple(details),
+            )
+        cols = tuple(dict.fromkeys(k for r in self.runs for k in r if k != "curve"))
+        rows = tuple(
+            (
+                *(r.get(c) for c in cols),
+                r.get("temperature") == self.chosen.get("temperature")
+                and r.get("lr") == self.chosen.get("lr"),
+            )
+            for r in self.runs
+        )
+        chosen = ", ".join(f"{k}={v:g}" for k, v in self.chosen.items())
+        return DisplayTable(
+            f"TwoTowerReport: {len(self.runs)} search runs, chose {chosen}",
+            (*cols, "chosen"),
+            rows,
+            details=tuple(details),
+        )
 
     @classmethod
     def untuned(cls, cfg: TwoTowerConfig, reason: str) -> TwoTowerReport:

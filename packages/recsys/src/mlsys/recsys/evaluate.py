@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.recsys._base import Recommender
 from mlsys.recsys._baselines import (
     EASE,
@@ -359,7 +360,7 @@ def full_catalogue_split(
 
 
 @dataclass(frozen=True)
-class FullCatalogueResult:
+class FullCatalogueResult(TabularDisplay):
     """One model on the mixed-catalogue protocol.
 
     Attributes:
@@ -376,10 +377,36 @@ class FullCatalogueResult:
     cold_coverage: float
     cold_relevant_share: float
 
+    _pandas_extra = "mlsys-recsys[pandas]"
+
     @property
     def ratio(self) -> float:
         """Full-catalogue NDCG@10 over trained-only NDCG@10."""
         return self.full.metrics["ndcg@10"] / self.trained_only.metrics["ndcg@10"]
+
+    def __repr__(self) -> str:
+        return (
+            f"FullCatalogueResult({self.full.model!r}, ratio={self.ratio:.4f}, "
+            f"cold_share={self.cold_share:.4f}, cold_coverage={self.cold_coverage:.4f})"
+        )
+
+    def _display_table(self) -> DisplayTable:
+        cols = (
+            "ndcg@10_full",
+            "ndcg@10_trained_only",
+            "ratio",
+            "cold_share",
+            "cold_coverage",
+            "cold_relevant_share",
+        )
+        vals = (self.full.metrics["ndcg@10"], self.trained_only.metrics["ndcg@10"], self.ratio)
+        return DisplayTable(
+            f"{self.full.model}: full catalogue vs trained items only",
+            ("model", *cols),
+            ((self.full.model, *vals, self.cold_share, self.cold_coverage, self.cold_relevant_share),),
+            index="model",
+            details=(("protocol", self.full.protocol),),
+        )
 
 
 def _cold_exposure(rec: Any, split: Split, cold: npt.NDArray[np.int64]) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import TabularDisplay
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
 from mlsys.common.spaces import EmbeddingSpace
 from mlsys.common.validation import as_array, as_ids, check_unique
@@ -203,12 +204,16 @@ class EmbeddingRegistry:
 
 
 @dataclass(frozen=True)
-class DriftReport:
+class DriftReport(TabularDisplay):
     """How far new vectors moved from old ones, item by item (same ids, same dim).
 
     ``cosine_*``: cosine similarity between each item's old and new vector; ``norm_ratio_*``: new
     norm / old norm. ``moved`` counts items whose cosine fell below the report's threshold.
+
+    Displays as a one-row HTML table in a notebook; :meth:`to_pandas` gives that row.
     """
+
+    _pandas_extra = "mlsys-recsys[pandas]"
 
     n: int
     cosine_mean: float

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import InvalidInputError, UnknownNameError
 from mlsys.recsys.explore._feedback import (
     BanditFeedback,
@@ -59,7 +60,7 @@ class SupportDeficiencyError(InvalidInputError):
 
 
 @dataclass(frozen=True)
-class SupportReport:
+class SupportReport(TabularDisplay):
     """How much of the target policy's mass the log cannot evaluate.
 
     ``deficient_mass`` is the mean over logged rows of the target's probability, at the row's
@@ -68,7 +69,11 @@ class SupportReport:
     ``deterministic_rows`` counts rows logged with propensity 1 (the logger showed nothing else
     there). ``exact`` says whether the logging policy's distribution was given: without it the
     check only sees what the log proves (never-logged pairs, deterministic rows), a lower bound.
+
+    Displays as a one-row HTML table in a notebook; :meth:`to_pandas` gives that row.
     """
+
+    _pandas_extra = "mlsys-recsys[pandas]"
 
     deficient_mass: float
     unlogged: tuple[tuple[int, int], ...]
@@ -78,7 +83,23 @@ class SupportReport:
 
     @property
     def supported(self) -> bool:
+        """Whether the log can evaluate the whole target policy (no deficient mass)."""
         return self.deficient_mass == 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"SupportReport(deficient_mass={self.deficient_mass:.4g}, n_unlogged={self.n_unlogged}, "
+            f"deterministic_rows={self.deterministic_rows}, exact={self.exact})"
+        )
+
+    def _display_table(self) -> DisplayTable:
+        shown = ", ".join(f"({a}, {p})" for a, p in self.unlogged)
+        return DisplayTable(
+            "SupportReport",
+            ("deficient_mass", "supported", "n_unlogged", "deterministic_rows", "exact"),
+            ((self.deficient_mass, self.supported, self.n_unlogged, self.deterministic_rows, self.exact),),
+            details=(("unlogged (action, position)", shown or "none"),),
+        )
 
 
 def _check_feedback(feedback: Any) -> BanditFeedback:

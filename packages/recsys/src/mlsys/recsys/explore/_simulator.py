@@ -21,19 +21,23 @@ slots where the policy did not show its own greedy choice).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import expit
 from tqdm.auto import tqdm
 
-from mlsys.common.errors import InvalidInputError, MissingDependencyError
+from mlsys.common._display import DisplayTable, TabularDisplay, new_figure
+from mlsys.common.errors import InvalidInputError
 from mlsys.common.limits import check_size
 from mlsys.common.metrics import catalog_coverage, intra_list_diversity
 from mlsys.recsys.explore._feedback import FloatArray
 from mlsys.recsys.explore._policies import EpsilonGreedy, LinearThompsonSampling, Policy, UniformRandom
 from mlsys.recsys.explore._reward_model import BayesianLinearRewardModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "PolicyFactory",
@@ -112,8 +116,15 @@ def default_policies(slate_size: int, *, epsilon: float = 0.1) -> dict[str, Poli
 
 
 @dataclass
-class SimulationReport:
-    """Per-policy, per-round metrics: ``metrics[policy][metric]`` is a ``(rounds,)`` array."""
+class SimulationReport(TabularDisplay):
+    """Per-policy, per-round metrics: ``metrics[policy][metric]`` is a ``(rounds,)`` array.
+
+    In a notebook it displays as the :meth:`summary` table (one row per policy, the simulator's
+    configuration folded away); :meth:`to_pandas` gives that table with the values unrounded;
+    :meth:`plot` draws the rounds.
+    """
+
+    _pandas_extra = "mlsys-recsys[pandas]"
 
     config: SimulatorConfig
     rounds: int
@@ -147,6 +158,27 @@ class SimulationReport:
                 s["utility_last_vs_greedy"] = s["utility_last"] / g["utility_last"] - 1.0
         return out
 
+    def __repr__(self) -> str:
+        return (
+            f"SimulationReport(policies={list(self.metrics)}, rounds={self.rounds}, "
+            f"warm_start_coverage={self.warm_start_coverage:.4f})"
+        )
+
+    def _display_table(self) -> DisplayTable:
+        rows = self.summary()
+        cols = list(next(iter(rows.values()))) if rows else []
+        return DisplayTable(
+            f"feedback loop: {len(rows)} policies, {self.rounds} rounds (last = mean of the last 5)",
+            ("policy", *cols),
+            tuple((name, *(s[c] for c in cols)) for name, s in rows.items()),
+            index="policy",
+            details=(
+                ("rounds", self.rounds),
+                ("warm_start_coverage", self.warm_start_coverage),
+                *((f"config.{k}", v) for k, v in asdict(self.config).items()),
+            ),
+        )
+
     def format_table(self, last: int = 5) -> str:
         """The summary as a Markdown table."""
         rows = self.summary(last)
@@ -156,20 +188,12 @@ class SimulationReport:
             lines.append(f"| {name} | " + " | ".join(f"{s[c]:.4g}" for c in cols) + " |")
         return "\n".join(lines)
 
-    def plot(self, path: str | None = None) -> Any:
+    def plot(self, path: str | None = None) -> Figure:
         """A 2x2 figure (coverage, diversity, utility, exploration conversions per round); saved to
-        ``path`` if given. Needs matplotlib (``mlsys-common[plot]``)."""
-        try:
-            import matplotlib
-
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise MissingDependencyError(
-                "plotting needs matplotlib: pip install 'mlsys-common[plot]'"
-            ) from None
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+        ``path`` if given. Built without pyplot (no GUI backend is touched), it displays inline in
+        Jupyter. Needs matplotlib (``mlsys-common[plot]``)."""
+        fig = new_figure(figsize=(10, 7), layout="constrained")
+        axes = fig.subplots(2, 2, sharex=True)
         x = np.arange(1, self.rounds + 1)
         panels = (
             ("coverage", f"catalogue coverage per round (warm start: {self.warm_start_coverage:.2f})"),
@@ -188,7 +212,6 @@ class SimulationReport:
         axes[1, 1].set_xlabel("round")
         axes[0, 0].legend()
         fig.suptitle("Feedback loop: greedy vs exploration (retrained every round on its own logs)")
-        fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=110)
         return fig
