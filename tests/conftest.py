@@ -83,3 +83,29 @@ def measure_peak(fn: Callable[[], Any]) -> tuple[Any, int, str]:
 def peak_memory() -> Callable[[Callable[[], Any]], tuple[Any, int, str]]:
     """:func:`measure_peak`, for tests that assert a call's peak memory stays within a bound."""
     return measure_peak
+
+
+# ------------------------------------------------------------------------- Ray (issue 17)
+RAY_SKIP_REASON = (
+    "needs Ray: pip install -c constraints.txt -e 'packages/common[ray]' -e 'packages/recsys[ray]' "
+    "-e 'packages/rag[ray]' -e 'packages/vision[ray]' (or run `nox -s ray`)"
+)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Any:
+    """A local 2-CPU Ray cluster for the whole session, shut down at its end (skips without Ray)."""
+    ray = pytest.importorskip("ray", reason=RAY_SKIP_REASON)
+    if ray.is_initialized():  # a test started one on its own: keep the session's contract
+        ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=256 * 1024 * 1024,
+        configure_logging=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -12,6 +12,7 @@ import pytest
 from ann_testlib import BACKENDS, backend_id, space, true_scores, vectors  # type: ignore[import-not-found]
 
 from mlsys.common.ann import ExactIndex, VectorIndex, list_indexes, load_index, make_index
+from mlsys.common.distributed import ray_available
 from mlsys.common.errors import (
     CorruptFileError,
     DimensionMismatchError,
@@ -24,7 +25,29 @@ from mlsys.common.errors import (
     UnknownNameError,
 )
 
-CASES = [pytest.param(c, id=backend_id(c)) for c in BACKENDS]
+# the sharded index runs its shards as Ray actors on the session's local cluster (tests/conftest.py);
+# shards share the 2 CPUs (cpus_per_shard) so that the indexes of consecutive tests fit
+SHARDED: list[tuple[str, dict[str, Any], float, float]] = [
+    ("sharded", {"backend": "exact", "shards": 2, "cpus_per_shard": 0.1}, 1.0, 1e-4),
+    ("sharded", {"backend": "hnsw", "shards": 2, "cpus_per_shard": 0.1}, 0.9, 1e-4),
+]
+_RAY_SKIP = "needs Ray: pip install -c constraints.txt -e 'packages/common[ray]' (or run `nox -s ray`)"
+CASES = [pytest.param(c, id=backend_id(c)) for c in BACKENDS] + [
+    pytest.param(
+        c,
+        id=backend_id(c),
+        marks=[pytest.mark.ray, pytest.mark.skipif(not ray_available(), reason=_RAY_SKIP)],
+    )
+    for c in SHARDED
+]
+
+
+@pytest.fixture(autouse=True)
+def _ray_for_sharded(request: pytest.FixtureRequest) -> None:
+    """Start the session's Ray cluster for the sharded cases only."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("case", ("",))[0] == "sharded":
+        request.getfixturevalue("ray_cluster")
 
 
 def build(case: tuple[str, dict[str, Any], bool], metric: str = "ip", dim: int = 8) -> Any:
@@ -40,7 +63,7 @@ def snapshot(index: Any) -> tuple[Any, ...]:
 
 
 def test_every_registered_backend_is_covered() -> None:
-    assert {case[0] for case in BACKENDS} == set(list_indexes())
+    assert {case[0] for case in BACKENDS + SHARDED} == set(list_indexes())
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -243,11 +266,15 @@ def test_load_refuses_bad_files(case: Any, tmp_path: Path) -> None:
     index.save(path)
     with pytest.raises(EmbeddingSpaceMismatchError, match="version"):
         load_index(path, expected_space=space(version="2"))
-    payload = max((p for p in path.iterdir() if p.name != "manifest.json"), key=lambda p: p.stat().st_size)
+    # the largest payload file (a sharded index keeps its payloads in one directory per shard)
+    payload = max(
+        (p for p in path.rglob("*") if p.is_file() and p != path / "manifest.json"),
+        key=lambda p: p.stat().st_size,
+    )
     for damage in ("truncate", "flip", "delete", "version", "json", "kind"):
         bad = tmp_path / damage
         shutil.copytree(path, bad)
-        target = bad / payload.name
+        target = bad / payload.relative_to(path)
         if damage == "truncate":
             target.write_bytes(target.read_bytes()[:-10])
         elif damage == "flip":

@@ -33,6 +33,7 @@ __all__ = [
     "MlsysError",
     "NotFittedError",
     "ParseError",
+    "ShardUnavailableError",
     "UnknownIdError",
     "UnknownNameError",
 ]
@@ -109,6 +110,14 @@ class ParseError(MlsysError, ValueError):
 
 class MissingDependencyError(MlsysError, ImportError):
     """An optional backend is not installed; the message names the package and the extra."""
+
+
+class ShardUnavailableError(MlsysError, RuntimeError):
+    """A shard of a distributed index or job (a Ray actor) died, timed out or cannot be reached.
+
+    Raised instead of returning a partial result; the message names the shard and how to recover
+    (reload the index from its last save, rerun the job).
+    """
 
 
 class DatasetNotFoundError(MlsysError, FileNotFoundError):

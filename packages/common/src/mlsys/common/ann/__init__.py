@@ -33,6 +33,7 @@ from mlsys.common.ann._lock import RWLock
 from mlsys.common.ann._persist import FORMAT_VERSION
 from mlsys.common.ann._protocol import SearchResult, VectorIndex
 from mlsys.common.ann._registry import index_class, list_indexes, load_index, make_index, register_index
+from mlsys.common.ann._sharded import ShardedConfig, ShardedIndex, shard_of
 from mlsys.common.ann._topk import exact_topk
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "HNSWIndex",
     "RWLock",
     "SearchResult",
+    "ShardedConfig",
+    "ShardedIndex",
     "VectorIndex",
     "calibrate",
     "exact_topk",
@@ -62,4 +65,5 @@ __all__ = [
     "recall_at_k",
     "register_index",
     "search_knob",
+    "shard_of",
 ]
