@@ -6,6 +6,8 @@
   :class:`TokenMerging` (training-free bipartite soft matching).
 * :class:`Trainer` and friends for the package's models; :func:`save_model` / :func:`load_model`;
   :func:`export_onnx` with :func:`check_onnx_parity`.
+* :mod:`mlsys.vision.compress`: a MobileNetV3 student, output and feature distillation, INT8 and
+  mixed INT8/INT4 quantization (onnxruntime), SmoothQuant and a per-layer sensitivity report.
 
 Example:
     >>> import torch
@@ -18,7 +20,7 @@ Example:
 
 from mlsys.vision._folder import IMAGE_EXTENSIONS, FolderBatch, ImageFolder
 from mlsys.vision._merging import TokenMerging, bipartite_merge
-from mlsys.vision._onnx import OnnxParityError, check_onnx_parity, export_onnx, onnx_session
+from mlsys.vision._onnx import OnnxExportError, OnnxParityError, check_onnx_parity, export_onnx, onnx_session
 from mlsys.vision._persist import load_model, save_model
 from mlsys.vision._pipeline import (
     BatchPrediction,
@@ -68,6 +70,7 @@ __all__ = [
     "ImageError",
     "ImageFolder",
     "InferencePipeline",
+    "OnnxExportError",
     "OnnxParityError",
     "Prediction",
     "PreprocessConfig",

@@ -17,14 +17,57 @@ import torch
 from torch import nn
 
 from mlsys.common._optional import import_optional
-from mlsys.common.errors import InvalidInputError, MlsysError
+from mlsys.common.errors import CorruptFileError, InvalidInputError, MlsysError
 from mlsys.vision._pipeline import _torch_input_spec
 
-__all__ = ["OnnxParityError", "check_onnx_parity", "export_onnx", "onnx_session"]
+__all__ = ["OnnxExportError", "OnnxParityError", "check_onnx_parity", "export_onnx", "onnx_session"]
 
 
 class OnnxParityError(MlsysError, AssertionError):
     """ONNX Runtime's outputs differ from torch's by more than the tolerance."""
+
+
+class OnnxExportError(InvalidInputError):
+    """A module cannot be exported to ONNX; the message names the innermost submodule that fails."""
+
+
+def _try_export(module: nn.Module, args: tuple[Any, ...], opset: int) -> Exception | None:
+    import io
+
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, io.BytesIO(), opset_version=opset, dynamo=False)  # type: ignore[arg-type]
+    except Exception as exc:  # whatever the exporter raises: the caller only needs to know it failed
+        return exc
+    return None
+
+
+def _locate_unsupported(model: nn.Module, example: torch.Tensor, opset: int) -> tuple[str, nn.Module] | None:
+    """The innermost submodule whose own export fails (with the inputs it saw in an eager run)."""
+    inputs: dict[str, tuple[Any, ...]] = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args, name=name: inputs.setdefault(name, args))
+        for name, m in model.named_modules()
+        if name
+    ]
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def descend(prefix: str, mod: nn.Module) -> tuple[str, nn.Module] | None:
+        for name, child in mod.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if full in inputs and _try_export(child, inputs[full], opset) is not None:
+                return descend(full, child) or (full, child)
+        return None
+
+    return descend("", model)
 
 
 def export_onnx(
@@ -83,16 +126,29 @@ def export_onnx(
             # shape checks at the model boundary are constants for a fixed-shape trace
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose
-            torch.onnx.export(
-                model,
-                (example,),
-                str(out),
-                input_names=[input_name],
-                output_names=[output_name],
-                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+            try:
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(out),
+                    input_names=[input_name],
+                    output_names=[output_name],
+                    dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            except Exception as exc:  # the exporter raises many unrelated types; name the module
+                out.unlink(missing_ok=True)
+                found = _locate_unsupported(model, example, opset)
+                where = (
+                    f"submodule {found[0]!r} ({type(found[1]).__name__})"
+                    if found is not None
+                    else f"the {type(model).__name__} itself"
+                )
+                raise OnnxExportError(
+                    f"cannot export {type(model).__name__} to ONNX (opset {opset}): {where} is not supported: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
     finally:
         source.train(was_training)
     onnx.checker.check_model(onnx.load(str(out)))
@@ -116,7 +172,14 @@ def onnx_session(path: str | Path, *, threads: int | None = None) -> Any:
             raise InvalidInputError(f"threads must be a positive int or None, got {threads!r}")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    if not Path(path).is_file():
+        raise CorruptFileError(f"{path} does not exist or is not a file; expected an .onnx model")
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's InvalidProtobuf/Fail/... share no public base class
+        raise CorruptFileError(
+            f"{path} cannot be loaded by ONNX Runtime (truncated or corrupt?): {exc}"
+        ) from exc
 
 
 def check_onnx_parity(

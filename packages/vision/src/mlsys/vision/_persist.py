@@ -34,8 +34,13 @@ def _sha256(path: Path) -> str:
 def _registry() -> dict[str, Any]:
     from mlsys.vision._pruning import DynamicTokenPruning, PruningConfig
     from mlsys.vision._vit import ViT, ViTConfig
+    from mlsys.vision.compress._mobilenet import MobileNetV3, MobileNetV3Config
 
-    return {"ViT": (ViT, ViTConfig), "DynamicTokenPruning": (DynamicTokenPruning, PruningConfig)}
+    return {
+        "ViT": (ViT, ViTConfig),
+        "DynamicTokenPruning": (DynamicTokenPruning, PruningConfig),
+        "MobileNetV3": (MobileNetV3, MobileNetV3Config),
+    }
 
 
 def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:

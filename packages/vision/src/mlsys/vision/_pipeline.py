@@ -200,6 +200,10 @@ def _torch_input_spec(model: Any) -> tuple[int, int] | None:
     cfg = getattr(model, "config", None)
     if isinstance(cfg, ViTConfig):
         return cfg.in_chans, cfg.img_size
+    from mlsys.vision.compress._mobilenet import MobileNetV3Config
+
+    if isinstance(cfg, MobileNetV3Config):
+        return cfg.in_chans, cfg.img_size
     return None
 
 
@@ -227,9 +231,12 @@ class InferencePipeline:
         batch_buckets: static batch sizes (ascending); a batch is zero-padded to the smallest
             bucket holding it and larger batches run in chunks of the largest bucket. None =
             :data:`DEFAULT_CUDA_BUCKETS` on CUDA, no padding on the CPU (today's behaviour).
+        input_name: for an ONNX session, the input name the caller expects; a model whose input is
+            named otherwise is refused (None = accept the model's own name).
 
     The channel count and crop size of the preprocessor must match the model's input (checked
-    for the package's models and for ONNX sessions with static dims): a mismatch raises
+    for the package's models and for ONNX sessions with static dims; an ONNX input that is not a
+    4-D float tensor is refused too): a mismatch raises
     :class:`~mlsys.common.errors.DimensionMismatchError` instead of a wrong tensor.
 
     Example:
@@ -257,6 +264,7 @@ class InferencePipeline:
         precision: str = "fp32",
         cuda_graphs: bool | None = None,
         batch_buckets: Sequence[int] | None = None,
+        input_name: str | None = None,
     ) -> None:
         self.profiler = profiler if profiler is not None else LatencyProfiler()
         self.fallbacks: list[str] = []
@@ -280,8 +288,21 @@ class InferencePipeline:
             if len(inputs) != 1:
                 raise InvalidInputError(f"ONNX model must have one input, got {len(inputs)}")
             self._input_name = inputs[0].name
+            if input_name is not None and input_name != self._input_name:
+                raise InvalidInputError(
+                    f"the ONNX model's input is named {self._input_name!r}, but the pipeline feeds {input_name!r}"
+                )
             shape = inputs[0].shape
-            spec = (shape[1], shape[2]) if len(shape) == 4 and isinstance(shape[1], int) else None
+            if len(shape) != 4 or any(isinstance(d, int) and d <= 0 for d in shape):
+                raise DimensionMismatchError(
+                    f"the ONNX model's input {self._input_name!r} has shape {list(shape)}; the pipeline feeds "
+                    "images (batch, channels, height, width)"
+                )
+            if getattr(inputs[0], "type", "tensor(float)") != "tensor(float)":
+                raise InvalidInputError(
+                    f"the ONNX model's input {self._input_name!r} is {inputs[0].type}; the pipeline feeds tensor(float)"
+                )
+            spec = (shape[1], shape[2]) if isinstance(shape[1], int) else None
         else:
             import torch
 

@@ -293,7 +293,8 @@ class Trainer:
         progress: show a tqdm bar; None = only when stderr is a terminal.
         log: called with one line per evaluation (default: tqdm.write when progress is on).
         lr_scale: learning-rate multipliers by parameter-name prefix, e.g. ``{"scorers.": 20.0}``
-            to train fresh token scorers faster than a pre-trained backbone.
+            to train fresh token scorers faster than a pre-trained backbone (a loss module's
+            parameters are named ``loss.<name>``).
         device: where the model trains: ``"cpu"`` (the default, reproducible), ``"cuda"``,
             ``"cuda:N"`` or ``"auto"`` (a GPU when one is present), resolved by
             :func:`mlsys.common.devices.resolve_device` (a missing GPU raises
@@ -305,6 +306,11 @@ class Trainer:
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` autocast (fp16 with a gradient
             scaler); what the device cannot run falls back to fp32, stated in
             :attr:`precision_fallback` and in the history.
+
+    A ``loss_fn`` that is an ``nn.Module`` (:class:`~mlsys.vision.compress.FeatureDistillation`)
+    has its trainable parameters optimised with the model's and saved in ``trainer.pt``; a
+    ``loss_fn`` with an ``on_batch(indices)`` method is told the training-set rows of each batch
+    before its call (a cached teacher reads its outputs by row).
 
     Example:
         >>> import torch
@@ -354,7 +360,10 @@ class Trainer:
         if any(not v > 0 for v in scales.values()):
             raise InvalidInputError(f"lr_scale multipliers must be > 0, got {scales}")
         groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
-        for name, p in model.named_parameters():
+        named = list(model.named_parameters())
+        if isinstance(loss_fn, nn.Module):  # e.g. the projection heads of FeatureDistillation
+            named += [("loss." + n, p) for n, p in loss_fn.named_parameters() if p.requires_grad]
+        for name, p in named:
             if not p.requires_grad:
                 continue
             no_wd = p.ndim <= 1 or name.endswith(("pos_embed", "cls_token"))
@@ -429,6 +438,10 @@ class Trainer:
             "wall_seconds": self.history.wall_seconds,
             "cpu_seconds": self.history.cpu_seconds,
         }
+        if isinstance(self.loss_fn, nn.Module):
+            state["loss"] = {
+                n: p.detach().cpu() for n, p in self.loss_fn.named_parameters() if p.requires_grad
+            }
         tmp = self.checkpoint_dir / "trainer.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(self.checkpoint_dir / "trainer.pt")
@@ -452,6 +465,11 @@ class Trainer:
         self.history.epochs = [dict(e) for e in state["history"]]
         self.history.wall_seconds = float(state["wall_seconds"])
         self.history.cpu_seconds = float(state["cpu_seconds"])
+        if isinstance(self.loss_fn, nn.Module) and "loss" in state:
+            params = dict(self.loss_fn.named_parameters())
+            with torch.no_grad():
+                for n, v in state["loss"].items():
+                    params[n].copy_(v)
         return True
 
     # -- loop -------------------------------------------------------------------------------
@@ -484,6 +502,7 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         loss_fn = self.loss_fn or self._default_loss
+        on_batch = getattr(self.loss_fn, "on_batch", None)
         n = x.shape[0]
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
@@ -513,6 +532,8 @@ class Trainer:
             for i in bar:
                 idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
                 xb, yb = x[idx], y[idx]
+                if callable(on_batch):
+                    on_batch(idx)
                 if self.augment is not None:  # on the host, from the seeded CPU generator
                     xb = self.augment(xb, self.generator)
                 xb, yb = _to_device(xb, dev), _to_device(yb, dev)
