@@ -397,7 +397,10 @@ class FeatureDistillation(nn.Module):
                     "the teacher cache holds no block features (or features of several widths)"
                 )
             dim = dims.pop()
-        self.teacher_blocks = _check_blocks(teacher_blocks, max(depth, 1), "teacher block")
+        # without a teacher the depth is unknown: blocks must be non-negative and in the cache
+        self.teacher_blocks = _check_blocks(
+            teacher_blocks, max(depth, 1) if teacher is not None else 10**6, "teacher block"
+        )
         if cache is not None:
             missing = [b for b in self.teacher_blocks if b not in cache.features]
             if missing:

@@ -49,6 +49,7 @@ __all__ = [
 _EXTRA = "mlsys-vision[onnx]"
 OBSERVERS = ("minmax", "percentile", "mse")
 ORT_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_OP_TYPES = ("Conv", "MatMul", "Gemm")
 
 
 class QuantizationError(MlsysError, RuntimeError):
@@ -171,7 +172,9 @@ def quantize_onnx(
         method: activation calibration, ``"minmax"``, ``"percentile"`` (clips outliers at
             ``percentile``) or ``"entropy"``.
         per_channel: per-output-channel weight scales.
-        op_types: operator types to quantize (default: onnxruntime's choice).
+        op_types: operator types to quantize (default ``("Conv", "MatMul", "Gemm")``: the weight and
+            attention products; LayerNorm, Softmax and the additions stay in float, which keeps a
+            ViT accurate where quantizing every operator does not).
         nodes / exclude: node names to quantize only / to leave in float.
         preprocess: run onnxruntime's ``quant_pre_process`` (shape inference, graph optimisation) first.
 
@@ -212,7 +215,7 @@ def quantize_onnx(
             src = pre
         kw: dict[str, Any] = dict(
             per_channel=per_channel,
-            op_types_to_quantize=list(op_types) if op_types else None,
+            op_types_to_quantize=list(op_types) if op_types else list(DEFAULT_OP_TYPES),
             nodes_to_quantize=list(nodes) if nodes else None,
             nodes_to_exclude=list(exclude) if exclude else None,
         )
