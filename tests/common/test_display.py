@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlsys.common import EmbeddingSpace, _display
-from mlsys.common._display import DisplayTable, TabularDisplay, non_default_params, render_html
+from mlsys.common._display import (
+    DisplayTable,
+    TabularDisplay,
+    non_default_params,
+    render_html,
+    table_to_pandas,
+)
 from mlsys.common.ann import CalibrationResult, CalibrationStep, make_index
 from mlsys.common.errors import InvalidInputError, MissingDependencyError
 from mlsys.common.metrics import Comparison, EvalResult, compare, evaluate
@@ -304,3 +310,30 @@ def test_module_doctests() -> None:
     for mod in (_display, _report):
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert res.failed == 0 and res.attempted > 0
+
+
+def test_every_progress_bar_is_tqdm_auto() -> None:
+    """Notebook widgets where Jupyter runs, text bars in a terminal: no package imports terminal tqdm."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "packages"
+    terminal = re.compile(r"from tqdm import|^\s*import tqdm\s*$|import_optional\(\"tqdm\"")
+    offenders = [
+        f"{p.relative_to(root)}:{i}"
+        for p in sorted(root.glob("*/src/mlsys/**/*.py"))
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if terminal.search(line)
+    ]
+    assert offenders == []
+
+
+def test_render_html_shortens_long_tables() -> None:
+    t = DisplayTable("long", ("i", "v"), tuple((i, i / 7) for i in range(100)), index="i")
+    html = render_html(t, max_rows=10)
+    root = parse(html)
+    rows = list(root.iter("tr"))
+    assert len(rows) == 1 + 10 + 1  # header, 10 rows, the "... more rows" row
+    texts = cell_texts(root)
+    assert "0" in texts and "99" in texts and "... 90 more rows" in texts
+    assert table_to_pandas(t).shape == (100, 1)  # the frame keeps every row

@@ -148,11 +148,16 @@ def _details_html(details: Iterable[tuple[str, Any]]) -> str:
     return f"<details><summary>{names}</summary><table>{rows}</table></details>"
 
 
-def render_html(table: DisplayTable) -> str:
+#: rows shown by :func:`render_html` before it shortens a table (the frame keeps every row)
+MAX_HTML_ROWS = 40
+
+
+def render_html(table: DisplayTable, *, max_rows: int = MAX_HTML_ROWS) -> str:
     """``table`` as one compact, well-formed HTML fragment (a ``<div>`` holding a ``<table>``).
 
     Every column name, cell, title, note and detail is HTML-escaped; numbers are formatted by
-    :func:`format_value`; ``details`` are folded into a ``<details>`` element.
+    :func:`format_value`; ``details`` are folded into a ``<details>`` element. A table longer than
+    ``max_rows`` shows its first and last rows around one ``... N more rows`` row, like pandas.
 
     Example:
         >>> t = DisplayTable("a <b>", ("x",), ((1.0,),))
@@ -161,7 +166,16 @@ def render_html(table: DisplayTable) -> str:
     """
     head = "".join(f"<th>{_esc(str(c))}</th>" for c in table.columns)
     body = []
-    for row in table.rows:
+    rows: list[tuple[Any, ...] | None] = list(table.rows)
+    if len(rows) > max_rows:
+        head_n = max(1, max_rows - max_rows // 3)
+        rows = [*rows[:head_n], None, *rows[len(rows) - (max_rows - head_n) :]]
+    for row in rows:
+        if row is None:
+            body.append(
+                f'<tr><td colspan="{len(table.columns)}">... {len(table.rows) - max_rows} more rows</td></tr>'
+            )
+            continue
         cells = "".join(
             _cell("th" if col == table.index else "td", v) for col, v in zip(table.columns, row, strict=True)
         )

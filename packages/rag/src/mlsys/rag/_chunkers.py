@@ -181,7 +181,7 @@ class _BaseChunker(ABC):
         """
         items = documents.items() if isinstance(documents, Mapping) else documents
         if progress:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
             items = tqdm(items, desc="chunking", unit="doc")
         for doc_id, text in items:

@@ -176,7 +176,7 @@ class BaseEmbedder(ABC):
         show = _default_progress() if progress is None else progress
         bar = None
         if show:
-            tqdm = import_optional("tqdm").tqdm
+            tqdm = import_optional("tqdm.auto", package="tqdm").tqdm
             bar = tqdm(total=len(order), desc=f"embedding ({space.name})", unit="text")
         try:
             for start in range(0, len(order), self.batch_size):

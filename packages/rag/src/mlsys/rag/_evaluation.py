@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import InvalidInputError, UnknownNameError
 from mlsys.common.validation import check_k
 from mlsys.rag._chunkers import Chunker
@@ -157,8 +158,12 @@ def beir_documents(corpus: Mapping[str, Mapping[str, str]]) -> list[Document]:
 
 
 @dataclass
-class BeirEvaluation:
-    """Result of :func:`evaluate_beir`: per system, the metrics and the query throughput."""
+class BeirEvaluation(TabularDisplay):
+    """Result of :func:`evaluate_beir`: per system, the metrics and the query throughput.
+
+    In a notebook it displays as one row per system (mean metrics and queries/s; the corpus sizes
+    folded away); :meth:`to_pandas` gives that table with the means exactly as in :attr:`results`.
+    """
 
     results: dict[str, EvalResult]
     queries_per_second: dict[str, float]
@@ -167,6 +172,38 @@ class BeirEvaluation:
     n_queries: int
     build_seconds: float
     store: DocumentStore
+
+    _pandas_extra = "mlsys-rag[pandas]"
+
+    def _metric_names(self) -> list[str]:
+        return list(next(iter(self.results.values())).mean) if self.results else []
+
+    def _display_table(self) -> DisplayTable:
+        metrics = self._metric_names()
+        return DisplayTable(
+            f"BEIR evaluation: {self.n_queries} queries over {self.n_documents} documents",
+            ("system", *metrics, "queries_per_second"),
+            tuple(
+                (name, *(res.mean[m] for m in metrics), self.queries_per_second[name])
+                for name, res in self.results.items()
+            ),
+            index="system",
+            details=(
+                ("n_documents", self.n_documents),
+                ("n_chunks", self.n_chunks),
+                ("n_queries", self.n_queries),
+                ("build_seconds", self.build_seconds),
+                ("store", repr(self.store)),
+            ),
+        )
+
+    def __repr__(self) -> str:
+        metrics = self._metric_names()
+        scores = ""
+        if metrics:
+            m = metrics[0]
+            scores = f", {m}: " + ", ".join(f"{n}={r.mean[m]:.4f}" for n, r in self.results.items())
+        return f"BeirEvaluation(n_queries={self.n_queries}, n_documents={self.n_documents}{scores})"
 
     def table(self) -> str:
         """A plain-text table of the mean metrics."""

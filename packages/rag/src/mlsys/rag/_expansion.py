@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import InvalidInputError, UnknownIdError
 from mlsys.rag._chunk import Chunk, LengthFunction, resolve_length
 from mlsys.rag._retrievers import Hit, RetrievalResult
@@ -151,7 +152,7 @@ class HitOutcome:
 
 
 @dataclass(frozen=True)
-class ExpansionReport:
+class ExpansionReport(TabularDisplay):
     """The contexts of :meth:`ChunkExpander.expand_with_report` and what the budget cost.
 
     An empty :attr:`contexts` with an empty :attr:`dropped` means there was nothing to expand
@@ -163,6 +164,9 @@ class ExpansionReport:
         max_size: the budget (``None``: no cap).
         used: total size of the contexts, in ``unit``.
         unit: the name of the expander's length unit (``"chars"``, ``"words"``, ...).
+
+    In a notebook it displays as one row per hit (status, reason, the neighbours cut) under the
+    :meth:`summary` line; :meth:`to_pandas` gives that table.
 
     Example:
         >>> from mlsys.rag import FixedSizeChunker
@@ -181,6 +185,36 @@ class ExpansionReport:
     max_size: int | None
     used: int
     unit: str
+
+    _pandas_extra = "mlsys-rag[pandas]"
+
+    def __repr__(self) -> str:
+        n_in = sum(h.status != "dropped" for h in self.hits)
+        cap = "no cap" if self.max_size is None else f"of {self.max_size}"
+        return (
+            f"ExpansionReport({n_in} of {len(self.hits)} hits in {len(self.contexts)} contexts, "
+            f"{self.used} {cap} {self.unit}, trimmed={len(self.trimmed)}, dropped={len(self.dropped)})"
+        )
+
+    def _display_table(self) -> DisplayTable:
+        cols = (
+            "chunk_id",
+            "rank",
+            "score",
+            "size",
+            "status",
+            "reason",
+            "context",
+            "missing_before",
+            "missing_after",
+        )
+        return DisplayTable(
+            self.summary(),
+            cols,
+            tuple(tuple(getattr(h, c) for c in cols) for h in self.hits),
+            index="chunk_id",
+            details=(("max_size", self.max_size), ("used", self.used), ("unit", self.unit)),
+        )
 
     @property
     def dropped(self) -> tuple[HitOutcome, ...]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import TabularDisplay, format_params, non_default_params
 from mlsys.common.ann import load_index, make_index
 from mlsys.common.errors import (
     CorruptFileError,
@@ -93,8 +94,8 @@ class ChangeEvent:
 
 
 @dataclass(frozen=True)
-class UpsertReport:
-    """What a write did (document and chunk counts).
+class UpsertReport(TabularDisplay):
+    """What a write did (document and chunk counts); a one-row HTML table in a notebook, ``to_pandas()``.
 
     Example:
         >>> UpsertReport(added=1, chunks_embedded=3).chunks_embedded
@@ -108,6 +109,8 @@ class UpsertReport:
     chunks_embedded: int = 0
     chunks_reused: int = 0
     chunks_removed: int = 0
+
+    _pandas_extra = "mlsys-rag[pandas]"
 
 
 @dataclass
@@ -315,10 +318,21 @@ class DocumentStore:
         return doc_id in self._docs
 
     def __repr__(self) -> str:
-        return (
-            f"DocumentStore(docs={len(self._docs)}, chunks={len(self._chunks)}, space={self.space}, "
-            f"index={self.index_kind!r}, chunker={self.chunker!r})"
-        )
+        """Space, counts, the chunker, and only the settings that differ from the defaults, e.g.
+        ``DocumentStore(space=minilm@1[dim=384,cosine], docs=5183, chunks=9012, index='hnsw', M=32)``."""
+        parts = [f"space={self.space}", f"docs={len(self._docs)}", f"chunks={len(self._chunks)}"]
+        if self.chunker is not None:
+            parts.append(f"chunker={self.chunker!r}")
+        if self.index_kind != "exact":
+            parts.append(f"index={self.index_kind!r}")
+        if self.index_params:
+            parts.append(format_params(self.index_params))
+        bm25 = non_default_params(self._bm25.config)
+        if bm25:
+            parts.append(f"bm25=({format_params(bm25)})")
+        if self.progress is not None:
+            parts.append(f"progress={self.progress}")
+        return f"DocumentStore({', '.join(parts)})"
 
     @property
     def n_chunks(self) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import InvalidInputError
 from mlsys.rag.judge._judges import FaithfulnessVerdict
 
@@ -250,8 +251,12 @@ def summarize_faithfulness(verdicts: Sequence[FaithfulnessVerdict]) -> Faithfuln
 
 
 @dataclass(frozen=True)
-class ThreeLayerReport:
+class ThreeLayerReport(TabularDisplay):
     """Layer 1 (golden-set retrieval metrics), layer 2 (faithfulness), layer 3 (review sample).
+
+    In a notebook it displays as the ``layer | measure | value`` table of :meth:`to_markdown`
+    (notes underneath, the judge's errors folded away); :meth:`to_pandas` gives that table with
+    the values exactly as stored.
 
     Example:
         >>> from mlsys.rag.judge import FaithfulnessVerdict
@@ -267,6 +272,34 @@ class ThreeLayerReport:
     review: Sequence[ReviewItem]
     n_queries: int
     notes: tuple[str, ...] = ()
+
+    _pandas_extra = "mlsys-rag[pandas]"
+
+    def __repr__(self) -> str:
+        f = self.faithfulness
+        first = next(iter(self.retrieval.items()), None)
+        ret = f", {first[0]}={first[1]:.4f}" if first else ""
+        ms = "n/a" if f.mean_score is None else f"{f.mean_score:.4f}"
+        return (
+            f"ThreeLayerReport(n_queries={self.n_queries}{ret}, faithfulness={ms} over {f.n_scored}, "
+            f"review={len(self.review)})"
+        )
+
+    def _display_table(self) -> DisplayTable:
+        d = self.to_dict()
+        f = d["layer2_faithfulness"]
+        rows: list[tuple[str, str, Any]] = [("1 retrieval", k, v) for k, v in d["layer1_retrieval"].items()]
+        rows.append(("2 faithfulness", f"mean score ({f['judge']}, {f['scored']} scored)", f["mean_score"]))
+        rows += [("2 faithfulness", k, f[k]) for k in ("no_claims", "failed", "abstained")]
+        rows += [("3 review sample", s, c) for s, c in d["layer3_review"]["by_stratum"].items()]
+        errors = tuple(e for e in self.faithfulness.errors if e)
+        return DisplayTable(
+            f"RAG evaluation: {self.n_queries} queries",
+            ("layer", "measure", "value"),
+            tuple(rows),
+            notes=self.notes,
+            details=tuple((f"judge error {i + 1}", e) for i, e in enumerate(errors[:10])),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""

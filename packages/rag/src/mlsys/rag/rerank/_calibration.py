@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common._optional import import_optional
 from mlsys.common.errors import CorruptFileError, InvalidInputError, NotFittedError, UnknownNameError
 
@@ -170,7 +171,7 @@ def expected_calibration_error(labels: Any, probabilities: Any, *, n_bins: int =
 
 
 @dataclass(frozen=True)
-class RiskCoverage:
+class RiskCoverage(TabularDisplay):
     """Selective prediction curve: answer the ``coverage`` most confident examples.
 
     Args:
@@ -178,12 +179,29 @@ class RiskCoverage:
         risk: error rate (share of label 0) among the answered.
         threshold: the confidence at that coverage (answer when ``confidence >= threshold``).
         aurc: area under the risk-coverage curve (lower is better).
+
+    In a notebook it displays as the curve's table (long curves shortened; AURC in the title);
+    :meth:`to_pandas` gives every point, exactly.
     """
 
     coverage: F64
     risk: F64
     threshold: F64
     aurc: float
+
+    _pandas_extra = "mlsys-rag[pandas]"
+
+    def __repr__(self) -> str:
+        return f"RiskCoverage(points={self.coverage.shape[0]}, aurc={self.aurc:.4f})"
+
+    def _display_table(self) -> DisplayTable:
+        rows = zip(self.coverage.tolist(), self.risk.tolist(), self.threshold.tolist(), strict=True)
+        return DisplayTable(
+            f"risk-coverage curve: {self.coverage.shape[0]} points, AURC {self.aurc:.4f}",
+            ("coverage", "risk", "threshold"),
+            tuple(rows),
+            details=(("aurc", self.aurc),),
+        )
 
 
 def risk_coverage_curve(labels: Any, confidence: Any) -> RiskCoverage:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common._optional import import_optional
 from mlsys.common.errors import CorruptFileError, DatasetNotFoundError, InvalidInputError
 from mlsys.common.validation import check_k
@@ -233,7 +234,7 @@ def mine_hard_negatives(
 
 
 @dataclass(frozen=True)
-class FineTuneReport:
+class FineTuneReport(TabularDisplay):
     """What :func:`fine_tune_cross_encoder` did.
 
     Args:
@@ -251,6 +252,17 @@ class FineTuneReport:
     seconds: float
     stopped_by_budget: bool
     mean_loss_last: float
+
+    _pandas_extra = "mlsys-rag[pandas]"
+
+    def _display_table(self) -> DisplayTable:
+        cols = ("steps", "pairs_seen", "epochs_completed", "seconds", "stopped_by_budget", "mean_loss_last")
+        return DisplayTable(
+            "FineTuneReport",
+            cols,
+            (tuple(getattr(self, c) for c in cols),),
+            details=(("path", str(self.path)),),
+        )
 
 
 def fine_tune_cross_encoder(
@@ -323,7 +335,7 @@ def fine_tune_cross_encoder(
     stopped = False
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc="fine-tune cross-encoder", unit="step")
     for _ in range(epochs):

@@ -331,7 +331,7 @@ class RerankFeatures:
         )
         it: Any = range(len(queries))
         if progress:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
             it = tqdm(it, desc="features", unit="query")
         return [
