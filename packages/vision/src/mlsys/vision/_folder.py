@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import DatasetNotFoundError, InvalidInputError, MlsysError
 from mlsys.vision._preprocess import Preprocessor
 
@@ -57,8 +58,11 @@ class FolderBatch:
     skipped: tuple[tuple[Path, str], ...] = field(default_factory=tuple)
 
 
-class ImageFolder:
-    """Images laid out one folder per class.
+class ImageFolder(TabularDisplay):
+    """Images laid out one folder per class: a file-to-label table.
+
+    In a notebook it displays as that table (long folders shortened, the class counts folded
+    away); :meth:`to_pandas` gives one row per file: ``path``, ``label``, ``class``.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -130,6 +134,20 @@ class ImageFolder:
 
     def __repr__(self) -> str:
         return f"ImageFolder({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes)"
+
+    _pandas_extra = "mlsys-vision[pandas]"
+
+    def _display_table(self) -> DisplayTable:
+        return DisplayTable(
+            f"ImageFolder {self.root}: {len(self)} images, {len(self.classes)} classes",
+            ("path", "label", "class"),
+            tuple((str(p), int(y), self.classes[y]) for p, y in zip(self.paths, self.labels.tolist())),
+            index="path",
+            details=(
+                ("root", str(self.root)),
+                *((f"images of {c}", n) for c, n in self.class_counts().items()),
+            ),
+        )
 
     def class_counts(self) -> dict[str, int]:
         """``{class name: number of images}``."""

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from mlsys.common.devices import Precision, resolve_device, resolve_precision
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError, MlsysError
-from mlsys.common.profiling import LatencyProfiler, StageStats
+from mlsys.common.profiling import LatencyProfiler, LatencyReport, StageStats
 from mlsys.common.validation import as_array, check_k
 from mlsys.vision._preprocess import ImageInput, PreprocessConfig, Preprocessor
 
@@ -570,14 +570,18 @@ class InferencePipeline:
             raise InvalidInputError("nothing has been profiled yet; run predict or predict_batch first")
         return max(present, key=lambda s: stats[s].total)
 
-    def report(self) -> str:
-        """The profiler's table plus the thread count and the dominating stage."""
+    def report(self) -> LatencyReport:
+        """The profiler's table plus the thread count and the dominating stage.
+
+        A ``str`` (a :class:`~mlsys.common.profiling.LatencyReport`): it prints as text, renders
+        as an HTML table in a notebook and converts with ``to_pandas()`` (seconds, unrounded).
+        """
         stats = self.profiler.stats()
         end = stats.get("end_to_end")
-        lines = [self.profiler.report(unit="ms"), f"threads: {self.threads}"]
+        notes = [f"threads: {self.threads}"]
         if end is not None and end.total > 0:
             dom = self.dominant_stage()
-            lines.append(
+            notes.append(
                 f"dominant stage: {dom} ({100.0 * stats[dom].total / end.total:.0f}% of end-to-end time)"
             )
-        return "\n".join(lines)
+        return LatencyReport(stats, unit="ms", notes=notes)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlsys.common._display import TabularDisplay
 from mlsys.common.devices import Precision, resolve_device, resolve_precision
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError
 from mlsys.common.validation import as_array, check_k
@@ -187,12 +188,17 @@ class TrainConfig:
 
 
 @dataclass
-class EvalResult:
-    """Accuracy and mean cross-entropy of a classifier on a labelled set."""
+class EvalResult(TabularDisplay):
+    """Accuracy and mean cross-entropy of a classifier on a labelled set.
+
+    A one-row HTML table in a notebook; :meth:`to_pandas` gives that row, values exact.
+    """
 
     accuracy: float
     loss: float
     n: int
+
+    _pandas_extra = "mlsys-vision[pandas]"
 
 
 @dataclass
