@@ -169,3 +169,21 @@ def test_missing_pandas_names_the_recsys_extra(
         results[0].to_pandas()
     with pytest.raises(MissingDependencyError, match=r"mlsys-recsys\[pandas\]"):
         format_table(results).to_pandas()
+
+
+def test_cascade_displays_its_report() -> None:
+    from mlsys.recsys import Interactions
+    from mlsys.recsys.cascade import Cascade, InventoryMask, RetrievalStage
+
+    pop = Popularity().fit(Interactions(users=[1, 2, 2, 3], items=[10, 10, 11, 12]))
+    cas = Cascade(RetrievalStage([("pop", pop, 3)], cutoff=3), inventory=InventoryMask([10]))
+    cas.recommend([1, 2], 2)
+    frame = cas.to_pandas()
+    st = cas.stats["retrieval"]
+    assert frame.loc["retrieval", "calls"] == st.calls == 1
+    assert frame.loc["retrieval", "requests"] == st.requests == 2
+    assert frame.loc["retrieval", "candidates_out"] == st.candidates_out
+    assert frame.loc["retrieval", "p95_s"] == cas.profiler.stats()["retrieval"].p95
+    assert frame.attrs["out_of_stock_filtered"] == cas.out_of_stock_filtered
+    assert "retrieval" in cells(cas._repr_html_())
+    assert repr(cas) == "Cascade(retrieval, inventory)"

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import InvalidInputError
 from mlsys.common.limits import check_result_size
 from mlsys.common.profiling import LatencyProfiler
@@ -510,8 +511,12 @@ class CascadeResult:
     degraded_stages: tuple[str, ...]
 
 
-class Cascade:
+class Cascade(TabularDisplay):
     """Retrieval, then stages, each cutting candidates; profiled, budgeted, degrading explicitly.
+
+    In a notebook a cascade displays as its report: one row per stage with the counters of
+    :attr:`stats` and the stage's p50/p95/p99 latency (seconds) from :attr:`profiler`;
+    :meth:`to_pandas` gives that table (NaN latency for a stage not yet run).
 
     Args:
         retrieval: the :class:`RetrievalStage`.
@@ -553,6 +558,49 @@ class Cascade:
         self.out_of_stock_filtered = 0
         self.out_of_stock_caught_late = 0
         self.out_of_stock_served = 0
+
+    _pandas_extra = "mlsys-recsys[pandas]"
+
+    def __repr__(self) -> str:
+        names = " -> ".join(self.stats)
+        inv = ", inventory" if self.inventory is not None else ""
+        return f"Cascade({names}{inv})"
+
+    def _display_table(self) -> DisplayTable:
+        counters = (
+            "calls",
+            "requests",
+            "candidates_in",
+            "candidates_out",
+            "budget_overruns",
+            "degraded",
+            "failures",
+        )
+        latency = self.profiler.stats()
+        nan = float("nan")
+        with self._stats_lock:
+            rows = tuple(
+                (
+                    name,
+                    *(getattr(st, c) for c in counters),
+                    *(latency[name].get(p) if name in latency else nan for p in ("p50", "p95", "p99")),
+                )
+                for name, st in self.stats.items()
+            )
+            errors = tuple(f"{n}: {st.last_error}" for n, st in self.stats.items() if st.last_error)
+            details = (
+                ("out_of_stock_filtered", self.out_of_stock_filtered),
+                ("out_of_stock_caught_late", self.out_of_stock_caught_late),
+                ("out_of_stock_served", self.out_of_stock_served),
+            )
+        return DisplayTable(
+            f"cascade: {len(rows)} stages",
+            ("stage", *counters, "p50_s", "p95_s", "p99_s"),
+            rows,
+            index="stage",
+            details=details,
+            notes=tuple(f"last error of {e}" for e in errors),
+        )
 
     def _count(
         self,
