@@ -10,7 +10,7 @@ _CLUSTER = (
     "tests/common/ann/test_conformance.py (sharded cases) and tests/*/test_ray*.py"
 )
 
-MODULES = ["mlsys.common.distributed"]
+MODULES = ["mlsys.common.distributed", "mlsys.recsys.distributed"]
 
 ENTRIES = {
     "mlsys.common.ann.ShardedIndex": _CLUSTER,
@@ -20,4 +20,6 @@ ENTRIES = {
     "mlsys.common.distributed.require_ray": "exempt: imports Ray (seconds); tested in tests/common/ann/test_ray_sharded.py",
     "mlsys.common.distributed.ensure_ray": _CLUSTER,
     "mlsys.common.distributed.ray_get": _CLUSTER,
+    "mlsys.recsys.distributed.evaluate_recommender_ray": _CLUSTER,
+    "mlsys.recsys.distributed.fit_two_tower_ray": _CLUSTER,
 }

@@ -48,6 +48,11 @@ class RWLock:
         self._writer_mutex = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
 
+    def __reduce__(self) -> tuple[type[RWLock], tuple[()]]:
+        # a pickled copy (an index shipped to a Ray task or actor) gets a fresh, unlocked lock: lock
+        # state belongs to the threads of one process
+        return (RWLock, ())
+
     def acquire_read(self) -> None:
         """Register a reader; blocks while a writer holds or waits for the lock.
 
