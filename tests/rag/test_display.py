@@ -146,3 +146,12 @@ def test_missing_pandas_names_the_rag_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(MissingDependencyError, match=r"mlsys-rag\[pandas\]"):
         UpsertReport(added=1).to_pandas()
+
+
+def test_bm25_index_repr_lists_non_default_config_only() -> None:
+    from mlsys.rag._bm25 import BM25Index
+
+    assert repr(BM25Index()) == "BM25Index(n_docs=0, vocab=0)"
+    assert repr(BM25Index(BM25Config(k1=1.2, method="robertson"))) == (
+        "BM25Index(n_docs=0, vocab=0, k1=1.2, method='robertson')"
+    )

@@ -187,3 +187,14 @@ def test_cascade_displays_its_report() -> None:
     assert frame.attrs["out_of_stock_filtered"] == cas.out_of_stock_filtered
     assert "retrieval" in cells(cas._repr_html_())
     assert repr(cas) == "Cascade(retrieval, inventory)"
+
+
+def test_embedding_registry_repr_is_short() -> None:
+    from mlsys.common import EmbeddingSpace
+    from mlsys.recsys.cascade import EmbeddingRegistry
+
+    reg = EmbeddingRegistry()
+    reg.record(
+        [1, 2, 3], space=EmbeddingSpace("tt", "v1", 8, metric="ip"), feature_hashes=[1, 2, 3], embedded_at=1.0
+    )
+    assert repr(reg) == "EmbeddingRegistry(items=3, spaces=1, served=0)"

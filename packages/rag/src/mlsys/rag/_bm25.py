@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mlsys.common._display import format_params, non_default_params
 from mlsys.common._optional import import_optional
 from mlsys.common.errors import (
     CorruptFileError,
@@ -235,7 +236,8 @@ class BM25Index:
             return False
 
     def __repr__(self) -> str:
-        return f"BM25Index(n_docs={len(self)}, vocab={len(self._vocab)}, config={self.config})"
+        params = format_params(non_default_params(self.config))
+        return f"BM25Index(n_docs={len(self)}, vocab={len(self._vocab)}{', ' + params if params else ''})"
 
     def ids(self) -> I64:
         """All document ids, in insertion order."""

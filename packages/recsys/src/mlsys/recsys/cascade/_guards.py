@@ -83,6 +83,9 @@ class EmbeddingRegistry:
     def __len__(self) -> int:
         return int(self._ids.shape[0])
 
+    def __repr__(self) -> str:
+        return f"EmbeddingRegistry(items={len(self)}, spaces={len(self._spaces)}, served={self.served})"
+
     def _space_code(self, space: EmbeddingSpace | str) -> int:
         sid = space.space_id if isinstance(space, EmbeddingSpace) else str(space)
         if sid not in self._spaces:
