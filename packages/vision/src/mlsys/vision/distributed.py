@@ -27,7 +27,7 @@ import numpy.typing as npt
 from mlsys.common.distributed import ensure_ray
 from mlsys.common.errors import InvalidInputError
 from mlsys.common.validation import check_k
-from mlsys.vision._pipeline import InferencePipeline
+from mlsys.vision._pipeline import ImageError, InferencePipeline, Prediction
 
 __all__ = ["RayImageClassifier", "classify_files_ray"]
 
@@ -70,16 +70,18 @@ class RayImageClassifier:
         err_type = [""] * n
         err = [""] * n
         try:
-            results = self.pipeline.predict_batch(paths, on_error="record").rows()
+            results: list[Prediction | ImageError] = self.pipeline.predict_batch(
+                paths, on_error="record"
+            ).rows()
         except Exception:  # an unexpected failure: isolate it to its image, one at a time
             results = []
-            for p in paths:
+            for j, p in enumerate(paths):
                 try:
                     results.extend(self.pipeline.predict_batch([p], on_error="record").rows())
-                except Exception as exc:
-                    results.append(_Failure(type(exc).__name__, str(exc)))
+                except Exception as exc:  # this image's error row
+                    results.append(ImageError(j, p, type(exc).__name__, str(exc)))
         for i, r in enumerate(results):
-            if hasattr(r, "error_type"):
+            if isinstance(r, ImageError):
                 err_type[i], err[i] = r.error_type, r.message
                 continue
             m = min(k, r.ids.shape[0])
@@ -95,11 +97,6 @@ class RayImageClassifier:
             "error_type": np.asarray(err_type, dtype=object),
             "error": np.asarray(err, dtype=object),
         }
-
-
-class _Failure:
-    def __init__(self, error_type: str, message: str) -> None:
-        self.error_type, self.message = error_type, message
 
 
 def classify_files_ray(
