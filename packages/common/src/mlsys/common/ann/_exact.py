@@ -27,13 +27,14 @@ I64 = npt.NDArray[np.int64]
 class ExactConfig(CommonConfig):
     """Configuration of :class:`ExactIndex`.
 
+    The :class:`~mlsys.common.ann.CommonConfig` fields apply too; ``rebuild_threshold`` is the
+    fraction of free slots at which storage is compacted.
+
     Args:
         chunk_rows: database rows scored per block; with ``query_block`` it bounds the score
             matrix held in memory (default 16384 x 1024 float32 = 64 MiB).
         query_block: queries scored per block.
         initial_capacity: rows allocated up front (storage doubles when full).
-        (and the :class:`~mlsys.common.ann.CommonConfig` fields; ``rebuild_threshold`` is the
-        fraction of free slots at which storage is compacted.)
 
     Example:
         >>> ExactConfig(chunk_rows=4096).query_block

@@ -114,8 +114,8 @@ class LearnedRankerConfig:
             z-score and ratio and non-increasing in its rank (``ease``, ``knn``, ``als``, ``seq``).
         n_dealings: fold dealings pooled into each booster's training data (more groups per
             booster; the early-stopping split stays by user, so no user is on both sides).
-        num_leaves, learning_rate, min_data_in_leaf, feature_fraction, lambda_l2, max_rounds,
-            early_stopping_rounds: LightGBM LambdaMART parameters.
+        num_leaves, learning_rate, min_data_in_leaf, feature_fraction, lambda_l2, max_rounds, early_stopping_rounds: LightGBM
+            LambdaMART parameters.
         num_threads: LightGBM / ALS threads; ``-1`` uses every core. Same ``num_threads`` and seed,
             same model; a different thread count may move scores in the last digits.
         batch_size: users featurised at once when serving.
