@@ -60,6 +60,9 @@ __all__ = [
 #: ``k`` values up to this are always accepted (every ``max_k`` is at least this), so hot paths
 #: can skip the limit lookup for them.
 SMALL_K = 1024
+"""``k`` values up to this are always accepted (every ``max_k`` is at least this), so hot paths
+can skip the limit lookup for them.
+"""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+"""The library-wide limits a process starts with (see :class:`Limits` for each value)."""
 
 _global: list[Limits] = [DEFAULT_LIMITS]
 _override: ContextVar[Limits | None] = ContextVar("mlsys_limits", default=None)

@@ -28,7 +28,9 @@ from mlsys.common.errors import EmbeddingSpaceMismatchError, InvalidInputError
 __all__ = ["METRICS", "EmbeddingSpace", "Metric"]
 
 Metric = Literal["ip", "cosine", "l2"]
+"""A similarity metric of an embedding space: inner product, cosine or (negated) L2 distance."""
 METRICS: tuple[str, ...] = ("ip", "cosine", "l2")
+"""The valid values of :data:`Metric`."""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ ENGLISH_STOPWORDS: tuple[str, ...] = (
     "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
     "they", "this", "to", "was", "will", "with",
 )  # fmt: skip
+"""The stop words the default analyzer drops (a frozen set of lower-case English words)."""
 
 
 @dataclass(frozen=True)

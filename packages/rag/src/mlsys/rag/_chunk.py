@@ -115,6 +115,7 @@ class CharacterLength:
         return len(text)
 
     def units(self, text: str) -> tuple[list[int], list[int]] | None:
+        """``None``: every character is a unit."""
         return None
 
     def __repr__(self) -> str:
@@ -145,6 +146,7 @@ class WhitespaceTokenLength:
         return sum(1 for _ in _WORD_RE.finditer(text))
 
     def units(self, text: str) -> tuple[list[int], list[int]] | None:
+        """Character spans of the whitespace-separated words of ``text``."""
         starts: list[int] = []
         ends: list[int] = []
         for m in _WORD_RE.finditer(text):
@@ -213,6 +215,7 @@ class TokenizerLength:
         return len(self._encode(text)["input_ids"])
 
     def units(self, text: str) -> UnitSpans | None:
+        """Character spans of the words of ``text`` and the number of tokens in each."""
         offsets = self._encode(text)["offset_mapping"]
         starts: list[int] = []
         ends: list[int] = []

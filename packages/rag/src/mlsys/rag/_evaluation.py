@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+"""Metrics that the retrieval evaluations compute unless told otherwise."""
 
 
 def retrieval_run(

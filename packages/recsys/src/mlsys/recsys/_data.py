@@ -34,6 +34,7 @@ __all__ = ["FEATURE_KINDS", "FeatureKind", "FeatureSpec", "FeatureTable", "IdInd
 
 FeatureKind = Literal["categorical", "multi_hot", "numeric", "tokens"]
 FEATURE_KINDS: tuple[str, ...] = ("categorical", "multi_hot", "numeric", "tokens")
+"""The kinds of feature column a :class:`FeatureSpec` may declare."""
 
 
 class IdIndex:

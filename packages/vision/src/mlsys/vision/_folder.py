@@ -37,6 +37,7 @@ __all__ = ["IMAGE_EXTENSIONS", "FolderBatch", "ImageFolder"]
 
 #: File extensions read as images (case-insensitive).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+"""File extensions :class:`ImageFolder` reads as images (lower case)."""
 
 OnError = Literal["raise", "skip"]
 

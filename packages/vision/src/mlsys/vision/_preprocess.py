@@ -61,6 +61,9 @@ ImageInput = bytes | bytearray | memoryview | str | Path | np.ndarray
 #: Agreement of the PIL and OpenCV (``INTER_AREA``) backends on downscaled images, in pixel levels
 #: (0..255) of the resized uint8 image: mean absolute difference, max absolute difference.
 BACKEND_TOLERANCE: dict[str, float] = {"mean_abs": 4.0, "max_abs": 40.0}
+"""Agreement of the PIL and OpenCV backends on downscaled images, in pixel levels (0..255) of
+the resized uint8 image: mean and max absolute difference.
+"""
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"

@@ -165,6 +165,9 @@ class TokenScorer(nn.Module):
             last.bias.copy_(torch.tensor([math.log(p / (1.0 - p)), 0.0]))
 
     def forward(self, tokens: Tensor, policy: Tensor | None = None) -> Tensor:
+        """Keep/drop log-probabilities ``(batch, tokens, 2)`` of ``tokens``; ``policy`` masks the tokens
+        already dropped out of the global context.
+        """
         h = self.in_proj(tokens)
         local, glob = h[..., : self.split], h[..., self.split :]
         if policy is None:

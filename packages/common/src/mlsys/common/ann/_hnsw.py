@@ -71,6 +71,10 @@ __all__ = ["HNSW_NATIVE", "HNSWConfig", "HNSWIndex"]
 #: (``mlsys.common.ann._hnswfast``); False when the extension was not built and the pure-Python
 #: fast path (same results, ~2-5 us more per single query) is in use.
 HNSW_NATIVE: bool = _native_search is not None
+"""True when ``HNSWIndex.search`` runs its unfiltered fast path as one compiled call; False when
+the C extension was not built and the pure-Python path (same results, a few microseconds slower)
+is in use.
+"""
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

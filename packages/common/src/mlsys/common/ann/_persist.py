@@ -37,6 +37,7 @@ __all__ = [
 
 FORMAT_NAME = "mlsys.common.ann"
 FORMAT_VERSION = 1
+"""Version of the on-disk index format written in ``manifest.json``; ``load_index`` refuses others."""
 MANIFEST = "manifest.json"
 
 

@@ -13,6 +13,9 @@ from mlsys.common.spaces import EmbeddingSpace
 __all__ = ["SearchResult", "VectorIndex"]
 
 SearchResult = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+"""``(ids, scores)`` of a search: ``(n_queries, k)`` int64 ids and float32 scores, padded with
+``-1`` / ``-inf`` when fewer than ``k`` items pass the filter.
+"""
 
 
 @runtime_checkable

@@ -41,6 +41,7 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
+"""The ten Fashion-MNIST class names, indexed by label (0 = ``"T-shirt/top"``)."""
 
 
 def read_idx(path: PathLike) -> npt.NDArray[np.generic]:

@@ -15,6 +15,7 @@ from mlsys.common.errors import DatasetNotFoundError, ParseError
 __all__ = ["RATING_COLUMNS", "MovieLens100K", "MovieLensItems", "MovieLensUsers", "load_movielens_100k"]
 
 RATING_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "rating", "timestamp")
+"""Column order of ``MovieLens100K.ratings``: user id, item id, rating, Unix timestamp."""
 _N_GENRES = 19
 _ITEM_FIELDS = 5 + _N_GENRES
 

@@ -51,6 +51,7 @@ ML1M_OCCUPATIONS: tuple[str, ...] = (
     "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
     "tradesman/craftsman", "unemployed", "writer",
 )  # fmt: skip
+"""MovieLens-1M occupation names, indexed by the occupation code of ``users.dat``."""
 _ML1M_AGES = (1, 18, 25, 35, 45, 50, 56)
 _NO_GENRES = "(no genres listed)"
 _YEAR = re.compile(r"\((\d{4})\)\s*$")

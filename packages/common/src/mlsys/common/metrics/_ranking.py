@@ -56,6 +56,7 @@ METRIC_FAMILIES: dict[str, tuple[bool, bool]] = {
     "hit_rate": (True, True),
     "r_precision": (False, True),
 }
+"""Metric families and whether each accepts a cutoff (``name@k``) and a bare name (no cutoff)."""
 
 _NAME = re.compile(r"^([a-z_]+)(?:@(.*))?$")
 

@@ -29,6 +29,7 @@ __all__ = ["END_TO_END", "LatencyProfiler"]
 
 #: Name under which end-to-end samples are recorded (see :meth:`LatencyProfiler.request`).
 END_TO_END = "end_to_end"
+"""Name of the per-request stage that :meth:`LatencyProfiler.request` records."""
 _E2E_INDEX = 0
 
 P = ParamSpec("P")

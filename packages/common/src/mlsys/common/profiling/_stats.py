@@ -16,6 +16,7 @@ __all__ = ["PERCENTILES", "BudgetViolation", "Statistic", "StageStats"]
 Statistic = Literal["mean", "p50", "p95", "p99", "max"]
 #: The statistics a budget can be checked against.
 PERCENTILES: tuple[str, ...] = ("mean", "p50", "p95", "p99", "max")
+"""The statistics a budget can be checked against and a report shows."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class Abstention:
 
 
 Outcome = Answer | Abstention
+"""What :meth:`AnswerPipeline.answer` returns: an :class:`Answer` or an :class:`Abstention`."""
 
 
 class AnswerPipeline:

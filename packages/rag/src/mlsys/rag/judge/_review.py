@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 STRATA: tuple[str, ...] = ("judge_failed", "abstained", "disagreement", "no_claims", "agree")
+"""The strata of the human-review sample, in priority order."""
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "judge_failed": 4.0,
     "abstained": 3.0,
@@ -49,6 +50,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "no_claims": 1.5,
     "agree": 1.0,
 }
+"""Default sampling weight of each stratum (judge failures and abstentions reviewed most)."""
 
 
 @dataclass(frozen=True)

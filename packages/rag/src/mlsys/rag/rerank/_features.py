@@ -45,6 +45,7 @@ F32 = npt.NDArray[np.float32]
 
 #: bump when the meaning of any feature changes (saved re-rankers and feature caches check it)
 FEATURE_VERSION = 1
+"""Bumped when the meaning of any feature changes; saved re-rankers and feature caches check it."""
 
 FEATURE_NAMES: tuple[str, ...] = (
     "fused_rank",
@@ -71,9 +72,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "same_doc_hits",
     "neighbour_best",
 )
+"""Names of the (query, candidate) features of :class:`RerankFeatures`, in column order."""
 
 #: the features that need a sentence embedder (absent when ``sentence_embedder=None``)
 SENTENCE_FEATURES: tuple[str, ...] = ("sent_max", "sent_mean", "sent_second", "sent_title", "sent_max_gap")
+"""The features that need a sentence embedder (absent when ``sentence_embedder=None``)."""
 
 
 def segments_of(text: str, title: str | None) -> tuple[str | None, list[str]]:

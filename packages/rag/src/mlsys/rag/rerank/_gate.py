@@ -38,6 +38,7 @@ Decision = Literal["answer", "ambiguous", "abstain"]
 _FORMAT_VERSION = 1
 
 GATE_FEATURES: tuple[str, ...] = ("top", "margin", "mean_top5", "std_top10", "n_candidates")
+"""List-level features of the relevance gate (besides the per-retriever ones)."""
 _PER_RETRIEVER = ("best", "top1_score", "found_top10", "top1_rank")
 
 

@@ -229,6 +229,7 @@ class DriftReport(TabularDisplay):
     moved: int
 
     def to_dict(self) -> dict[str, float]:
+        """The report as a JSON-serialisable dict."""
         return dict(self.__dict__)
 
 

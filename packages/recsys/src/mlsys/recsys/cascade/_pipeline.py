@@ -66,7 +66,8 @@ class RetrievalSource(Protocol):
 
     def recommend(
         self, users: Any, k: int, *, exclude_seen: bool = True, allow: npt.ArrayLike | None = None
-    ) -> tuple[IntArray, FloatArray]: ...
+    ) -> tuple[IntArray, FloatArray]:
+        """Top-``k`` items per user: ``(ids, scores)`` ``(n_users, k)``, ``-1``/``-inf`` padded."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +89,7 @@ class CandidateBatch:
 
     @property
     def width(self) -> int:
+        """Candidates per row ``C`` (including padding)."""
         return int(self.items.shape[1])
 
     def take(self, order: IntArray, scores: FloatArray | None = None) -> CandidateBatch:
@@ -344,6 +346,7 @@ class RetrievalStage:
         self.budget_s = budget_s
 
     def run(self, users: IntArray, *, allow: npt.ArrayLike | None = None) -> CandidateBatch:
+        """Retrieve from every source and merge into one :class:`CandidateBatch` (class docs)."""
         n = users.shape[0]
         results = []
         for name, src, k in self.sources:
@@ -438,6 +441,9 @@ class IndexSource:
     def recommend(
         self, users: Any, k: int, *, exclude_seen: bool = True, allow: npt.ArrayLike | None = None
     ) -> tuple[IntArray, FloatArray]:
+        """Top-``k`` items per user: ``(ids, scores)`` ``(n_users, k)``, from the index searched with the
+        users' vectors (``exclude_seen`` is not applied).
+        """
         u = as_ids(users, name="users")
         ids, scores = self.index.search(np.asarray(self.encode_users(u), dtype=np.float32), k, allow=allow)
         return np.asarray(ids, np.int64), np.asarray(scores, np.float32)
@@ -461,12 +467,14 @@ class InventoryMask:
         self.version = 0
 
     def set_out_of_stock(self, items: npt.ArrayLike) -> None:
+        """Mark ``items`` out of stock (never served from now on)."""
         ids = as_ids(items, name="items")
         with self._lock:
             self._oos = np.union1d(self._oos, ids)
             self.version += 1
 
     def set_in_stock(self, items: npt.ArrayLike) -> None:
+        """Mark ``items`` in stock again."""
         ids = as_ids(items, name="items")
         with self._lock:
             self._oos = np.setdiff1d(self._oos, ids)
@@ -480,6 +488,7 @@ class InventoryMask:
     def is_out_of_stock(
         self, items: npt.ArrayLike, snapshot: IntArray | None = None
     ) -> npt.NDArray[np.bool_]:
+        """A boolean array, true where ``items`` are out of stock (same shape as ``items``)."""
         oos = self.out_of_stock() if snapshot is None else snapshot
         arr = np.asarray(items, dtype=np.int64)
         return np.isin(arr, oos) & (arr >= 0)
@@ -499,6 +508,7 @@ class StageStats:
     last_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict."""
         return dict(self.__dict__)
 
 

@@ -267,6 +267,7 @@ ESTIMATORS: dict[str, tuple[_TermFn, bool]] = {
     "dm": (_dm_terms, True),
     "dr": (_dr_terms, True),
 }
+"""The off-policy estimators by name, and whether each needs a reward model."""
 
 
 def _prepare(
@@ -420,6 +421,7 @@ class PolicyValueInterval:
         return abs(self.value - truth) / abs(truth)
 
     def covers(self, value: float) -> bool:
+        """Whether ``value`` lies inside ``[lower, upper]``."""
         return self.lower <= value <= self.upper
 
 

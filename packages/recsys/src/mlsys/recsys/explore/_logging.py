@@ -119,12 +119,14 @@ class LogRecord:
             object.__setattr__(self, "context", c)
 
     def to_json(self) -> str:
+        """One JSON line (no NaN or infinity) holding every field."""
         d = asdict(self)
         d["context"] = None if self.context is None else list(self.context)
         return json.dumps(d, separators=(",", ":"), allow_nan=False)
 
     @classmethod
     def from_json(cls, line: str) -> LogRecord:
+        """The record of one JSON line written by :meth:`to_json` (validated like a new record)."""
         d = json.loads(line)
         if not isinstance(d, dict):
             raise InvalidInputError(f"a log record must be a JSON object, got {type(d).__name__}")
@@ -299,6 +301,7 @@ class PropensityLogger:
         return records
 
     def close(self) -> None:
+        """Flush and close the log files (idempotent); the context manager calls it."""
         self._fh.close()
         if self._shadow is not None:
             self._shadow.close()

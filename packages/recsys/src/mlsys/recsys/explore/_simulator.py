@@ -49,6 +49,7 @@ __all__ = [
 
 #: builds an arm's policy from its freshly refit model and the arm's random generator.
 PolicyFactory = Callable[[BayesianLinearRewardModel, np.random.Generator], Policy]
+"""Builds an arm's policy from its freshly refit reward model and the arm's random generator."""
 
 METRICS = ("coverage", "diversity", "utility", "utility_ratio", "clicks", "exploration_conversions")
 

@@ -41,6 +41,8 @@ def synthetic_table(
 
 @dataclass(frozen=True)
 class ObdRow:
+    """One row of the Open Bandit Dataset table: an estimator's value, its interval and the truth."""
+
     campaign: str
     estimator: str
     truth: float
@@ -50,6 +52,7 @@ class ObdRow:
 
     @property
     def relative_error(self) -> float:
+        """``|value - truth| / truth``."""
         return abs(self.value - self.truth) / self.truth
 
 
