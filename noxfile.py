@@ -11,6 +11,10 @@
     nox -s bench -- --update-baseline   rerun the gate and rewrite the baseline from it
     nox -s demo         a tour of every capability, printing its figures
     nox -s serve        the reference recommendation service (examples/recsys_service)
+    nox -s notebooks    regenerate examples/notebooks/*.ipynb from their percent scripts and execute
+                        each (limit NOTEBOOK_LIMIT_S); executed copies in build/notebooks/
+    nox -s docs         the documentation site (mkdocs-material + mkdocstrings): the docstring
+                        check, `mkdocs build --strict` into build/site/, the browser test
     nox -s lint         ruff check + ruff format --check
     nox -s typecheck    mypy on the four packages
 
@@ -20,6 +24,7 @@ Every session installs through constraints.txt, which pins torch==2.13.0 (a CPU 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nox
 
@@ -175,6 +180,56 @@ def demo(session: nox.Session) -> None:
     """A tour of every capability on real (shared/data) or generated data."""
     _install(session)
     session.run("python", "demo/run.py", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+
+
+NOTEBOOK_LIMIT_S = "600"  # per notebook; each takes 0.3-2.5 minutes on the shared 2-core machine
+
+
+@nox.session(python=PYTHON)
+def notebooks(session: nox.Session) -> None:
+    """Regenerate the .ipynb from the jupytext percent scripts and execute every notebook.
+
+    ``-- 00_tour`` runs only the named notebooks; ``-- --limit 300`` changes the per-notebook limit.
+    A notebook that raises or overruns fails the session. Executed copies land in build/notebooks/
+    (what ``nox -s docs`` shows as tutorials).
+    """
+    _install(session, "-r", "requirements/notebooks.txt")
+    session.run(
+        "python",
+        "examples/notebooks/run_notebooks.py",
+        "--limit",
+        NOTEBOOK_LIMIT_S,
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with warnings as errors, and check every public docstring.
+
+    The tutorials are the executed notebooks of ``nox -s notebooks``; those missing or older than
+    their script are executed first. ``-- serve`` serves the site on http://127.0.0.1:8000 instead.
+    """
+    _install(session, "-r", "requirements/docs.txt", "pytest")
+    env = {"HF_HUB_OFFLINE": "1", "NO_MKDOCS_2_WARNING": "1"}
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--dev-addr", "127.0.0.1:8000", env=env)
+        return
+    stale = [
+        p.stem
+        for p in sorted(Path("examples/notebooks").glob("[0-9][0-9]_*.py"))
+        if not (Path("build/notebooks") / f"{p.stem}.ipynb").is_file()
+        or (Path("build/notebooks") / f"{p.stem}.ipynb").stat().st_mtime < p.stat().st_mtime
+    ]
+    if stale:
+        session.run(
+            "python", "examples/notebooks/run_notebooks.py", "--limit", NOTEBOOK_LIMIT_S, *stale, env=env
+        )
+    session.run("python", "docs/_scripts/check_docstrings.py")
+    session.run("mkdocs", "build", "--strict", env=env)
+    # the built site in headless Chromium (skips, saying why, where /usr/bin/chromium is absent)
+    session.run("pytest", "tests/test_docs_site.py", "-p", "no:cacheprovider", env=env)
 
 
 @nox.session(python=PYTHON)

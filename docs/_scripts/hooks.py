@@ -34,6 +34,7 @@ PAGES = (
     *(f"packages/{d}/README.md" for d in DISTS),
     *(f"benchmarks/{d}/README.md" for d in DISTS),
     "examples/recsys_service/README.md",
+    "examples/notebooks/README.md",
 )
 NOTEBOOKS_SRC = REPO / "examples" / "notebooks"
 NOTEBOOKS_EXECUTED = REPO / "build" / "notebooks"

@@ -23,9 +23,12 @@
 # %%
 import os
 import time
+import warnings
 from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# tqdm.auto asks for ipywidgets in a notebook; the bars here are off anyway (progress=False)
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 import numpy as np
 import torch

@@ -81,12 +81,12 @@ def _execute_one(src: Path, dst: Path) -> None:
         nbformat.write(nb, dst)
 
 
-def execute(names: list[str], limit: float) -> list[tuple[str, float, str]]:
+def execute(names: list[str], limit: float, out: Path = OUT) -> list[tuple[str, float, str]]:
     """Run each notebook in a child process group under ``limit`` seconds: ``(name, seconds, status)``."""
     rows = []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     for name in names:
-        src, dst = HERE / f"{name}.ipynb", OUT / f"{name}.ipynb"
+        src, dst = HERE / f"{name}.ipynb", out / f"{name}.ipynb"
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, __file__, "--execute-one", str(src), str(dst)], env=env, start_new_session=True
@@ -111,6 +111,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 00_tour")
     parser.add_argument("--sync", action="store_true", help="only regenerate the .ipynb from the scripts")
     parser.add_argument("--limit", type=float, default=600.0, help="seconds per notebook (default 600)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"executed copies go here (default {OUT})")
     parser.add_argument("--execute-one", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.execute_one:
@@ -128,7 +129,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown notebooks {unknown}; known: {known}", file=sys.stderr)
         return 2
-    rows = execute(names, args.limit)
+    rows = execute(names, args.limit, args.out)
     print("\n| notebook | run time | status |\n| --- | ---: | --- |")
     for name, seconds, status in rows:
         print(f"| `{name}` | {seconds:.0f} s | {status} |")
