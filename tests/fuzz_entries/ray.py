@@ -10,7 +10,12 @@ _CLUSTER = (
     "tests/common/ann/test_conformance.py (sharded cases) and tests/*/test_ray*.py"
 )
 
-MODULES = ["mlsys.common.distributed", "mlsys.recsys.distributed", "mlsys.vision.distributed"]
+MODULES = [
+    "mlsys.common.distributed",
+    "mlsys.recsys.distributed",
+    "mlsys.vision.distributed",
+    "mlsys.rag.distributed",
+]
 
 ENTRIES = {
     "mlsys.common.ann.ShardedIndex": _CLUSTER,
@@ -24,4 +29,7 @@ ENTRIES = {
     "mlsys.recsys.distributed.fit_two_tower_ray": _CLUSTER,
     "mlsys.vision.distributed.RayImageClassifier": "exempt: builds a model from a factory; bad factories and files tested in tests/vision/test_ray_inference.py",
     "mlsys.vision.distributed.classify_files_ray": _CLUSTER,
+    "mlsys.rag.distributed.ingest_ray": _CLUSTER,
+    "mlsys.rag.distributed.RayEmbedder": "exempt: wraps an embedder (a library object); tested in tests/rag/test_ray_ingest.py",
+    "mlsys.rag.distributed.RayIngestReport": "exempt: a result record built by ingest_ray",
 }

@@ -134,6 +134,15 @@ class BaseEmbedder(ABC):
         self.n_calls = 0
         self._count_lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_count_lock", None)  # a lock is per process (Ray actors, process pools get their own)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._count_lock = threading.Lock()
+
     @property
     def space(self) -> EmbeddingSpace:
         """The :class:`EmbeddingSpace` of the vectors this embedder produces."""

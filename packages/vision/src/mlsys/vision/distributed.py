@@ -146,7 +146,7 @@ def classify_files_ray(
         fn_constructor_args=(pipeline_factory,),
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=cpus_per_actor,
     )
     parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
