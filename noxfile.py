@@ -245,3 +245,43 @@ def typecheck(session: nox.Session) -> None:
     """mypy over the four packages."""
     _install(session, "mypy", "-r", "requirements/test.txt")
     session.run("mypy")
+
+
+RAY_TESTS = (
+    "tests/common/ann/test_conformance.py",
+    "tests/common/ann/test_ray_sharded.py",
+    "tests/recsys/test_ray_distributed.py",
+    "tests/rag/test_ray_ingest.py",
+    "tests/vision/test_ray_inference.py",
+)
+
+
+@nox.session(python=PYTHON)
+def ray(session: nox.Session) -> None:
+    """The Ray tests of issue 17 (sharded index, distributed evaluation and training, ingestion,
+    batch inference), each on a local 2-CPU Ray cluster its fixture starts and shuts down. Installs
+    the ``[ray]`` extras; without them (``nox -s tests``) these tests skip with the install command."""
+    session.install(*CONSTRAINTS, "torch==2.13.0")
+    session.install(
+        *CONSTRAINTS,
+        "-e",
+        "packages/common[all,ray]",
+        "-e",
+        "packages/recsys[ray]",
+        "-e",
+        "packages/rag[ray]",
+        "-e",
+        "packages/vision[all,ray]",
+        "-r",
+        "requirements/test.txt",
+    )
+    session.run(
+        "pytest",
+        "-m",
+        "ray",
+        "-p",
+        "no:cacheprovider",
+        *RAY_TESTS,
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
