@@ -7,7 +7,7 @@
     keep working, plus every repository file those pages link to (plots, JSON tables);
   - one API page per public module (``api/<dotted name>.md`` holding ``::: <dotted name>``);
   - the executed notebooks from ``build/notebooks/`` (``nox -s notebooks``) as
-    ``tutorials/<name>.ipynb``; where a notebook was not executed, its output-free copy from
+    ``notebooks/<name>.ipynb``; where a notebook was not executed, its output-free copy from
     ``examples/notebooks/`` with a warning (so ``mkdocs build --strict`` fails until it is run).
 
 A public module is every module or package under ``packages/<dist>/src/mlsys/<dist>/`` whose dotted
@@ -105,9 +105,9 @@ def on_files(files: Files, config: Any) -> Files:
     for script in sorted(NOTEBOOKS_SRC.glob("[0-9][0-9]_*.py")):
         executed = NOTEBOOKS_EXECUTED / f"{script.stem}.ipynb"
         if executed.is_file() and executed.stat().st_mtime >= script.stat().st_mtime:
-            source = executed
+            source_dir = NOTEBOOKS_EXECUTED.parent
         else:
-            source = script.with_suffix(".ipynb")
+            source_dir = NOTEBOOKS_SRC.parent
             log.warning(
                 "tutorial %s: no executed copy newer than %s in %s; showing it without outputs "
                 "(run `nox -s notebooks`)",
@@ -115,5 +115,13 @@ def on_files(files: Files, config: Any) -> Files:
                 script.name,
                 NOTEBOOKS_EXECUTED,
             )
-        files.append(File.generated(config, f"tutorials/{script.stem}.ipynb", abs_src_path=str(source)))
+        # a real (not generated) file: mkdocs-jupyter reads notebooks from their source path
+        files.append(
+            File(
+                f"notebooks/{script.stem}.ipynb",
+                src_dir=str(source_dir),
+                dest_dir=config["site_dir"],
+                use_directory_urls=config["use_directory_urls"],
+            )
+        )
     return files
