@@ -26,6 +26,7 @@ from mlsys.common.errors import MlsysError, ShardUnavailableError
 __all__ = ["RAY_EXTRA", "ensure_ray", "ray_available", "ray_get", "require_ray"]
 
 RAY_EXTRA = "mlsys-common[ray]"
+"""The extra that installs Ray, named in the :class:`MissingDependencyError` when it is absent."""
 
 
 def ray_available() -> bool:

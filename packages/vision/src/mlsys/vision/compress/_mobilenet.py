@@ -207,10 +207,12 @@ class MobileNetV3Config:
 
     @property
     def stem_output_size(self) -> int:
+        """Side of the feature map after the stem (``ceil(img_size / stem_stride)``)."""
         return math.ceil(self.img_size / self.stem_stride)
 
     @property
     def stem_channels(self) -> int:
+        """Output channels of the stem (16, scaled by the width multiplier)."""
         return self._ch(16)
 
     @property

@@ -267,6 +267,7 @@ class SplitQKV(nn.Module):
                     lin.bias.copy_(qkv.bias[i * d : (i + 1) * d])
 
     def forward(self, x: Tensor) -> Tensor:
+        """The concatenated ``q``, ``k`` and ``v`` projections of ``x``, as the fused layer gives them."""
         return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
 
 
