@@ -187,6 +187,7 @@ def bench_ingest(small: bool) -> dict[str, Any]:
     )
     for workers in (1, 2):
         store = DocumentStore(make(), chunker=RecursiveChunker(size=200))
+
         def run(store: Any = store, workers: int = workers) -> Any:
             return ingest_ray(
                 store, docs, embedder_factory=make, batch_size=32, concurrency=workers, cpus_per_actor=1.0
