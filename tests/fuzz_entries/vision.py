@@ -36,6 +36,10 @@ ENTRIES = {
     _C + "LayerSensitivity": _REC,
     _C + "MixedQuantResult": _REC,
     _C + "ParityResult": _REC,
+    _C + "ParityReport": _REC
+    + " list returned by onnx_parity (display tested in tests/vision/test_display.py)",
+    _C + "SensitivityReport": _REC
+    + " list returned by sensitivity_report (display tested in tests/vision/test_display.py)",
     _C + "load_onnx": _FS,
     _C + "onnx_layers": _FS,
     _C + "quantized_layers": _FS,

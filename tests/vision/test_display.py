@@ -71,3 +71,30 @@ def test_missing_pandas_names_the_vision_extra(tiny_vit: ViT, monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(MissingDependencyError, match=r"mlsys-vision\[pandas\]"):
         r.to_pandas()
+
+
+def test_compression_reports_are_lists_that_display_and_round_trip() -> None:
+    from torch import nn
+
+    from mlsys.vision.compress import LayerSensitivity, ParityReport, SensitivityReport, sensitivity_report
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(64, 1, 4, 4)
+    y = m(x).argmax(-1)
+    rep = sensitivity_report(m, x, y, bits=4)
+    assert isinstance(rep, SensitivityReport) and isinstance(rep, list)
+    assert all(isinstance(r, LayerSensitivity) for r in rep) and {r.layer for r in rep} == {"1", "3"}
+    frame = rep.to_pandas()
+    assert list(frame.index) == [r.layer for r in rep]  # worst first, as the list
+    for r in rep:
+        assert frame.loc[r.layer, "accuracy"] == r.accuracy and frame.loc[r.layer, "drop"] == r.drop
+    html = rep._repr_html_()
+    assert "4 bits" in html and f"{rep[0].drop:.4f}" in cells(html)
+
+    from mlsys.vision.compress import ParityResult
+
+    par = ParityReport([ParityResult(1, 1.5e-06, 1.0), ParityResult(32, 2.5e-06, 1.0)])
+    f = par.to_pandas()
+    assert f.loc[32, "max_abs_diff"] == 2.5e-06 and f.loc[1, "top1_agreement"] == 1.0
+    assert "2.5e-06" in cells(par._repr_html_())

@@ -32,6 +32,7 @@ from mlsys.vision.compress._mobilenet import (
     make_divisible,
 )
 from mlsys.vision.compress._onnxtools import (
+    ParityReport,
     ParityResult,
     load_onnx,
     onnx_layers,
@@ -44,6 +45,7 @@ from mlsys.vision.compress._quant import (
     MixedPrecisionPolicy,
     MixedQuantResult,
     QuantizationError,
+    SensitivityReport,
     SplitQKV,
     fake_quantize,
     quant_dequant_weight,
@@ -65,8 +67,10 @@ __all__ = [
     "MobileNetV3Config",
     "MobileNetV3Output",
     "OutputDistillation",
+    "ParityReport",
     "ParityResult",
     "QuantizationError",
+    "SensitivityReport",
     "SplitQKV",
     "TeacherCache",
     "count_parameters",

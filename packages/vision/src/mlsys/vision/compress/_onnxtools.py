@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common._optional import import_optional
 from mlsys.common.errors import CorruptFileError, InvalidInputError
 from mlsys.vision._onnx import OnnxParityError, onnx_session
 
-__all__ = ["ParityResult", "load_onnx", "onnx_layers", "onnx_parity", "quantized_layers"]
+__all__ = ["ParityReport", "ParityResult", "load_onnx", "onnx_layers", "onnx_parity", "quantized_layers"]
 
 _EXTRA = "mlsys-vision[onnx]"
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
@@ -117,6 +118,27 @@ class ParityResult:
     top1_agreement: float
 
 
+class ParityReport(list[ParityResult], TabularDisplay):
+    """What :func:`onnx_parity` returns: a list of :class:`ParityResult`, one per batch size, that
+    displays as an HTML table in a notebook and converts with :meth:`to_pandas` (values exact).
+
+    Example:
+        >>> r = ParityReport([ParityResult(1, 2e-06, 1.0), ParityResult(32, 3e-06, 1.0)])
+        >>> [p.batch for p in r], "<caption>ONNX parity" in r._repr_html_()
+        ([1, 32], True)
+    """
+
+    _pandas_extra = "mlsys-vision[pandas]"
+
+    def _display_table(self) -> DisplayTable:
+        return DisplayTable(
+            "ONNX parity (ONNX Runtime vs torch)",
+            ("batch", "max_abs_diff", "top1_agreement"),
+            tuple((r.batch, r.max_abs_diff, r.top1_agreement) for r in self),
+            index="batch",
+        )
+
+
 def onnx_parity(
     model: nn.Module,
     onnx_model: str | Path | Any,
@@ -125,8 +147,10 @@ def onnx_parity(
     batches: Sequence[int] = (1, 32),
     atol: float = 1e-4,
     threads: int | None = 1,
-) -> list[ParityResult]:
+) -> ParityReport:
     """Compare ``model`` and the ONNX model on the first ``b`` rows of ``x`` for each ``b`` in ``batches``.
+
+    Returns a :class:`ParityReport` (a list of :class:`ParityResult` that displays as a table).
 
     Raises :class:`~mlsys.vision.OnnxParityError` when a logit differs by more than ``atol`` or a
     top-1 class differs.
@@ -140,7 +164,7 @@ def onnx_parity(
         raise InvalidInputError(f"x has {x.shape[0]} rows; batches {tuple(batches)} need {max(batches)}")
     was = model.training
     model.eval()
-    res = []
+    res = ParityReport()
     try:
         for b in batches:
             xb = x[:b].float().cpu()

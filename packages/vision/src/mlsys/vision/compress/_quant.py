@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common._optional import import_optional
 from mlsys.common.errors import DimensionMismatchError, InvalidInputError, MlsysError, UnknownNameError
 from mlsys.vision.compress._onnxtools import load_onnx, onnx_layers, quantized_layers
@@ -647,6 +648,29 @@ class LayerSensitivity:
     drop: float
 
 
+class SensitivityReport(list[LayerSensitivity], TabularDisplay):
+    """What :func:`sensitivity_report` returns: a list of :class:`LayerSensitivity`, worst layer
+    first, that displays as an HTML table in a notebook and converts with :meth:`to_pandas`.
+
+    Example:
+        >>> r = SensitivityReport([LayerSensitivity("blocks.0.fc1", 4, 0.81, 2.5)])
+        >>> r[0].layer, r.to_pandas().loc["blocks.0.fc1", "drop"]  # doctest: +SKIP
+        ('blocks.0.fc1', 2.5)
+    """
+
+    _pandas_extra = "mlsys-vision[pandas]"
+
+    def _display_table(self) -> DisplayTable:
+        bits = sorted({r.bits for r in self})
+        return DisplayTable(
+            f"Per-layer sensitivity ({'/'.join(map(str, bits)) or '-'} bits, one layer at a time)",
+            ("layer", "bits", "accuracy", "drop"),
+            tuple((r.layer, r.bits, r.accuracy, r.drop) for r in self),
+            index="layer",
+            notes=("drop: accuracy points lost against the float model",),
+        )
+
+
 def sensitivity_report(
     model: nn.Module,
     x: Tensor,
@@ -656,9 +680,10 @@ def sensitivity_report(
     layers: Iterable[str] | None = None,
     calibration: Tensor | None = None,
     observer: str = "minmax",
-) -> list[LayerSensitivity]:
+) -> SensitivityReport:
     """Per-layer sensitivity: quantize one layer at a time (fake-quant), evaluate on ``(x, y)``;
-    sorted by accuracy drop, worst first.
+    sorted by accuracy drop, worst first, as a :class:`SensitivityReport` (a list that displays
+    as a table).
 
     Example:
         >>> import torch
@@ -680,7 +705,7 @@ def sensitivity_report(
         fq = fake_quantize(model, {n: bits}, calibration=cal, observer=observer)
         acc = evaluate(fq, x, y).accuracy
         out.append(LayerSensitivity(n, bits, acc, 100.0 * (base - acc)))
-    return sorted(out, key=lambda r: -r.drop)
+    return SensitivityReport(sorted(out, key=lambda r: -r.drop))
 
 
 # --------------------------------------------------------------------------- mixed INT8/INT4 ONNX
