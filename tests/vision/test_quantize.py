@@ -144,6 +144,20 @@ def test_policy_resolves_exactly_the_named_layers() -> None:
     assert by_type == {"patch_embed.proj": 8}
 
 
+def test_fake_quantize_of_the_mobilenet_student_including_its_stem() -> None:
+    # the stem's conv is wrapped too: the model's input check must not read stem[0].weight
+    torch.manual_seed(0)
+    s = MobileNetV3(MobileNetV3Config.fashion_mnist()).eval()
+    bits = MixedPrecisionPolicy((("type:Conv2d", 8),)).resolve(s)
+    assert "stem.0" in bits and len(bits) == 17
+    x = torch.randn(16, 1, 28, 28)
+    fq = fake_quantize(s, bits, calibration=x)
+    with torch.no_grad():
+        out, ref = fq(x), s(x)
+    assert out.shape == ref.shape == (16, 10)
+    assert 0 < float((out - ref).abs().max()) < 0.5 * float(ref.abs().max())  # quantized, not broken
+
+
 def test_policy_naming_no_layer_is_refused() -> None:
     with pytest.raises(UnknownNameError, match="split_qkv"):
         MixedPrecisionPolicy.vit_qk8_v4_ffn4().resolve(_vit())  # qkv not split: no qkv.q

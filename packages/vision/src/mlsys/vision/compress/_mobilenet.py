@@ -383,7 +383,7 @@ class MobileNetV3(nn.Module):
             )
         if not x.is_floating_point():
             raise InvalidInputError(f"MobileNetV3 input must be a floating-point tensor, got dtype {x.dtype}")
-        want = self.stem[0].weight.device
+        want = next(self.parameters()).device  # not stem[0].weight: fake_quantize wraps the stem
         if x.device != want:
             raise DeviceMismatchError(f"MobileNetV3 input is on {x.device} but the model is on {want}")
 
