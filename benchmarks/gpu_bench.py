@@ -22,7 +22,8 @@ the JSON is rewritten after every section, so a run cut short keeps what it meas
   ratios over plain in the same run.
 * ``latency``: batch-1 p50/p99 (ms, host clock around forward + synchronize) eager vs CUDA graph.
 * ``launches``: kernel launches per forward (``cudaLaunchKernel`` calls and device kernels from
-  ``torch.profiler``) for plain/pruned/merged; on a CPU the ATen op count is the proxy.
+  ``torch.profiler``) for plain/pruned/merged, and two CPU proxies (:func:`count_ops`): every ATen
+  event (``aten_ops``) and the kernel-launching ops (``kernel_ops``: no views, no nested duplicates).
 * ``pipeline``: ``InferencePipeline(device=..., precision="bf16")`` batch-1 predict (CUDA graphs)
   vs the same without graphs: model stage and end-to-end p50/p99.
 * ``fmnist``: trains the Fashion-MNIST teacher with ``Trainer(device=...)`` (bf16 autocast on a GPU),
@@ -384,16 +385,77 @@ def sec_latency(b: Bench) -> dict[str, Any]:
 
 LAUNCH_NAMES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
+# ATen ops that launch no kernel on a GPU: views and metadata changes, no-ops (``to``, ``contiguous``,
+# eval-mode ``dropout`` and ``resolve_conj`` return their input; when one of them does copy, the copy
+# shows up as a child ``_to_copy``/``clone``/``copy_`` event and is counted there) and allocations
+# (the caching allocator, no kernel).
+NO_KERNEL_OPS = frozenset(
+    "aten::" + n
+    for n in (
+        # views and metadata
+        "view", "_unsafe_view", "_reshape_alias", "reshape", "view_as", "flatten", "unflatten",
+        "slice", "select", "narrow", "expand", "expand_as", "transpose", "t", "permute", "movedim",
+        "swapaxes", "unsqueeze", "squeeze", "unsqueeze_", "squeeze_", "as_strided", "as_strided_",
+        "detach", "detach_", "alias", "lift_fresh", "diagonal", "split", "split_with_sizes", "chunk",
+        "unbind", "mT", "numpy_T", "real", "view_as_real", "view_as_complex", "resolve_conj",
+        "resolve_neg", "_conj", "_neg_view",
+        # no-ops unless a child event does the work
+        "to", "contiguous", "type_as", "dropout", "feature_dropout", "alpha_dropout",
+        # allocation
+        "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "resize_", "set_",
+    )
+)  # fmt: skip
+
+
+def count_ops(events: Any) -> dict[str, int]:
+    """Two counts of the ATen ops in ``torch.profiler`` events (``prof.events()``).
+
+    * ``aten_ops``: every ``aten::`` event, nested ones included (a ``linear`` and the ``addmm``
+      and ``view`` it calls are three).
+    * ``kernel_ops``: the kernel-launching ops, the CPU proxy for GPU kernel launches: the leaves
+      of the ``aten::`` call tree once the ops of :data:`NO_KERNEL_OPS` (views, metadata, no-ops,
+      allocations) are set aside. An op counts when it is not one of those and none of its
+      ``aten::`` descendants counts, so a composite op (``linear`` -> ``addmm``, ``layer_norm`` ->
+      ``native_layer_norm``, ``argsort`` -> ``sort``) counts once, as the op that does the work.
+      Literal leaves would not do: on the CPU ``addmm`` calls ``resolve_conj`` and
+      ``native_layer_norm`` calls ``empty``, which would drop every linear layer and norm. An op
+      that copies its input and then works in place (out-of-place ``scatter_add``, ``sort``) counts
+      as its children only, so this proxy can undercount such an op by one.
+
+    Example:
+        >>> import torch
+        >>> from torch.profiler import profile
+        >>> m = torch.nn.Linear(4, 3)
+        >>> x = torch.randn(2, 4)
+        >>> with torch.inference_mode(), profile() as prof:
+        ...     _ = m(x).view(3, 2).relu()
+        >>> count_ops(prof.events())["kernel_ops"]  # addmm (its bias copy on the CPU) and relu
+        2
+    """
+    events = list(events)
+
+    def launches(e: Any) -> int:  # kernel-launching ops in the subtree of event e
+        below = sum(launches(c) for c in e.cpu_children)
+        is_op = e.name.startswith("aten::") and e.name not in NO_KERNEL_OPS
+        return 1 if is_op and not below else below
+
+    return {
+        "aten_ops": sum(1 for e in events if e.name.startswith("aten::")),
+        "kernel_ops": sum(launches(e) for e in events if e.cpu_parent is None),
+    }
+
 
 def sec_launches(b: Bench) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    batch = 2 if b.small else 64
+    # op counts do not depend on the batch: a CPU counts at batch 2 (ViT-B at 64 would take minutes)
+    batch = 64 if b.cuda and not b.small else 2
     models = variants(b.small, b.dev)
     x = images(b, batch)
     res: dict[str, Any] = {"batch": batch}
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if b.cuda else [])
     reps = 3
+    keys = ("aten_ops", "kernel_ops") + (("kernel_launches",) if b.cuda else ())
     for prec in ("fp32", "bf16"):
         for k, m in models.items():
             with torch.inference_mode(), b.autocast(prec):
@@ -404,23 +466,25 @@ def sec_launches(b: Bench) -> dict[str, Any]:
                         m(x)
                     b.sync()
             evs = prof.events()
-            row = {
-                "aten_ops": sum(1 for e in evs if e.name.startswith("aten::")) / reps,
-                "aten_to_copies": sum(1 for e in evs if e.name in ("aten::to", "aten::_to_copy")) / reps,
-            }
+            row: dict[str, float] = {n: v / reps for n, v in count_ops(evs).items()}
+            row["aten_to_copies"] = sum(1 for e in evs if e.name in ("aten::to", "aten::_to_copy")) / reps
             if b.cuda:
                 row["kernel_launches"] = sum(1 for e in evs if e.name in LAUNCH_NAMES) / reps
                 row["device_kernels"] = (
                     sum(1 for e in evs if e.device_type == torch.autograd.DeviceType.CUDA) / reps
                 )
             res[f"{prec}.{k}"] = row
-        key = "kernel_launches" if b.cuda else "aten_ops"
-        base = res[f"{prec}.plain"][key]
         for k in models:
-            res[f"{prec}.{k}"][f"{key}_x_plain"] = res[f"{prec}.{k}"][key] / base
-            log(f"{prec}.{k}: {res[f'{prec}.{k}']}")
-    if not b.cuda:
-        res["note"] = "no GPU: the ATen op count per forward (torch.profiler, CPU) is the launch-count proxy"
+            row = res[f"{prec}.{k}"]
+            for key in keys:
+                row[f"{key}_x_plain"] = row[key] / res[f"{prec}.plain"][key]
+            log(f"{prec}.{k}: {row}")
+    res["note"] = (
+        "aten_ops: every aten:: event, nested ones included; kernel_ops: kernel-launching ops (leaves "
+        "of the aten call tree once views, metadata ops, no-ops and allocations are set aside), the "
+        "CPU proxy for launches"
+        + ("; kernel_launches: cudaLaunchKernel calls" if b.cuda else "; no GPU: no launch measured")
+    )
     return res
 
 

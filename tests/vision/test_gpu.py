@@ -320,7 +320,40 @@ def test_gpu_bench_small_runs_on_cpu(tmp_path: Path) -> None:
         ("bf16", 4),
     }
     assert all(r["plain"]["x_plain"] == 1.0 and r["merged_r16"]["img_s"] > 0 for r in rows)
-    assert sec["launches"]["fp32.plain"]["aten_ops"] > 0
+    launches = sec["launches"]
+    assert 0 < launches["fp32.plain"]["kernel_ops"] < launches["fp32.plain"]["aten_ops"]
+    assert (
+        launches["bf16.merged_r8"]["kernel_ops_x_plain"] > 1
+        and launches["fp32.plain"]["aten_ops_x_plain"] == 1
+    )
+
+
+def test_count_ops_counts_kernel_launching_ops_once() -> None:
+    """The launch proxy of gpu_bench: views, no-ops and allocations launch nothing, and a composite
+    op counts once, as the op that does the work (linear -> addmm -> its bias copy on the CPU)."""
+    from gpu_bench import count_ops
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    lin, x = nn.Linear(4, 6), torch.randn(2, 4)
+
+    def counts(fn: Any) -> dict[str, int]:
+        with torch.inference_mode():
+            fn()  # warm-up
+            with profile() as prof:
+                fn()
+        events = list(prof.events())
+        got = count_ops(events)
+        assert got["aten_ops"] == sum(1 for e in events if e.name.startswith("aten::"))
+        return got
+
+    c = counts(lambda: lin(x).view(3, 4).relu())  # linear (t, addmm), view: 1 kernel; relu: 1
+    assert c["kernel_ops"] == 2 and c["aten_ops"] > 5
+    y = torch.randn(4, 6)
+    assert counts(lambda: y.view(6, 4).t().unsqueeze(0).expand(2, -1, -1)[:, 1])["kernel_ops"] == 0
+    assert counts(lambda: y.t().contiguous())["kernel_ops"] == 1  # one copy, under contiguous/clone
+    assert counts(lambda: y.contiguous().to(torch.float32))["kernel_ops"] == 0  # both no-ops here
+    assert counts(lambda: (y + 1).softmax(-1).sum())["kernel_ops"] == 3
 
 
 # -- on a GPU -------------------------------------------------------------------------------------

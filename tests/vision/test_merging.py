@@ -59,6 +59,49 @@ def test_matches_naive_reference_and_conserves_mass(t: int, r: int, seed: int) -
     assert y.shape[1] == t - min(r, (t + 1) // 2 - 1, t // 2)
 
 
+def test_no_size_means_ones_and_cls_is_never_a_candidate() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, metric = torch.randn(2, 11, 4, generator=g), torch.randn(2, 11, 3, generator=g)
+    for r in (0, 1, 3, 5):
+        y1, s1 = bipartite_merge(x, None, metric, r)
+        y0, s0 = bipartite_merge(x, torch.ones(2, 11, 1), metric, r)
+        assert torch.equal(y1, y0) and torch.equal(s1, s0)
+    # positions 0 (CLS) 1B 2A 3B 4A 5B 6A; the B tokens are orthogonal, A 2 / 4 / 6 lean to B 1 / 3 / 5
+    # with cosines 1 > 0.995 > 0.894; the CLS token, identical to B 1, is never merged
+    e = torch.eye(3)
+    m = torch.stack([e[0], e[0], e[0], e[1], e[1] + 0.1 * e[2], e[2], e[2] + 0.5 * e[0]])[None]
+    x = torch.arange(7.0).reshape(1, 7, 1)
+    y, s = bipartite_merge(x, None, m, 1)
+    assert y.flatten().tolist() == [0.0, 4.0, 6.0, 1.5, 3.0, 5.0]
+    assert s.flatten().tolist() == [1.0, 1.0, 1.0, 2.0, 1.0, 1.0]
+    y, _ = bipartite_merge(x, None, m, 2)
+    assert y.flatten().tolist() == [0.0, 6.0, 1.5, 3.5, 5.0]
+
+
+def test_gradients_flow_through_the_merge(tiny_vit: ViT) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, 4, generator=g, requires_grad=True)
+    size = torch.randint(1, 4, (2, 9, 1), generator=g).float()
+    y, s = bipartite_merge(x, size, torch.randn(2, 9, 3, generator=g), 3)
+    (y * s).sum().backward()  # sum of size-weighted tokens is conserved: d/dx = size
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, size.expand_as(x))
+    img = torch.randn(2, 1, 16, 16, requires_grad=True)
+    TokenMerging(tiny_vit, 6)(img).sum().backward()
+    assert img.grad is not None and torch.isfinite(img.grad).all()
+
+
+def test_similarity_is_fp32_under_autocast() -> None:
+    """Under bf16 autocast the merge decisions are those of the fp32 similarity of the same keys."""
+    g = torch.Generator().manual_seed(0)
+    x, size = torch.randn(2, 197, 8, generator=g), torch.randint(1, 4, (2, 197, 1), generator=g).float()
+    metric = torch.randn(2, 197, 64, generator=g).bfloat16()
+    ref_y, ref_s = bipartite_merge(x, size, metric.float(), 60)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 cosines would tie and reorder here
+        y, s = bipartite_merge(x, size, metric, 60)
+    assert torch.equal(s, ref_s) and torch.equal(y, ref_y)
+
+
 def test_r_zero_is_the_plain_vit(tiny_vit: ViT) -> None:
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():

@@ -29,13 +29,13 @@ __all__ = ["TokenMerging", "bipartite_merge"]
 
 
 def bipartite_merge(
-    x: Tensor, size: Tensor, metric: Tensor, r: int, *, protect_first: bool = True
+    x: Tensor, size: Tensor | None, metric: Tensor, r: int, *, protect_first: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Merge ``r`` tokens of ``x`` by bipartite soft matching.
 
     Args:
         x: tokens ``(B, T, D)``.
-        size: patches per token ``(B, T, 1)`` (ones at the start).
+        size: patches per token ``(B, T, 1)``; ``None`` stands for all ones (nothing merged yet).
         metric: similarity features ``(B, T, C)`` (attention keys).
         r: tokens to remove; capped so that at least one A token (the CLS one when protected)
             survives.
@@ -52,34 +52,63 @@ def bipartite_merge(
         >>> y.flatten().tolist(), s.flatten().tolist()
         ([0.0, 1.0, 5.0], [1.0, 2.0, 1.0])
     """
-    _b, t, _d = x.shape
+    y, s = _merge(x, size, metric, r, protect_first)
+    return y, (torch.ones_like(x[..., :1]) if s is None else s)
+
+
+def _merge(
+    x: Tensor, size: Tensor | None, metric: Tensor, r: int, protect_first: bool
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`bipartite_merge` for the forward: ``size`` stays ``None`` when nothing was merged."""
+    b, t, _d = x.shape
     n_a = (t + 1) // 2
     r = min(r, n_a - 1 if protect_first else n_a, t // 2)
     if r <= 0:
         return x, size
     # Static shapes and no host synchronisation: every count below is a Python int from the shapes
     # (r, |A|, |B|), so the forward traces, compiles with fullgraph=True and captures as a CUDA graph.
-    m = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    sim = m[:, ::2] @ m[:, 1::2].transpose(1, 2)  # (B, |A|, |B|)
-    if protect_first:
-        sim[:, 0, :] = float("-inf")
-    best, partner = sim.max(dim=-1)  # for each A token: its closest B token
-    order = best.argsort(dim=-1, descending=True)
-    merged_a = order[:, :r]  # A tokens folded into B
-    kept_a = order[:, r:].sort(dim=-1).values  # keep original order (CLS stays first)
-    dst = torch.gather(partner, 1, merged_a)
+    # The work per merge: normalise and compare (norm, clamp, divide, bmm), max, two sorts, the
+    # partner gather, the size channel (mul or ones, cat), two gathers, a cat, one in-place
+    # scatter-add and a division; index tensors are (B, n, 1) and only expanded (views).
+    # Kernel counts before and after: benchmarks/vision/README.md, "On a GPU".
+    p = 1 if protect_first else 0  # a protected CLS token takes no part in the matching (no -inf fill)
+    dev = metric.device.type
+    if torch.is_autocast_enabled(dev):
+        # Under autocast the similarity is computed in fp32 from one cast of the keys: autocast
+        # would otherwise round-trip (fp32 norm, then a bf16 cast of each half for the matmul),
+        # and bf16 cosines tie often, so merges would differ from the fp32 model's more than needed.
+        with torch.autocast(dev, enabled=False):
+            sim = _similarity(metric.float(), p)
+    else:
+        sim = _similarity(metric, p)
+    # keepdim: the indices come out as (B, n, 1), ready to expand over the channels (no reshapes)
+    best, partner = sim.max(dim=-1, keepdim=True)  # for each candidate A token: its closest B token
+    order = best.argsort(dim=1, descending=True)  # (not stable=True: ONNX cannot export it)
+    merged = order[:, :r]  # candidates folded into B
+    kept = order[:, r:].sort(dim=1).values  # the others, in their original order
+    dst = partner.gather(1, merged)
 
     # The size rides along as one extra channel, so features and sizes move with one gather /
-    # scatter each (half the kernels of moving them separately); the arithmetic is unchanged.
-    z = torch.cat([x * size, size.to(x.dtype)], dim=-1)  # (B, T, D + 1)
-    a_z, b_z = z[:, ::2], z[:, 1::2]
+    # scatter each; before the first merge every size is 1 (x * 1 == x, nothing to multiply).
+    if size is None:
+        z = torch.cat([x, x.new_ones(b, t, 1)], dim=-1)  # (B, T, D + 1)
+    else:
+        z = torch.cat([x * size, size if size.dtype == x.dtype else size.to(x.dtype)], dim=-1)
     w = z.shape[-1]
-    b_z = b_z.scatter_add(
-        1, dst[..., None].expand(-1, -1, w), torch.gather(a_z, 1, merged_a[..., None].expand(-1, -1, w))
-    )
-    out = torch.cat([torch.gather(a_z, 1, kept_a[..., None].expand(-1, -1, w)), b_z], dim=1)
+    cand, b_z = z[:, 2 * p :: 2], z[:, 1::2]
+    src = cand.gather(1, merged.expand(-1, -1, w))
+    out = torch.cat([z[:, :p], cand.gather(1, kept.expand(-1, -1, w)), b_z], dim=1)
+    # in place on this call's own tensor (no copy): cat saves nothing for its backward
+    out[:, n_a - r :].scatter_add_(1, dst.expand(-1, -1, w), src)
     new_s = out[..., -1:]
-    return out[..., :-1] / new_s, new_s.to(size.dtype)
+    return out[..., :-1] / new_s, new_s
+
+
+def _similarity(metric: Tensor, p: int) -> Tensor:
+    """Cosine similarity ``(B, |A| - p, |B|)`` of the candidate A tokens (even positions from ``2p``)
+    to the B tokens (odd positions)."""
+    m = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return torch.bmm(m[:, 2 * p :: 2], m[:, 1::2].transpose(1, 2))
 
 
 class TokenMerging(nn.Module):
@@ -130,13 +159,18 @@ class TokenMerging(nn.Module):
         """Logits ``(B, num_classes)``."""
         bb = self.backbone
         h = bb.embed(x)
-        size = torch.ones(h.shape[0], h.shape[1], 1, dtype=h.dtype, device=h.device)
+        # size None: every token is one patch, so log(size) == 0 and no attention bias is needed
+        # until the first merge (no ones tensor, no log, no bias; scaled-dot-product attention
+        # without a mask keeps its fastest kernel)
+        size: Tensor | None = None
         for module, r in zip(bb.blocks, self.r):
             blk = cast(Block, module)
-            bias = size.log().transpose(1, 2)[:, None] if self.proportional_attention else None
+            bias = None
+            if self.proportional_attention and size is not None:
+                bias = size.log().reshape(size.shape[0], 1, 1, -1)  # (B, 1, 1, T): per key
             a, keys = blk.attn(blk.norm1(h), attn_bias=bias, return_keys=r > 0)
             h = h + a
             if r > 0 and keys is not None:
-                h, size = bipartite_merge(h, size, keys, r)
+                h, size = _merge(h, size, keys, r, True)
             h = h + blk.mlp(blk.norm2(h))
         return bb.head(bb.norm(h[:, 0]))
