@@ -55,6 +55,35 @@ def _merge_partition(best_s: F32, best_i: I64, s: F32, offset: int, k: int) -> t
     return np.take_along_axis(all_s, keep, axis=1), np.take_along_axis(all_i, keep, axis=1)
 
 
+#: columns per group of the first block's prefilter (see :func:`_first_block_candidates`)
+_GROUP = 64
+
+
+def _first_block_candidates(s: F32, k: int) -> tuple[I64, I64] | None:
+    """The entries of a first block that can be in a row's top k, without a full ``argpartition``.
+
+    The columns are cut into groups of :data:`_GROUP`; the k-th largest group maximum ``t`` of a row
+    is a lower bound of the row's k-th largest score (k groups each hold a score >= ``t``), so
+    every top-k entry is ``>= t``. Only those few entries are merged. ``argpartition`` over a whole
+    block was the cost of exact search where numpy has no AVX-512 select (AMD Zen: 2.5x faiss's
+    flat index); the group maxima are one vectorised reduction. ``None`` when the filter would not
+    pay (few groups, non-finite bounds, or too many candidates).
+    """
+    b, c = s.shape
+    g = c // _GROUP
+    if g < 4 * k:
+        return None
+    gm = s[:, : g * _GROUP].reshape(b, g, _GROUP).max(axis=2)
+    t = np.partition(gm, g - k, axis=1)[:, g - k]
+    if not np.isfinite(t).all():
+        return None
+    mask = s >= t[:, None]
+    if int(np.count_nonzero(mask)) * 8 >= mask.size:
+        return None
+    rows, cols = np.nonzero(mask)
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
 def _merge_threshold(
     best_s: F32, best_i: I64, s: F32, rows: I64, cols: I64, offset: int, k: int
 ) -> tuple[F32, I64]:
@@ -151,6 +180,12 @@ def exact_topk(
                 if n_cand * 8 < mask.size:
                     rows, cols = np.nonzero(mask)
                     best_s, best_i = _merge_threshold(best_s, best_i, s, rows, cols, c0, k)
+                    continue
+            else:
+                cand = _first_block_candidates(s, k)
+                if cand is not None:
+                    best_s, best_i = _merge_threshold(best_s, best_i, s, cand[0], cand[1], c0, k)
+                    filled = bool(np.isfinite(best_s).all())
                     continue
             best_s, best_i = _merge_partition(best_s, best_i, s, c0, k)
             filled = bool(np.isfinite(best_s).all())
