@@ -172,7 +172,7 @@ class _AllReduceOptimizer:
 
 def _train_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: the same seeded net on every worker, a slice of each batch each."""
-    import ray.train  # type: ignore[import-not-found]
+    import ray.train
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -262,7 +262,7 @@ def fit_two_tower_ray(
     """
     ensure_ray(RAY_EXTRA)
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer  # type: ignore[import-not-found]
+    from ray.train.torch import TorchTrainer
 
     cfg = config or TwoTowerConfig()
     if cfg.device not in ("cpu", "auto"):
