@@ -47,6 +47,7 @@ from mlsys.vision.compress import (
     MobileNetV3,
     count_parameters,
     fake_quantize,
+    fuse_attention_onnx,
     onnx_parity,
     quantize_mixed_onnx,
     quantize_onnx,
@@ -69,6 +70,10 @@ N_FILES = 1000
 ONNX_FILES = {
     "teacher_onnx": "teacher_fp32.onnx",
     "teacher_int8_dynamic": "teacher_int8_dynamic.onnx",
+    # the teacher with each self-attention fused into one com.microsoft Attention node: the FP32
+    # baseline of that graph, and its dynamic INT8 (QAttention + DynamicQuantizeMatMul)
+    "teacher_fused_fp32": "teacher_fused_fp32.onnx",
+    "teacher_int8_attn": "teacher_int8_dynamic_attn.onnx",
     "teacher_int8_static": "teacher_int8_static.onnx",
     "teacher_mixed": "teacher_mixed_qk8_v4_ffn4.onnx",
     "pruned_onnx": "pruned_fp32.onnx",
@@ -147,6 +152,8 @@ def prepare(force: bool) -> dict[str, Any]:
     t_fp32, s_fp32 = OUT / ONNX_FILES["teacher_onnx"], OUT / ONNX_FILES["student_onnx"]
     t0 = time.perf_counter()
     quantize_onnx(t_fp32, OUT / ONNX_FILES["teacher_int8_dynamic"], mode="dynamic")
+    fuse_attention_onnx(t_fp32, OUT / ONNX_FILES["teacher_fused_fp32"])
+    quantize_onnx(t_fp32, OUT / ONNX_FILES["teacher_int8_attn"], mode="dynamic", fuse_attention=True)
     quantize_onnx(
         t_fp32, OUT / ONNX_FILES["teacher_int8_static"], mode="static", calibration=cal, method="percentile"
     )
@@ -237,6 +244,8 @@ LAT_BACKENDS = (
     "teacher_int8_dynamic",
     "teacher_int8_static",
     "teacher_mixed",
+    "teacher_fused_fp32",
+    "teacher_int8_attn",
     "student_int8_static",
     "student_int8_dynamic",
 )
@@ -451,8 +460,12 @@ def report() -> None:
             print(
                 f"{t} thread(s): batch-1 teacher/student torch {tt / st:.2f}x (fused {tt / sf:.2f}x), ONNX Runtime {to / so:.2f}x"
             )
-            for m in ("teacher_int8_dynamic", "teacher_int8_static", "teacher_mixed"):
-                print(f"  {m}: {to / s[f'{m}@{t}']['b1_p50_ms']:.2f}x over teacher FP32 ONNX at batch 1")
+            for m in ("teacher_int8_dynamic", "teacher_int8_static", "teacher_mixed", "teacher_int8_attn"):
+                if f"{m}@{t}" in s:
+                    print(f"  {m}: {to / s[f'{m}@{t}']['b1_p50_ms']:.2f}x over teacher FP32 ONNX at batch 1")
+            if f"teacher_int8_attn@{t}" in s and f"teacher_fused_fp32@{t}" in s:
+                tf, ta = s[f"teacher_fused_fp32@{t}"]["b1_p50_ms"], s[f"teacher_int8_attn@{t}"]["b1_p50_ms"]
+                print(f"  teacher_int8_attn: {tf / ta:.2f}x over the same attention-fused graph in FP32")
             for m in ("student_int8_static", "student_int8_dynamic"):
                 print(f"  {m}: {so / s[f'{m}@{t}']['b1_p50_ms']:.2f}x over student FP32 ONNX at batch 1")
     if acc:

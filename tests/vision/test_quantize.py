@@ -28,6 +28,7 @@ from mlsys.vision.compress import (
     MobileNetV3,
     MobileNetV3Config,
     fake_quantize,
+    fuse_attention_onnx,
     load_onnx,
     onnx_layers,
     onnx_parity,
@@ -108,14 +109,66 @@ def test_int8_quantization_is_close_to_fp32(
     cal = CalibrationData(x[:64], batch_size=16)
     q = quantize_onnx(p, tmp_path / f"{mode}_{method}.onnx", mode=mode, calibration=cal, method=method)
     kinds = quantized_layers(q)
-    # every weight layer of the model runs in INT8
-    assert len(kinds) == sum(len(v) for v in onnx_layers(p).values())
+    kinds_of = {n.name: n.op_type for n in load_onnx(p).graph.node}
+    weight_nodes = [n for v in onnx_layers(p).values() for n in v]
+    # static: every weight layer runs in INT8; dynamic: every MatMul/Gemm, Conv stays in float
+    # (ConvInteger is slower than the float Conv)
+    want = [n for n in weight_nodes if mode == "static" or kinds_of[n] != "Conv"]
+    assert len(kinds) == len(want) >= 1
     assert set(kinds.values()) == {"int8"}
     ref = m(x[64:]).detach().numpy()
     got = onnx_session(q, threads=1).run(None, {"images": x[64:].numpy()})[0]
     rel = np.abs(got - ref).max() / np.abs(ref).max()
     assert rel < 0.15, rel
     assert q.stat().st_size < 0.6 * p.stat().st_size
+
+
+def test_dynamic_quantization_can_still_quantize_convolutions(
+    vit_onnx: tuple[ViT, Path], tmp_path: Path
+) -> None:
+    _, p = vit_onnx
+    q = quantize_onnx(p, tmp_path / "q.onnx", mode="dynamic", op_types=("Conv", "MatMul", "Gemm"))
+    assert len(quantized_layers(q)) == sum(len(v) for v in onnx_layers(p).values())
+    assert "ConvInteger" in {n.op_type for n in load_onnx(q).graph.node}
+
+
+@pytest.mark.parametrize("stem", [False, True])
+def test_attention_fusion_keeps_the_function_and_quantizes_to_qattention(tmp_path: Path, stem: bool) -> None:
+    m = _vit(stem_channels=(8, 8)) if stem else _vit()
+    p = export_onnx(m, tmp_path / "vit.onnx")
+    f = fuse_attention_onnx(p, tmp_path / "fused.onnx")
+    ops = [n.op_type for n in load_onnx(f).graph.node]
+    assert ops.count("Attention") == 2 and "Softmax" not in ops
+    assert len(ops) <= len(load_onnx(p).graph.node) - 2 * 25  # ~30 nodes per block become one
+    x = _images(64, seed=1)
+    ref = m(x).detach().numpy()
+    for batch in (1, 64):  # the dynamic batch axis survives the fusion
+        got = onnx_session(f, threads=1).run(None, {"images": x[:batch].numpy()})[0]
+        assert np.abs(got - ref[:batch]).max() < 1e-4
+    q = quantize_onnx(p, tmp_path / "q.onnx", mode="dynamic", fuse_attention=True)
+    qops = [n.op_type for n in load_onnx(q).graph.node]
+    assert qops.count("QAttention") == 2 and "Attention" not in qops
+    got = onnx_session(q, threads=1).run(None, {"images": x.numpy()})[0]
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 0.15
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() > 0.85
+    # static QDQ over the fused graph: the Attention node stays in float, the rest is INT8
+    cal = CalibrationData(x, batch_size=16)
+    s = quantize_onnx(p, tmp_path / "s.onnx", calibration=cal, fuse_attention=True)
+    assert "Attention" in {n.op_type for n in load_onnx(s).graph.node}
+    got = onnx_session(s, threads=1).run(None, {"images": x.numpy()})[0]
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 0.15
+
+
+def test_attention_fusion_refuses_a_graph_without_fusable_attention(
+    vit_onnx: tuple[ViT, Path], tmp_path: Path
+) -> None:
+    _, split = vit_onnx  # split q/k/v projections: no single qkv MatMul to fuse
+    with pytest.raises(InvalidInputError, match="no ViT self-attention"):
+        fuse_attention_onnx(split, tmp_path / "f.onnx")
+    torch.manual_seed(0)
+    s = export_onnx(MobileNetV3(MobileNetV3Config.fashion_mnist()).eval(), tmp_path / "s.onnx")
+    with pytest.raises(InvalidInputError, match="no ViT self-attention"):
+        quantize_onnx(s, tmp_path / "q.onnx", mode="dynamic", fuse_attention=True)
 
 
 def test_static_int8_of_the_mobilenet_student(tmp_path: Path) -> None:
