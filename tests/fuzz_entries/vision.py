@@ -44,6 +44,7 @@ ENTRIES = {
     _C + "onnx_layers": _FS,
     _C + "quantized_layers": _FS,
     _C + "quantize_onnx": _FS,
+    _C + "fuse_attention_onnx": _FS,
     _C + "quantize_mixed_onnx": _FS,
     _C + "onnx_parity": "exempt: takes a model and an ONNX session or file, not request data",
 }
