@@ -286,3 +286,135 @@ def test_mlp_needs_no_lightgbm(monkeypatch: pytest.MonkeyPatch, genre_data: Recs
     split = random_holdout(genre_data.interactions, seed=1)
     r = _fit_with(genre_data, split, model="mlp", mlp_epochs=2)
     assert r.recommend([1], 5)[0].shape == (1, 5)
+
+
+# -- persistence ----------------------------------------------------------------------------------
+def _same_ranker(a: LearnedRanker, b: LearnedRanker, users: np.ndarray) -> None:
+    ids_a, sc_a = a.recommend(users, 15)
+    ids_b, sc_b = b.recommend(users, 15)
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_array_equal(sc_a, sc_b)
+    np.testing.assert_array_equal(a.score(users), b.score(users))
+    cand_a, per_a = a.candidates(users, 12)
+    cand_b, per_b = b.candidates(users, 12)
+    np.testing.assert_array_equal(cand_a, cand_b)
+    assert per_a.keys() == per_b.keys() and all(np.array_equal(per_a[s], per_b[s]) for s in per_a)
+    assert b.config == a.config and b.feature_names_ == a.feature_names_
+    assert b.validation_ == a.validation_
+    assert (b.ease_l2_, b.fold_l2_, b.blend_weight_) == (a.ease_l2_, a.fold_l2_, a.blend_weight_)
+    np.testing.assert_array_equal(b.training_targets_.users, a.training_targets_.users)
+    np.testing.assert_array_equal(b.training_targets_.items, a.training_targets_.items)
+    np.testing.assert_array_equal(b.item_ids_, a.item_ids_)
+    np.testing.assert_array_equal(b.history_size(users), a.history_size(users))
+
+
+def test_save_load_round_trip(fitted: tuple[LearnedRanker, Split], tmp_path: Path) -> None:
+    ranker, split = fitted
+    ranker.save(tmp_path / "r")
+    loaded = LearnedRanker.load(tmp_path / "r")
+    users = np.unique(split.test.users)
+    _same_ranker(ranker, loaded, users)
+    assert loaded.feature_importance() == ranker.feature_importance()
+    assert (
+        evaluate_recommender(loaded, split, ks=(10,)).metrics
+        == evaluate_recommender(ranker, split, ks=(10,)).metrics
+    )
+    ranker.save(tmp_path / "r")  # replacing an earlier save is allowed
+    _same_ranker(ranker, LearnedRanker.load(tmp_path / "r"), users[:20])
+
+
+def test_save_load_round_trip_with_als_and_the_mlp_blend(
+    genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split], tmp_path: Path
+) -> None:
+    """ALS factors (randomised, so stored) and a blend of a booster and a torch MLP come back equal."""
+    pytest.importorskip("implicit", reason="ALS features need implicit")
+    blend = _fit_with(genre_data, fitted[1], model="blend", als_factors=8, als_iterations=3, mlp_epochs=3)
+    assert "als" in blend.signals_.sources and blend.mlps_ and blend.boosters_
+    blend.save(tmp_path / "b")
+    loaded = LearnedRanker.load(tmp_path / "b")
+    _same_ranker(blend, loaded, np.unique(fitted[1].test.users))
+    np.testing.assert_array_equal(loaded.signals_.als[1], blend.signals_.als[1])  # type: ignore[index]
+
+
+def test_load_refuses_files_it_cannot_trust(fitted: tuple[LearnedRanker, Split], tmp_path: Path) -> None:
+    import json
+
+    from mlsys.common.errors import CorruptFileError, FormatVersionError
+    from mlsys.common.persist import file_sha256
+
+    ranker, _ = fitted
+    with pytest.raises(NotFittedError):
+        LearnedRanker(FAST).save(tmp_path / "unfitted")
+    assert not (tmp_path / "unfitted").exists()
+    d = tmp_path / "r"
+    ranker.save(d)
+    manifest = json.loads((d / "manifest.json").read_text())
+
+    def fresh() -> Path:
+        import shutil
+
+        target = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(d, target)
+        return target
+
+    t = fresh()  # truncated model file
+    (t / "booster0.txt").write_bytes((t / "booster0.txt").read_bytes()[:200])
+    with pytest.raises(CorruptFileError, match="sha256"):
+        LearnedRanker.load(t)
+    t = fresh()  # a payload missing
+    (t / "state.npz").unlink()
+    with pytest.raises(CorruptFileError, match="missing"):
+        LearnedRanker.load(t)
+    t = fresh()  # written by a later format
+    (t / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(FormatVersionError):
+        LearnedRanker.load(t)
+    t = fresh()  # another class's directory
+    (t / "manifest.json").write_text(json.dumps({**manifest, "class": "mlsys.recsys.EASE"}))
+    with pytest.raises(CorruptFileError, match="expected"):
+        LearnedRanker.load(t)
+    t = fresh()  # not JSON
+    (t / "manifest.json").write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(CorruptFileError):
+        LearnedRanker.load(t)
+    t = fresh()  # training events edited and re-checksummed: the rebuilt sources no longer score alike
+    with np.load(t / "state.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["event_items"] = np.roll(arrays["event_items"], 7)
+    np.savez(t / "state.npz", **arrays)
+    m = {**manifest, "checksums": {**manifest["checksums"], "state.npz": file_sha256(t / "state.npz")}}
+    (t / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptFileError, match="reproduce"):
+        LearnedRanker.load(t)
+    t = fresh()  # a config field this version does not know
+    m = {**manifest, "config": {**manifest["config"], "nope": 1}}
+    (t / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptFileError, match="nope"):
+        LearnedRanker.load(t)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match="non-empty directory"):
+        ranker.save(other)  # never overwrites a directory that is not a saved model
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_save_keeps_the_previous_one(
+    fitted: tuple[LearnedRanker, Split], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranker, split = fitted
+    d = tmp_path / "r"
+    ranker.save(d)
+    before = sorted((p.name, p.read_bytes()) for p in d.iterdir())
+    booster = ranker.boosters_[0]
+
+    def boom(*_: Any, **__: Any) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(booster, "model_to_string", boom)
+    with pytest.raises(OSError, match="disk full"):
+        ranker.save(d)
+    assert sorted((p.name, p.read_bytes()) for p in d.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]  # no temporary directory left behind
+    monkeypatch.undo()
+    _same_ranker(ranker, LearnedRanker.load(d), np.unique(split.test.users)[:10])

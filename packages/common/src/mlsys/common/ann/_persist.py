@@ -10,11 +10,8 @@ instead of being handed to a native reader. Payloads are ``.npy`` files (read wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mlsys.common.errors import CorruptFileError, FormatVersionError, InvalidInputError
+from mlsys.common.persist import atomic_directory
+from mlsys.common.persist import file_sha256 as sha256_file
 from mlsys.common.spaces import EmbeddingSpace
 
 __all__ = [
@@ -41,15 +40,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_npy(directory: Path, name: str, array: npt.NDArray[Any]) -> None:
     """Write ``array`` as ``directory/name`` in ``.npy`` format (never pickled)."""
     np.save(directory / name, np.ascontiguousarray(array), allow_pickle=False)
@@ -61,42 +51,6 @@ def load_npy(directory: Path, name: str) -> npt.NDArray[Any]:
         return np.load(directory / name, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise CorruptFileError(f"{directory / name} is not a readable .npy array: {exc}") from exc
-
-
-class atomic_directory:
-    """Build a directory under a temporary name and move it into place on success.
-
-    An existing index directory at ``path`` is replaced only after the new one is complete; a
-    non-empty directory without a manifest is refused rather than overwritten.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if self.path.exists():
-            if not self.path.is_dir():
-                raise InvalidInputError(f"cannot save index to {self.path}: it exists and is not a directory")
-            if any(self.path.iterdir()) and not (self.path / MANIFEST).exists():
-                raise InvalidInputError(
-                    f"cannot save index to {self.path}: non-empty directory without {MANIFEST}; "
-                    "expected a new path or an index directory to replace"
-                )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if self.path.exists():
-            old = self.path.with_name(self.tmp.name + ".old")
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_manifest(

@@ -113,6 +113,12 @@ class Signals:
         user_index, item_index: the id maps of the rows and columns.
         users, items: optional feature tables (demographics, genres, release year).
         settings: what to fit.
+        time_edges: bin edges of the training timestamps for the time features.
+        als: ``(user_factors, item_factors)`` of an already fitted ALS (a loaded model) instead of
+            fitting one; used only when ``settings.als_factors > 0``.
+
+    The inputs are kept (``events``, ``user_index``, ``item_index``, ``users``, ``items``) so that a
+    fitted ranker can be saved and rebuilt from them.
     """
 
     def __init__(
@@ -126,9 +132,13 @@ class Signals:
         items: FeatureTable | None,
         settings: SignalSettings,
         time_edges: npt.NDArray[np.float64],
+        *,
+        als: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.x = x
         self.s = settings
+        self.events, self.user_index, self.item_index = events, user_index, item_index
+        self.users, self.items = users, items
         n_users, n_items = x.shape
         self.user_ts = user_ts
         self.sources: list[str] = ["ease", "knn", "pop"]
@@ -161,7 +171,7 @@ class Signals:
         self.sources.append("uknn")
         self.als: tuple[np.ndarray, np.ndarray] | None = None
         if settings.als_factors > 0:
-            self.als = self._fit_als(x)
+            self.als = self._fit_als(x) if als is None else als
             self.sources.append("als")
         # time: cumulative item counts over time bins; user windows
         _, ipos, its = events
