@@ -148,6 +148,8 @@ def test_attention_fusion_keeps_the_function_and_quantizes_to_qattention(tmp_pat
     q = quantize_onnx(p, tmp_path / "q.onnx", mode="dynamic", fuse_attention=True)
     qops = [n.op_type for n in load_onnx(q).graph.node]
     assert qops.count("QAttention") == 2 and "Attention" not in qops
+    qattn = [n.name for n in load_onnx(q).graph.node if n.op_type == "QAttention"]
+    assert all(quantized_layers(q).get(name) == "int8" for name in qattn)  # counted as INT8 layers
     got = onnx_session(q, threads=1).run(None, {"images": x.numpy()})[0]
     assert np.abs(got - ref).max() / np.abs(ref).max() < 0.15
     assert (got.argmax(-1) == ref.argmax(-1)).mean() > 0.85

@@ -77,8 +77,8 @@ def onnx_layers(model: Any) -> dict[str, list[str]]:
 
 def quantized_layers(model: Any) -> dict[str, str]:
     """What a quantized graph runs in low precision: ``{node name: kind}`` with kind ``"int8"``
-    (a Conv/MatMul/Gemm whose weight is dequantized from an 8-bit initializer, QDQ format, or a
-    QLinear/Integer operator) or ``"int4"`` (a ``MatMulNBits`` node with 4 bits).
+    (a Conv/MatMul/Gemm whose weight is dequantized from an 8-bit initializer, QDQ format, a
+    QLinear/Integer operator, or a fused ``QAttention``) or ``"int4"`` (a ``MatMulNBits`` node with 4 bits).
 
     Example:
         >>> quantized_layers.__name__
@@ -100,6 +100,8 @@ def quantized_layers(model: Any) -> dict[str, str]:
             "MatMulInteger",
             "ConvInteger",
             "DynamicQuantizeMatMul",
+            "QGemm",
+            "QAttention",  # com.microsoft: fused attention with INT8 QKV weights (dynamic INT8)
         ):
             out[n.name] = "int8"
         elif n.op_type in WEIGHT_OPS and len(n.input) > 1:
