@@ -7,7 +7,6 @@ unpickles anything (weights are read with safetensors).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,12 @@ import torch
 from torch import nn
 
 from mlsys.common.errors import CorruptFileError, FormatVersionError, InvalidInputError, UnknownNameError
+from mlsys.common.persist import file_sha256 as _sha256
 
 __all__ = ["FORMAT_VERSION", "load_model", "save_model"]
 
 FORMAT_VERSION = 1
 _WEIGHTS = "model.safetensors"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _registry() -> dict[str, Any]:
