@@ -13,7 +13,9 @@ printed for the spread. MovieLens: Harper & Konstan (2015).
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,8 +79,30 @@ def _run_seed(ds: RecsysDataset, seed: int, cfg: LearnedRankerConfig) -> dict[st
     rr = evaluate_recommender(ranker, split, ks=(10,))
     rows["learned ranker"] = (rr, fit_s)
     serve_s = time.perf_counter() - t0
+    persist = _round_trip(ranker, split, rr)
     cmp_ = compare(_as_eval(rr, users), _as_eval(rows["ease (l2=500)"][0], users), "ndcg@10", seed=0)
-    return {"rows": rows, "cmp": cmp_, "ranker": ranker, "serve_s": serve_s, "n_users": users.shape[0]}
+    return {
+        "rows": rows, "cmp": cmp_, "ranker": ranker, "serve_s": serve_s, "n_users": users.shape[0],
+        "persist": persist,
+    }  # fmt: skip
+
+
+def _round_trip(ranker: LearnedRanker, split: Split, before: EvaluationResult) -> dict[str, float]:
+    """save -> load of the fitted ranker: seconds, size, and the loaded ranker's per-user NDCG@10,
+    which must equal the fitted one's exactly (a persisted ranker that serves a different slate is a
+    silent failure)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ranker"
+        t0 = time.perf_counter()
+        ranker.save(path)
+        save_s = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        t0 = time.perf_counter()
+        loaded = LearnedRanker.load(path)
+        load_s = time.perf_counter() - t0
+    after = evaluate_recommender(loaded, split, ks=(10,))
+    np.testing.assert_array_equal(after.per_user["ndcg@10"], before.per_user["ndcg@10"])
+    return {"save_s": save_s, "load_s": load_s, "mib": size / 2**20}
 
 
 def test_cascade_quality(benchmark: Any, dataset: Any) -> None:
@@ -107,6 +131,12 @@ def test_cascade_quality(benchmark: Any, dataset: Any) -> None:
             f"validation (early-stopping users, fold sources): ranker {v['ndcg@10_ranker']:.4f} vs EASE "
             f"{v['ndcg@10_ease']:.4f}; l2 grid {v['ease_l2_grid_ndcg@10']}; rounds {v['best_iteration']}; "
             f"candidate recall {v['candidate_recall']:.3f}; scoring {res['serve_s']:.1f} s"
+        )
+        p = res["persist"]
+        print(
+            f"save {p['save_s']:.2f} s, load {p['load_s']:.2f} s ({p['mib']:.1f} MiB; load / fit "
+            f"{p['load_s'] / res['rows']['learned ranker'][1]:.3f}); the loaded ranker's per-user NDCG@10 "
+            "equals the fitted one's"
         )
         top = list(ranker.feature_importance().items())[:5]
         print("top-5 gain importance: " + ", ".join(f"{k} {w:.3f}" for k, w in top))
