@@ -32,6 +32,7 @@ from mlsys.common.errors import CorruptFileError, InvalidInputError
 __all__ = ["MANIFEST", "atomic_directory", "file_sha256", "read_manifest", "write_manifest"]
 
 MANIFEST = "manifest.json"
+"""File name of the manifest inside a saved directory."""
 
 
 def file_sha256(path: Path) -> str:
