@@ -28,11 +28,15 @@ def tuned(synth):  # type: ignore[no-untyped-def]
 
 def test_search_report_is_consistent_with_the_trained_model(tuned) -> None:  # type: ignore[no-untyped-def]
     r = tuned.report_
-    assert r.tuned and r.start == {"temperature": 0.1, "lr": 1e-2, "epochs": 2}
-    # 3 temperatures at the given lr, then 2 other learning rates at the best temperature.
-    assert len(r.runs) == 5
+    assert r.tuned and r.start == {"temperature": 0.1, "lr": 1e-2, "epochs": 2, "distill": 0.0}
+    # 3 temperatures at the given lr, then 2 other learning rates at the best temperature, then the
+    # distillation weight 1 at the best of those five.
+    assert len(r.runs) == 6
     assert [x["temperature"] for x in r.runs[:3]] == pytest.approx([0.05, 0.1, 0.2])
-    assert sorted(x["lr"] for x in r.runs[3:]) == pytest.approx([5e-3, 2e-2])
+    assert sorted(x["lr"] for x in r.runs[3:5]) == pytest.approx([5e-3, 2e-2])
+    assert [x["distill"] for x in r.runs] == [0.0] * 5 + [1.0]
+    top = max(r.runs[:5], key=lambda x: x["best_ndcg@10"])
+    assert (r.runs[5]["temperature"], r.runs[5]["lr"]) == (top["temperature"], top["lr"])
     best = max(r.runs, key=lambda x: x["best_ndcg@10"])
     for run in r.runs:
         curve = run["curve"]
@@ -41,7 +45,13 @@ def test_search_report_is_consistent_with_the_trained_model(tuned) -> None:  # t
         stopped_early = len(curve) < 2 * SMALL.epochs
         if stopped_early:  # early stopping: `patience` epochs without a better score
             assert len(curve) - run["best_epoch"] >= SMALL.patience
-    assert r.chosen == {"temperature": best["temperature"], "lr": best["lr"], "epochs": best["best_epoch"]}
+    want = {"temperature": best["temperature"], "lr": best["lr"], "epochs": best["best_epoch"]}
+    want["distill"] = best["distill"]
+    search = r.teacher_l2_search
+    assert search is not None and search["chosen"] == search["l2"][int(np.argmax(search["ndcg@10"]))]
+    if best["distill"] > 0:
+        want["distill_l2"] = search["chosen"]
+    assert r.chosen == want and tuned.config.distill == best["distill"]
     assert tuned.config.temperature == best["temperature"] and tuned.config.epochs == best["best_epoch"]
     assert len(tuned.loss_history_) == best["best_epoch"]
     assert "validation carved from training" in r.validation and "trained items" in r.objective
@@ -105,7 +115,7 @@ def test_cold_objective_for_a_features_only_model(synth) -> None:  # type: ignor
         SMALL, item_id_embedding=False, item_bias=False, temperature_factors=(1.0,), lr_factors=(1.0,)
     )
     m = TwoTowerModel(cfg).fit(synth.interactions, items=synth.items, progress=False)
-    assert "validation-cold items" in m.report_.objective and len(m.report_.runs) == 1
+    assert "validation-cold items" in m.report_.objective and len(m.report_.runs) == 2  # + distill 1
     assert m.report_.cold_calibration is None and m.cold_offset_ == 0.0
 
 
@@ -160,6 +170,14 @@ def test_the_search_never_sees_validation_pairs_in_training(synth, monkeypatch) 
         {"patience": 0},
         {"tune_budget_s": float("nan")},
         {"cold_tolerance": -0.1},
+        {"distill": -1.0},
+        {"distill": float("nan")},
+        {"distill_l2": 0.0},
+        {"distill_temperature": 0.0},
+        {"distill_grid": (0.0, -1.0)},
+        {"distill_grid": "01"},
+        {"distill_l2_factors": ()},
+        {"distill_l2_factors": (1.0, 0.0)},
     ],
 )
 def test_search_settings_are_validated(bad: dict[str, object]) -> None:
@@ -183,3 +201,8 @@ def test_report_from_dict_refuses_wrong_keys() -> None:
         TwoTowerReport.from_dict({**r.to_dict(), "extra": 1})
     with pytest.raises(CorruptFileError):
         TwoTowerReport.from_dict([])  # type: ignore[arg-type]
+    # A report saved before distillation existed (no teacher_l2_search) still loads.
+    old = {k: v for k, v in r.to_dict().items() if k != "teacher_l2_search"}
+    assert TwoTowerReport.from_dict(old) == r
+    with pytest.raises(CorruptFileError):
+        TwoTowerReport.from_dict({k: v for k, v in r.to_dict().items() if k != "runs"})

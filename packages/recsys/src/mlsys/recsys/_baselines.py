@@ -84,6 +84,22 @@ _NEIGHBORHOODS = ("target", "source")
 _SIMILARITIES = ("cosine", "asymmetric", "jaccard")
 
 
+def ease_weights(x: sp.csr_matrix, l2: float) -> npt.NDArray[np.float32]:
+    """EASE item-item weights ``B`` (Steck 2019; zero diagonal, float32) of the binary matrix ``x``.
+
+    Example:
+        >>> import scipy.sparse as sp
+        >>> ease_weights(sp.csr_matrix(np.eye(2)), 1.0).shape
+        (2, 2)
+    """
+    gram = (x.T @ x).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    p = np.linalg.inv(gram)
+    b = p / (-np.diag(p))[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return b.astype(np.float32)
+
+
 def _top_k_per_row(block: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask of each row's ``k`` largest entries; ties at the k-th value go to lower columns.
 
@@ -271,12 +287,7 @@ class EASE(Recommender):
         users: FeatureTable | None,
         items: FeatureTable | None,
     ) -> None:
-        gram = (seen.T @ seen).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.l2
-        p = np.linalg.inv(gram)
-        b = p / (-np.diag(p))[None, :]
-        b[np.diag_indices_from(b)] = 0.0
-        self.weights_ = b.astype(np.float32)
+        self.weights_ = ease_weights(seen, self.l2)
 
     def _score(self, user_ids: npt.NDArray[np.int64], positions: npt.NDArray[np.int64]) -> np.ndarray:
         return self.seen_[positions] @ self.weights_

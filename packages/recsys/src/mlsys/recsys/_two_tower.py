@@ -32,7 +32,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +54,7 @@ from mlsys.common.errors import (
 )
 from mlsys.common.spaces import EmbeddingSpace
 from mlsys.common.validation import as_ids, check_k
+from mlsys.recsys._baselines import ease_weights
 from mlsys.recsys._data import FeatureSpec, FeatureTable, IdIndex, Interactions
 from mlsys.recsys._frequency import StaticFrequencyEstimator, StreamingFrequencyEstimator
 from mlsys.recsys._splits import validation_holdout
@@ -115,6 +116,20 @@ class TwoTowerConfig:
             a result depends on the machine's speed).
         cold_tolerance: the cold-item score offset is the largest one whose validation NDCG is within
             this share of the best offset's (more exposure for new items at a bounded cost).
+        distill: weight of the distillation term: the KL divergence from a teacher's distribution
+            over the catalogue (EASE, Steck 2019, fit on the same training matrix; each user's
+            scores z-scored over the items they have not seen, softmax at ``distill_temperature``)
+            to the two-tower's own softmax over every training item (seen items excluded), added to
+            the retrieval loss (``0``: no teacher). It costs one item-tower pass over the
+            catalogue per step and a dense ``items x items`` matrix (at most
+            ``DISTILL_MAX_ITEMS`` training items).
+        distill_l2: the teacher EASE's ``l2``; ``None``: chosen on the validation split from
+            ``distill_l2_factors`` times the mean number of events per training item when
+            tuning, ``10x`` that mean otherwise (a scale that follows the data, not a constant).
+        distill_temperature: softmax temperature of the teacher's z-scored scores.
+        distill_grid: distillation weights the search tries (at the best temperature and learning
+            rate found before); empty: keep ``distill``.
+        distill_l2_factors: multiples of the mean events per item that the search tries for ``distill_l2``.
         device: where training and scoring run: ``"cpu"`` (the reproducible default), ``"auto"``
             (a GPU when one is present), ``"cuda"`` or ``"cuda:N"``; resolved by
             :func:`mlsys.common.devices.resolve_device` at ``fit`` (a device the machine lacks is a
@@ -160,6 +175,11 @@ class TwoTowerConfig:
     patience: int = 2
     tune_budget_s: float = 600.0
     cold_tolerance: float = 0.01
+    distill: float = 0.0
+    distill_l2: float | None = None
+    distill_temperature: float = 1.0
+    distill_grid: tuple[float, ...] = (0.0, 1.0)
+    distill_l2_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -261,6 +281,33 @@ class TwoTowerConfig:
                 )
             object.__setattr__(self, f, tuple(float(x) for x in v))
 
+        self._check_distill()
+
+    def _check_distill(self) -> None:
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+        if not number(self.distill) or self.distill < 0:
+            raise InvalidInputError(
+                f"TwoTowerConfig.distill must be a finite number >= 0, got {self.distill!r}"
+            )
+        if self.distill_l2 is not None and (not number(self.distill_l2) or self.distill_l2 <= 0):
+            raise InvalidInputError(
+                f"TwoTowerConfig.distill_l2 must be None or a finite number > 0, got {self.distill_l2!r}"
+            )
+        if not number(self.distill_temperature) or self.distill_temperature <= 0:
+            raise InvalidInputError(
+                f"TwoTowerConfig.distill_temperature must be a finite number > 0, got {self.distill_temperature!r}"
+            )
+        for f, lo, empty_ok in (("distill_grid", 0.0, True), ("distill_l2_factors", None, False)):
+            v = getattr(self, f)
+            ok = isinstance(v, (tuple, list)) and (empty_ok or len(v) > 0) and len(v) <= 8
+            ok = ok and all(number(x) and (x >= 0 if lo is not None else x > 0) for x in v)
+            if not ok:
+                want = "0 to 8 finite numbers >= 0" if empty_ok else "1 to 8 finite numbers > 0"
+                raise InvalidInputError(f"TwoTowerConfig.{f} must be {want}, got {v!r}")
+            object.__setattr__(self, f, tuple(float(x) for x in v))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TwoTowerConfig:
         """Rebuild from :func:`dataclasses.asdict` output; unknown keys are refused."""
@@ -268,7 +315,10 @@ class TwoTowerConfig:
         if set(data) - known:
             raise InvalidInputError(f"unknown TwoTowerConfig fields {sorted(set(data) - known)}")
         data = dict(data)
-        for f in ("item_features", "user_features", "temperature_factors", "lr_factors"):
+        for f in (
+            "item_features", "user_features", "temperature_factors", "lr_factors", "distill_grid",
+            "distill_l2_factors",
+        ):  # fmt: skip
             if data.get(f) is not None:
                 data[f] = tuple(data[f])
         return cls(**data)
@@ -504,6 +554,61 @@ def in_batch_softmax_loss(
     return (per_row * sample_weight).mean()
 
 
+#: Most training items the distillation teacher handles (its dense ``items x items`` EASE matrix).
+DISTILL_MAX_ITEMS = 20_000
+
+
+def default_distill_l2(hist: sp.csr_matrix, factor: float = 10.0) -> float:
+    """``factor`` times the mean number of events per training item (the teacher's default ``l2``)."""
+    return float(factor * max(hist.nnz, 1) / max(hist.shape[1], 1))
+
+
+class _Teacher:
+    """EASE (Steck 2019) over a training matrix, as per-user log-probabilities over the catalogue.
+
+    Each user's scores are z-scored over the items they have not seen and divided by
+    ``temperature``; seen items get probability 0.
+    """
+
+    def __init__(self, hist: sp.csr_matrix, l2: float, temperature: float) -> None:
+        if hist.shape[1] > DISTILL_MAX_ITEMS:
+            raise InvalidInputError(
+                f"distillation needs a dense items x items teacher: {hist.shape[1]} training items > "
+                f"DISTILL_MAX_ITEMS={DISTILL_MAX_ITEMS}; set distill=0 and distill_grid=()"
+            )
+        self.b = ease_weights(hist, l2)
+        self.temperature = float(temperature)
+        self.table: torch.Tensor | None = None
+        if hist.shape[0] * hist.shape[1] <= _DENSE_HISTORY_LIMIT:  # small: every user's row once
+            chunks = [
+                self._compute(hist, np.arange(lo, min(lo + 1024, hist.shape[0])))[0]
+                for lo in range(0, hist.shape[0], 1024)
+            ]
+            self.table = torch.cat(chunks)
+
+    def log_probs(
+        self, hist: sp.csr_matrix, rows: npt.NDArray[np.int64]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p (n, items), seen mask (n, items))`` for the history rows ``rows``."""
+        if self.table is not None:
+            log_t = self.table[torch.from_numpy(rows)]
+            return log_t, torch.isneginf(log_t)
+        return self._compute(hist, rows)
+
+    def _compute(
+        self, hist: sp.csr_matrix, rows: npt.NDArray[np.int64]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = hist[rows]
+        scores = torch.from_numpy(np.asarray(xs @ self.b, dtype=np.float32))
+        seen = torch.from_numpy(xs.toarray() > 0)
+        unseen = (~seen).to(scores.dtype)
+        count = unseen.sum(dim=1, keepdim=True).clamp_min(1.0)
+        mean = (scores * unseen).sum(dim=1, keepdim=True) / count
+        var = (((scores - mean) * unseen) ** 2).sum(dim=1, keepdim=True) / count
+        z = (scores - mean) / (var.sqrt() + 1e-6) / self.temperature
+        return torch.log_softmax(z.masked_fill(seen, float("-inf")), dim=1), seen
+
+
 @dataclass
 class _FitData:
     """Everything one training run reads, built once per training set."""
@@ -519,6 +624,14 @@ class _FitData:
     ex_item: npt.NDArray[np.int64]
     pair_weight: npt.NDArray[np.float32] | None
     counts: npt.NDArray[np.float64]
+    teachers: dict[tuple[float, float], _Teacher] = field(default_factory=dict, repr=False)
+
+    def teacher(self, l2: float, temperature: float) -> _Teacher:
+        """The EASE teacher of this training matrix (built once per ``(l2, temperature)``)."""
+        key = (float(l2), float(temperature))
+        if key not in self.teachers:
+            self.teachers[key] = _Teacher(self.hist, l2, temperature)
+        return self.teachers[key]
 
     @classmethod
     def build(
@@ -632,8 +745,12 @@ class _Step:
         self.cfg, self.net, self.opt, self.estimator = cfg, net, opt, estimator
         self.data, self.rng, self.gen, self.device = data, rng, gen, device
         self.all_items: dict[str, torch.Tensor] | None = None
-        if cfg.negatives == "catalogue":
+        if cfg.negatives == "catalogue" or cfg.distill > 0:
             self.all_items = _feature_tensors(data.items, data.item_rows, device)
+        self.teacher: _Teacher | None = None
+        if cfg.distill > 0:
+            l2 = cfg.distill_l2 if cfg.distill_l2 is not None else default_distill_l2(data.hist)
+            self.teacher = data.teacher(l2, cfg.distill_temperature)
 
     def __call__(self, b: npt.NDArray[np.int64]) -> float:
         cfg, net, data, device = self.cfg, self.net, self.data, self.device
@@ -655,7 +772,7 @@ class _Step:
             )
         )
         u = net.user_tower(ufeats, _to_device(torch.from_numpy(bu + 1), device), hidx, hoff, hw)
-        if self.all_items is not None:
+        if cfg.negatives == "catalogue":
             loss = self._catalogue_loss(u, bu, bi, bw)
         else:
             iid = torch.from_numpy(bi + 1)
@@ -683,10 +800,27 @@ class _Step:
                 item_bias=bias,
                 sample_weight=bw,
             )
+        if self.teacher is not None:
+            loss = loss + cfg.distill * self._distill_loss(u, bu)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return float(loss.detach())
+
+    def _distill_loss(self, u: torch.Tensor, bu: npt.NDArray[np.int64]) -> torch.Tensor:
+        """KL(teacher || two-tower) over every training item the user has not seen, mean over the batch."""
+        assert self.teacher is not None and self.all_items is not None
+        n_items = len(self.data.item_vocab)
+        v, bias = self.net.item_tower(self.all_items, _to_device(torch.arange(1, n_items + 1), self.device))
+        logits = (u @ v.T) / self.cfg.temperature
+        if bias is not None:
+            logits = logits + bias[None, :]
+        log_t, seen = self.teacher.log_probs(self.data.hist, bu)
+        log_t, seen = _to_device(log_t, self.device), _to_device(seen, self.device)
+        log_s = torch.log_softmax(logits.masked_fill(seen, torch.finfo(logits.dtype).min), dim=1)
+        p_t = log_t.exp()  # exactly 0 on seen items
+        kl = p_t * (log_t.masked_fill(seen, 0.0) - log_s.masked_fill(seen, 0.0))
+        return kl.sum(dim=1).mean()
 
     def _catalogue_loss(
         self,
@@ -800,6 +934,11 @@ class TwoTowerModel:
             users.index.positions(train.users)
         device = resolve_device(cfg.device)
         data = _FitData.build(train, items, users, weighted)
+        if cfg.distill > 0 and len(data.item_vocab) > DISTILL_MAX_ITEMS:
+            raise InvalidInputError(
+                f"distill={cfg.distill} needs a dense items x items teacher: {len(data.item_vocab)} training "
+                f"items > DISTILL_MAX_ITEMS={DISTILL_MAX_ITEMS}; set distill=0 and distill_grid=()"
+            )
         t0 = time.perf_counter()
         report: TwoTowerReport
         cold_offset = 0.0
@@ -861,12 +1000,12 @@ class TwoTowerModel:
         best_net: tuple[float, _TwoTowerNet] | None = None
         exhausted = False
 
-        def run(temperature: float, lr: float) -> None:
+        def run(temperature: float, lr: float, distill: float = cfg.distill) -> None:
             nonlocal best_net, exhausted
             if time.perf_counter() > budget_end:
                 exhausted = True
                 return
-            cand = replace(cfg, temperature=temperature, lr=lr)
+            cand = replace(cfg, temperature=temperature, lr=lr, distill=distill, distill_l2=teacher_l2)
             curve: list[float] = []
             state: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -888,6 +1027,7 @@ class TwoTowerModel:
                 {
                     "temperature": temperature,
                     "lr": lr,
+                    "distill": distill,
                     "epochs_run": len(curve),
                     "best_epoch": best_epoch + 1,
                     "best_ndcg@10": curve[best_epoch],
@@ -900,12 +1040,25 @@ class TwoTowerModel:
                 net.eval()
                 best_net = (curve[best_epoch], net)
 
+        wants_teacher = cfg.distill > 0 or any(w > 0 for w in cfg.distill_grid)
+        too_many = len(data.item_vocab) > DISTILL_MAX_ITEMS
+        teacher_l2, l2_search = cfg.distill_l2, None
+        if wants_teacher and not too_many and teacher_l2 is None:
+            teacher_l2, l2_search = validator.choose_ease_l2(
+                [default_distill_l2(data.hist, f) for f in cfg.distill_l2_factors],
+                default_distill_l2(data.hist),
+            )
         for f in cfg.temperature_factors:
             run(cfg.temperature * f, cfg.lr)
         best_t = max(runs, key=lambda r: r["best_ndcg@10"])["temperature"] if runs else cfg.temperature
         for f in cfg.lr_factors:
             if f != 1.0 or 1.0 not in cfg.temperature_factors:
                 run(best_t, cfg.lr * f)
+        if runs:
+            top = max(runs, key=lambda r: r["best_ndcg@10"])
+            for w in cfg.distill_grid:
+                if w != cfg.distill and not (w > 0 and too_many):
+                    run(top["temperature"], top["lr"], w)
         if not runs:
             return (
                 cfg,
@@ -913,18 +1066,41 @@ class TwoTowerModel:
                 0.0,
             )
         best = max(runs, key=lambda r: r["best_ndcg@10"])  # first of equals: the earlier, simpler choice
-        chosen = replace(cfg, temperature=best["temperature"], lr=best["lr"], epochs=best["best_epoch"])
+        chosen = replace(
+            cfg,
+            temperature=best["temperature"],
+            lr=best["lr"],
+            epochs=best["best_epoch"],
+            distill=best["distill"],
+            distill_l2=teacher_l2 if best["distill"] > 0 else cfg.distill_l2,
+        )
         offset, calibration = 0.0, None
         if best_net is not None and cfg.item_id_embedding and cfg.item_bias and validator.has_cold:
             probe = self._probe(replace(cfg, temperature=best["temperature"]), best_net[1], data, device)
             offset, calibration = validator.calibrate_cold_offset(probe, cfg.cold_tolerance)
+        reason = "tuned on a validation split carved from the training data"
+        if wants_teacher and too_many:
+            reason += (
+                f"; no distillation: {len(data.item_vocab)} items > DISTILL_MAX_ITEMS={DISTILL_MAX_ITEMS}"
+            )
+        chosen_values = {
+            "temperature": chosen.temperature, "lr": chosen.lr, "epochs": chosen.epochs, "distill": chosen.distill,
+        }  # fmt: skip
+        if chosen.distill > 0 and chosen.distill_l2 is not None:
+            chosen_values["distill_l2"] = chosen.distill_l2
         report = TwoTowerReport(
             tuned=True,
-            reason="tuned on a validation split carved from the training data",
+            reason=reason,
             validation=val.description,
             objective=validator.describe(),
-            start={"temperature": cfg.temperature, "lr": cfg.lr, "epochs": cfg.epochs},
-            chosen={"temperature": chosen.temperature, "lr": chosen.lr, "epochs": chosen.epochs},
+            start={
+                "temperature": cfg.temperature,
+                "lr": cfg.lr,
+                "epochs": cfg.epochs,
+                "distill": cfg.distill,
+            },
+            chosen=chosen_values,
+            teacher_l2_search=l2_search,
             runs=tuple(runs),
             budget_s=float(cfg.tune_budget_s),
             budget_exhausted=exhausted,

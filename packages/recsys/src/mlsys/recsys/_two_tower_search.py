@@ -22,6 +22,7 @@ from mlsys.common._display import DisplayTable, TabularDisplay
 from mlsys.common.errors import CorruptFileError, EmptyIndexError
 from mlsys.common.metrics import Qrels, evaluate_ranked
 from mlsys.recsys._base import top_k as top_k_positions
+from mlsys.recsys._baselines import ease_weights
 from mlsys.recsys._data import FeatureTable
 from mlsys.recsys._splits import Split
 
@@ -45,6 +46,9 @@ class TwoTowerReport(TabularDisplay):
         runs: one dict per search run: ``temperature``, ``lr``, ``epochs_run``, ``best_epoch``,
             ``best_ndcg@10``, ``curve`` (validation NDCG@10 after each epoch) and ``seconds``.
         budget_s: the search's time budget; ``budget_exhausted``: whether it bound.
+        teacher_l2_search: ``None``, or how the distillation teacher's ``l2`` was chosen: ``l2``
+            (the candidates), ``ndcg@10`` (the teacher EASE's own validation NDCG@10 for each) and
+            ``chosen``.
         cold_calibration: ``None``, or the cold-item offset search: ``offsets``, ``ndcg@10`` and
             ``cold_share@10`` per offset (share of top-10 slots given to validation-cold items),
             ``chosen_offset``, ``best_ndcg@10`` and ``tolerance``.
@@ -71,6 +75,7 @@ class TwoTowerReport(TabularDisplay):
     budget_exhausted: bool = False
     cold_calibration: dict[str, Any] | None = None
     total_seconds: float = 0.0
+    teacher_l2_search: dict[str, Any] | None = None
 
     _pandas_extra = "mlsys-recsys[pandas]"
 
@@ -106,7 +111,8 @@ class TwoTowerReport(TabularDisplay):
             (
                 *(r.get(c) for c in cols),
                 r.get("temperature") == self.chosen.get("temperature")
-                and r.get("lr") == self.chosen.get("lr"),
+                and r.get("lr") == self.chosen.get("lr")
+                and r.get("distill", 0.0) == self.chosen.get("distill", 0.0),
             )
             for r in self.runs
         )
@@ -121,7 +127,7 @@ class TwoTowerReport(TabularDisplay):
     @classmethod
     def untuned(cls, cfg: TwoTowerConfig, reason: str) -> TwoTowerReport:
         """The report of a fit that trained once with the configured values."""
-        values = {"temperature": cfg.temperature, "lr": cfg.lr, "epochs": cfg.epochs}
+        values = {"temperature": cfg.temperature, "lr": cfg.lr, "epochs": cfg.epochs, "distill": cfg.distill}
         return cls(False, reason, "", "", dict(values), dict(values))
 
     def with_total(self, seconds: float) -> TwoTowerReport:
@@ -136,9 +142,13 @@ class TwoTowerReport(TabularDisplay):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TwoTowerReport:
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys are a :class:`CorruptFileError`."""
+        """Rebuild from :meth:`to_dict` output; unknown or missing keys are a :class:`CorruptFileError`.
+
+        ``teacher_l2_search`` may be absent (reports saved before distillation existed).
+        """
         known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != known:
+        optional = {"teacher_l2_search"}
+        if not isinstance(data, dict) or set(data) - known or (known - optional) - set(data):
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise CorruptFileError(f"a two-tower report needs the keys {sorted(known)}, got {got}")
         data = dict(data)
@@ -225,6 +235,29 @@ class _Validator:
         users, qrels = self.cold
         scores = model.encode_users(users) @ model.encode_items(self.cold_table).T
         return self._ndcg(scores, self.cold_ids, qrels)
+
+    def choose_ease_l2(self, candidates: list[float], default: float) -> tuple[float, dict[str, Any] | None]:
+        """The ``l2`` (of ``candidates``) whose EASE has the best warm validation NDCG@10 (first of equals).
+
+        Without warm validation pairs, ``default`` and no search record.
+        """
+        if self.warm is None:
+            return float(default), None
+        users, qrels = self.warm
+        rows = self.data.user_vocab.positions(users)
+        x = self.data.hist[rows]
+        seen = x.tocoo()
+        scores = []
+        for l2 in candidates:
+            s = np.asarray(x @ ease_weights(self.data.hist, l2), dtype=np.float32)
+            s[seen.row, seen.col] = -np.inf
+            scores.append(self._ndcg(s, self.warm_ids, qrels))
+        best = int(np.argmax(scores))
+        return float(candidates[best]), {
+            "l2": [float(v) for v in candidates],
+            "ndcg@10": scores,
+            "chosen": float(candidates[best]),
+        }
 
     def calibrate_cold_offset(self, model: TwoTowerModel, tolerance: float) -> tuple[float, dict[str, Any]]:
         """The largest offset for features-only items whose mixed NDCG@10 is within ``tolerance`` of the best."""

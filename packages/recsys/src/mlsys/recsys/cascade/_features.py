@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from mlsys.recsys._baselines import ease_weights
 from mlsys.recsys._data import FeatureTable, IdIndex
 
 __all__ = ["SignalSettings", "Signals", "ease_weights", "per_target_knn"]
@@ -47,16 +48,6 @@ class SignalSettings:
     user_features: tuple[str, ...]
     seed: int
     num_threads: int
-
-
-def ease_weights(x: sp.csr_matrix, l2: float) -> npt.NDArray[np.float32]:
-    """EASE item-item weights ``B`` (zero diagonal) of the binary matrix ``x``."""
-    gram = (x.T @ x).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += l2
-    p = np.linalg.inv(gram)
-    b = p / (-np.diag(p))[None, :]
-    b[np.diag_indices_from(b)] = 0.0
-    return b.astype(np.float32)
 
 
 def cosine_similarity(x: sp.csr_matrix) -> npt.NDArray[np.float32]:
