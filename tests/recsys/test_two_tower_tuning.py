@@ -29,14 +29,18 @@ def tuned(synth):  # type: ignore[no-untyped-def]
 def test_search_report_is_consistent_with_the_trained_model(tuned) -> None:  # type: ignore[no-untyped-def]
     r = tuned.report_
     assert r.tuned and r.start == {"temperature": 0.1, "lr": 1e-2, "epochs": 2, "distill": 0.0}
-    # 3 temperatures at the given lr, then 2 other learning rates at the best temperature, then the
-    # distillation weight 1 at the best of those five.
+    # The start point without and with distillation, then the 2 other temperatures at the best
+    # weight, then the 2 other learning rates at the best temperature.
     assert len(r.runs) == 6
-    assert [x["temperature"] for x in r.runs[:3]] == pytest.approx([0.05, 0.1, 0.2])
-    assert sorted(x["lr"] for x in r.runs[3:5]) == pytest.approx([5e-3, 2e-2])
-    assert [x["distill"] for x in r.runs] == [0.0] * 5 + [1.0]
-    top = max(r.runs[:5], key=lambda x: x["best_ndcg@10"])
-    assert (r.runs[5]["temperature"], r.runs[5]["lr"]) == (top["temperature"], top["lr"])
+    assert [(x["temperature"], x["lr"], x["distill"]) for x in r.runs[:2]] == [
+        (0.1, 1e-2, 0.0),
+        (0.1, 1e-2, 1.0),
+    ]
+    w = max(r.runs[:2], key=lambda x: x["best_ndcg@10"])["distill"]
+    assert [x["temperature"] for x in r.runs[2:4]] == pytest.approx([0.05, 0.2])
+    t = max((x for x in r.runs[:4] if x["distill"] == w), key=lambda x: x["best_ndcg@10"])["temperature"]
+    assert [(x["temperature"], x["distill"]) for x in r.runs[2:]] == [(0.05, w), (0.2, w), (t, w), (t, w)]
+    assert [x["lr"] for x in r.runs[4:]] == pytest.approx([5e-3, 2e-2])
     best = max(r.runs, key=lambda x: x["best_ndcg@10"])
     for run in r.runs:
         curve = run["curve"]

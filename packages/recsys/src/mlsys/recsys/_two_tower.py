@@ -108,7 +108,8 @@ class TwoTowerConfig:
         tune_objective: ``"warm"`` (NDCG@10 over the trained items), ``"cold"`` (NDCG@10 among the
             validation-cold items) or ``"auto"`` (``"cold"`` when the model has no item-id embedding).
         temperature_factors, lr_factors: the search grid, as multiples of ``temperature`` and ``lr``
-            (temperatures first at the given learning rate, then learning rates at the best temperature).
+            (the configured values are always tried; after the distillation weights, temperatures at
+            the given learning rate, then learning rates at the best temperature).
         max_epochs: most epochs of one search run (``0``: ``2 * epochs``); early stopping picks the count.
         patience: epochs without a better validation NDCG before a search run stops.
         tune_budget_s: wall-clock budget of the search (seconds); a run that would start after it
@@ -595,9 +596,7 @@ class _Teacher:
             return log_t, torch.isneginf(log_t)
         return self._compute(hist, rows)
 
-    def _compute(
-        self, hist: sp.csr_matrix, rows: npt.NDArray[np.int64]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _compute(self, hist: sp.csr_matrix, rows: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor]:
         xs = hist[rows]
         scores = torch.from_numpy(np.asarray(xs @ self.b, dtype=np.float32))
         seen = torch.from_numpy(xs.toarray() > 0)
@@ -893,9 +892,11 @@ class TwoTowerModel:
            (``validation_fraction`` of each user's pairs, ``validation_cold_fraction`` of the items,
            ``default_rng(config.seed)``); the test split is never seen;
         2. search runs train on the rest, each up to ``max_epochs`` with early stopping on
-           validation NDCG@10 (``patience``): first each of ``temperature_factors`` times the
-           configured temperature, then each of ``lr_factors`` times the learning rate at the best
-           temperature, within ``tune_budget_s`` seconds;
+           validation NDCG@10 (``patience``): first the configured values with each distillation
+           weight of ``distill_grid`` (the teacher's ``l2`` chosen on the same validation split),
+           then each of ``temperature_factors`` times the configured temperature at the best
+           weight, then each of ``lr_factors`` times the learning rate at the best temperature,
+           within ``tune_budget_s`` seconds;
         3. with an item-id embedding and an item bias, the score offset of items that have no id
            embedding (new items, scored from features) is calibrated on the validation-cold items
            mixed with the trained ones (:attr:`cold_offset_`);
@@ -1048,17 +1049,26 @@ class TwoTowerModel:
                 [default_distill_l2(data.hist, f) for f in cfg.distill_l2_factors],
                 default_distill_l2(data.hist),
             )
+        # The configured point with each distillation weight, then temperatures at the best weight,
+        # then learning rates at the best temperature (each step keeps the earlier choices).
+        for w in dict.fromkeys((cfg.distill, *cfg.distill_grid)):
+            if not (w > 0 and too_many):
+                run(cfg.temperature, cfg.lr, w)
+
+        def best_of(**fixed: float) -> dict[str, Any] | None:
+            pool = [r for r in runs if all(r[k] == v for k, v in fixed.items())]
+            return max(pool, key=lambda r: r["best_ndcg@10"]) if pool else None
+
+        top = best_of()
+        best_w = top["distill"] if top is not None else cfg.distill
         for f in cfg.temperature_factors:
-            run(cfg.temperature * f, cfg.lr)
-        best_t = max(runs, key=lambda r: r["best_ndcg@10"])["temperature"] if runs else cfg.temperature
+            if f != 1.0:
+                run(cfg.temperature * f, cfg.lr, best_w)
+        top = best_of(distill=best_w)
+        best_t = top["temperature"] if top is not None else cfg.temperature
         for f in cfg.lr_factors:
-            if f != 1.0 or 1.0 not in cfg.temperature_factors:
-                run(best_t, cfg.lr * f)
-        if runs:
-            top = max(runs, key=lambda r: r["best_ndcg@10"])
-            for w in cfg.distill_grid:
-                if w != cfg.distill and not (w > 0 and too_many):
-                    run(top["temperature"], top["lr"], w)
+            if f != 1.0:
+                run(best_t, cfg.lr * f, best_w)
         if not runs:
             return (
                 cfg,
