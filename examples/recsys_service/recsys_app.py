@@ -163,7 +163,12 @@ def build_bundle(
     x = data.interactions
     tt = TwoTowerModel(
         TwoTowerConfig(
-            dim=cfg.dim, hidden=cfg.hidden, epochs=cfg.epochs, seed=seed, name="recsys-service-two-tower"
+            dim=cfg.dim,
+            hidden=cfg.hidden,
+            epochs=cfg.epochs,
+            seed=seed,
+            name="recsys-service-two-tower",
+            distill_grid=(),  # the EASE stage already serves EASE; keep the (hot-swap) build short
         )
     ).fit(x, items=data.items, users=data.users, progress=False)
     retriever = TwoTowerRetriever(tt, data.items, index="exact")
