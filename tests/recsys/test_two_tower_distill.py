@@ -24,7 +24,7 @@ def _data(synth):  # type: ignore[no-untyped-def]
 
 def test_teacher_is_a_softmax_of_per_user_z_scored_ease_over_unseen_items(synth) -> None:  # type: ignore[no-untyped-def]
     data = _data(synth)
-    teacher = tt._Teacher(data.hist, 30.0, 0.5)
+    teacher = tt._Teacher(data.hist, ease_weights(data.hist, 30.0), 0.5)
     rows = np.arange(data.hist.shape[0])
     log_t, seen = teacher.log_probs(data.hist, rows)
     assert teacher.table is not None  # small: precomputed once

@@ -128,8 +128,8 @@ class TwoTowerConfig:
             ``distill_l2_factors`` times the mean number of events per training item when
             tuning, ``10x`` that mean otherwise (a scale that follows the data, not a constant).
         distill_temperature: softmax temperature of the teacher's z-scored scores.
-        distill_grid: distillation weights the search tries (at the best temperature and learning
-            rate found before); empty: keep ``distill``.
+        distill_grid: distillation weights the search tries first, at the configured temperature
+            and learning rate (``distill`` is always tried); empty: keep ``distill``.
         distill_l2_factors: multiples of the mean events per item that the search tries for ``distill_l2``.
         device: where training and scoring run: ``"cpu"`` (the reproducible default), ``"auto"``
             (a GPU when one is present), ``"cuda"`` or ``"cuda:N"``; resolved by
@@ -559,6 +559,15 @@ def in_batch_softmax_loss(
 DISTILL_MAX_ITEMS = 20_000
 
 
+def _check_teacher_items(n_items: int) -> None:
+    """The distillation teacher is a dense ``items x items`` matrix: refuse more than ``DISTILL_MAX_ITEMS``."""
+    if n_items > DISTILL_MAX_ITEMS:
+        raise InvalidInputError(
+            f"distillation needs a dense items x items teacher: {n_items} training items > "
+            f"DISTILL_MAX_ITEMS={DISTILL_MAX_ITEMS}; set distill=0 and distill_grid=()"
+        )
+
+
 def default_distill_l2(hist: sp.csr_matrix, factor: float = 10.0) -> float:
     """``factor`` times the mean number of events per training item (the teacher's default ``l2``)."""
     return float(factor * max(hist.nnz, 1) / max(hist.shape[1], 1))
@@ -571,13 +580,8 @@ class _Teacher:
     ``temperature``; seen items get probability 0.
     """
 
-    def __init__(self, hist: sp.csr_matrix, l2: float, temperature: float) -> None:
-        if hist.shape[1] > DISTILL_MAX_ITEMS:
-            raise InvalidInputError(
-                f"distillation needs a dense items x items teacher: {hist.shape[1]} training items > "
-                f"DISTILL_MAX_ITEMS={DISTILL_MAX_ITEMS}; set distill=0 and distill_grid=()"
-            )
-        self.b = ease_weights(hist, l2)
+    def __init__(self, hist: sp.csr_matrix, b: npt.NDArray[np.float32], temperature: float) -> None:
+        self.b = b
         self.temperature = float(temperature)
         self.table: torch.Tensor | None = None
         if hist.shape[0] * hist.shape[1] <= _DENSE_HISTORY_LIMIT:  # small: every user's row once
@@ -624,12 +628,18 @@ class _FitData:
     pair_weight: npt.NDArray[np.float32] | None
     counts: npt.NDArray[np.float64]
     teachers: dict[tuple[float, float], _Teacher] = field(default_factory=dict, repr=False)
+    #: EASE weights already computed on ``hist`` (the search's ``l2`` choice leaves its pick here).
+    ease: dict[float, npt.NDArray[np.float32]] = field(default_factory=dict, repr=False)
 
     def teacher(self, l2: float, temperature: float) -> _Teacher:
         """The EASE teacher of this training matrix (built once per ``(l2, temperature)``)."""
         key = (float(l2), float(temperature))
         if key not in self.teachers:
-            self.teachers[key] = _Teacher(self.hist, l2, temperature)
+            _check_teacher_items(self.hist.shape[1])
+            b = self.ease.get(key[0])
+            self.teachers[key] = _Teacher(
+                self.hist, ease_weights(self.hist, l2) if b is None else b, temperature
+            )
         return self.teachers[key]
 
     @classmethod
@@ -935,11 +945,8 @@ class TwoTowerModel:
             users.index.positions(train.users)
         device = resolve_device(cfg.device)
         data = _FitData.build(train, items, users, weighted)
-        if cfg.distill > 0 and len(data.item_vocab) > DISTILL_MAX_ITEMS:
-            raise InvalidInputError(
-                f"distill={cfg.distill} needs a dense items x items teacher: {len(data.item_vocab)} training "
-                f"items > DISTILL_MAX_ITEMS={DISTILL_MAX_ITEMS}; set distill=0 and distill_grid=()"
-            )
+        if cfg.distill > 0:  # before the search: fail fast
+            _check_teacher_items(len(data.item_vocab))
         t0 = time.perf_counter()
         report: TwoTowerReport
         cold_offset = 0.0

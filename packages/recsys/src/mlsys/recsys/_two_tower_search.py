@@ -43,7 +43,7 @@ class TwoTowerReport(TabularDisplay):
         objective: what the search maximised (``""`` when untuned).
         start: the configured starting point (``temperature``, ``lr``, ``epochs``).
         chosen: the values the final model was trained with.
-        runs: one dict per search run: ``temperature``, ``lr``, ``epochs_run``, ``best_epoch``,
+        runs: one dict per search run: ``temperature``, ``lr``, ``distill``, ``epochs_run``, ``best_epoch``,
             ``best_ndcg@10``, ``curve`` (validation NDCG@10 after each epoch) and ``seconds``.
         budget_s: the search's time budget; ``budget_exhausted``: whether it bound.
         teacher_l2_search: ``None``, or how the distillation teacher's ``l2`` was chosen: ``l2``
@@ -215,7 +215,12 @@ class _Validator:
 
     def _warm_scores(self, model: TwoTowerModel, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         q = model.encode_users(users)
-        scores = q @ model.encode_items(self.warm_table).T
+        return self._mask_seen(q @ model.encode_items(self.warm_table).T, users)
+
+    def _mask_seen(
+        self, scores: npt.NDArray[np.float32], users: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """``scores`` over the trained items with each user's training items set to ``-inf`` (in place)."""
         seen = self.data.hist[self.data.user_vocab.positions(users)].tocoo()
         scores[seen.row, seen.col] = -np.inf
         return scores
@@ -239,20 +244,25 @@ class _Validator:
     def choose_ease_l2(self, candidates: list[float], default: float) -> tuple[float, dict[str, Any] | None]:
         """The ``l2`` (of ``candidates``) whose EASE has the best warm validation NDCG@10 (first of equals).
 
-        Without warm validation pairs, ``default`` and no search record.
+        Without warm validation pairs, ``default`` and no search record. The chosen EASE weights are
+        left in the fit data (``data.ease``), so the teacher built next does not invert again.
         """
         if self.warm is None:
             return float(default), None
         users, qrels = self.warm
-        rows = self.data.user_vocab.positions(users)
-        x = self.data.hist[rows]
-        seen = x.tocoo()
-        scores = []
+        x = self.data.hist[self.data.user_vocab.positions(users)]
+        scores: list[float] = []
+        kept: npt.NDArray[np.float32] | None = None
         for l2 in candidates:
-            s = np.asarray(x @ ease_weights(self.data.hist, l2), dtype=np.float32)
-            s[seen.row, seen.col] = -np.inf
-            scores.append(self._ndcg(s, self.warm_ids, qrels))
+            b = ease_weights(self.data.hist, l2)
+            scores.append(
+                self._ndcg(self._mask_seen(np.asarray(x @ b, dtype=np.float32), users), self.warm_ids, qrels)
+            )
+            if scores[-1] > max(scores[:-1], default=-1.0):
+                kept = b
         best = int(np.argmax(scores))
+        assert kept is not None
+        self.data.ease = {float(candidates[best]): kept}
         return float(candidates[best]), {
             "l2": [float(v) for v in candidates],
             "ndcg@10": scores,
