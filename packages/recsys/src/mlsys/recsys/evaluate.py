@@ -85,8 +85,10 @@ COLD_CONFIG = TwoTowerConfig(
     item_id_embedding=False,
     item_bias=False,
     item_features=("genres", "year"),
+    hidden_grid=(0,),
 )
-"""Starting point of the two-tower for the item cold-start protocol: items from features alone."""
+"""Starting point of the two-tower for the item cold-start protocol: items from features alone (the
+search also tries a linear tower, ``hidden_grid=(0,)``)."""
 
 WARM_COLUMNS = (
     "ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10", "novelty@10",
