@@ -918,13 +918,14 @@ class TwoTowerModel:
            ``default_rng(config.seed)``); the test split is never seen;
         2. search runs train on the rest, each up to ``max_epochs`` with early stopping on
            validation NDCG@10 (``patience``): first the configured values with each distillation
-           weight of ``distill_grid`` (the teacher's ``l2`` chosen on the same validation split),
-           then each of ``temperature_factors`` times the configured temperature at the best
-           weight, then each of ``lr_factors`` times the learning rate at the best temperature,
-           within ``tune_budget_s`` seconds;
+           weight of ``distill_grid`` (the teacher's ``l2`` chosen on the same validation split)
+           and each tower width of ``hidden_grid``, then each of ``temperature_factors`` times the
+           configured temperature at the best weight and width, then each of ``lr_factors`` times
+           the learning rate at the best temperature, within ``tune_budget_s`` seconds;
         3. with an item-id embedding and an item bias, the score offset of items that have no id
            embedding (new items, scored from features) is calibrated on the validation-cold items
-           mixed with the trained ones (:attr:`cold_offset_`);
+           mixed with the trained ones (:attr:`cold_offset_`; the largest offset whose NDCG loss
+           is within ``cold_tolerance`` at 95% confidence);
         4. the model is trained on all of ``train`` with the chosen temperature, learning rate and
            epoch count. :attr:`config` is then the chosen configuration and :attr:`report_` says
            what was tried (every run's validation curve), what was chosen and why.
