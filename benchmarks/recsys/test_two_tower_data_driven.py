@@ -282,10 +282,11 @@ def test_cold_movielens(benchmark) -> None:  # type: ignore[no-untyped-def]
     benchmark.extra_info["quality"] = out
     if not SMOKE:  # the smoke data's 16 cold items are too few to rank meaningfully
         assert out["two_tower_features_only"] > out["random"]
+        best_baseline = max(v for k, v in out.items() if k.startswith("features_to"))
         print(
-            f"goal: two-tower above features->factors: {out['two_tower_features_only']:.4f} vs "
-            f"{max(v for k, v in out.items() if k.startswith('features_to')):.4f}"
+            f"goal: two-tower above features->factors: {out['two_tower_features_only']:.4f} vs {best_baseline:.4f}"
         )
+        assert out["two_tower_features_only"] > best_baseline  # issue 18 (met narrowly: 0.3283 vs 0.3215)
 
 
 def test_full_catalogue_movielens(benchmark) -> None:  # type: ignore[no-untyped-def]

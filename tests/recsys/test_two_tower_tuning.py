@@ -96,6 +96,62 @@ def test_hidden_grid_searches_the_tower_width(synth, tmp_path) -> None:  # type:
     )
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_members_average_the_scores_of_seeded_networks(synth, tmp_path, bias: bool) -> None:  # type: ignore[no-untyped-def]
+    from mlsys.recsys import TwoTowerRetriever
+
+    cfg = replace(SMALL, tune=False, item_bias=bias, members=3)
+    m = TwoTowerModel(cfg).fit(synth.interactions, items=synth.items, users=synth.users, progress=False)
+    users = np.unique(synth.interactions.users)[:7]
+    q, v = m.encode_users(users), m.encode_items(synth.items)
+    width = SMALL.dim + (1 if bias else 0)
+    assert m.space.dim == 3 * width and q.shape == (7, 3 * width) and v.shape == (synth.items.n, 3 * width)
+    # Each member is the single-network model with seed, seed + 1, seed + 2; the ensemble's inner
+    # product is the mean of their scores.
+    singles = [
+        TwoTowerModel(replace(cfg, members=1, seed=SMALL.seed + k)).fit(
+            synth.interactions, items=synth.items, users=synth.users, progress=False
+        )
+        for k in range(3)
+    ]
+    mean = np.mean([s.encode_users(users) @ s.encode_items(synth.items).T for s in singles], axis=0)
+    np.testing.assert_allclose(q @ v.T, mean, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(singles[0].encode_items(synth.items), singles[1].encode_items(synth.items))
+    if not bias:  # unit-norm members stay a unit-norm (cosine) space
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+        assert m.space.normalized
+    # Served by the retriever through one index; save -> load gives the same vectors and space.
+    ids, _ = TwoTowerRetriever(m, synth.items).recommend(users, 5)
+    assert ids.shape == (7, 5)
+    m.save(tmp_path / "m")
+    back = TwoTowerModel.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.encode_items(synth.items), v)
+    np.testing.assert_array_equal(back.encode_users(users), q)
+    assert back.space == m.space and back.config.members == 3
+    # A missing member file is refused with the member named.
+    (tmp_path / "m" / "weights_member2.safetensors").unlink()
+    with pytest.raises(CorruptFileError, match="weights_member2"):
+        TwoTowerModel.load(tmp_path / "m")
+
+
+def test_members_after_a_search_train_at_the_chosen_values(synth) -> None:  # type: ignore[no-untyped-def]
+    m = TwoTowerModel(replace(SMALL, members=2)).fit(
+        synth.interactions, items=synth.items, users=synth.users, progress=False
+    )
+    single = TwoTowerModel(SMALL).fit(
+        synth.interactions, items=synth.items, users=synth.users, progress=False
+    )
+    assert m.report_.chosen == single.report_.chosen and len(m.extra_nets_) == 1
+    # The first member is the single model; the second is trained at the same chosen values.
+    v = m.encode_items(synth.items)
+    w = SMALL.dim + 1
+    np.testing.assert_allclose(v[:, :w], single.encode_items(synth.items), rtol=1e-6, atol=1e-6)
+    other = TwoTowerModel(replace(single.config, tune=False, seed=SMALL.seed + 1)).fit(
+        synth.interactions, items=synth.items, users=synth.users, progress=False
+    )
+    np.testing.assert_allclose(v[:, w:], other.encode_items(synth.items), rtol=1e-6, atol=1e-6)
+
+
 def test_cold_offset_is_calibrated_and_applied_to_items_without_ids(synth, tuned) -> None:  # type: ignore[no-untyped-def]
     cal = tuned.report_.cold_calibration
     assert cal is not None and cal["validation_cold_items"] == 6  # floor(0.1 * 60)
@@ -209,6 +265,10 @@ def test_the_search_never_sees_validation_pairs_in_training(synth, monkeypatch) 
         {"hidden_grid": (True,)},
         {"hidden_grid": (0, 8, 16, 32, 64)},
         {"hidden_grid": 0},
+        {"members": 0},
+        {"members": 17},
+        {"members": 2.0},
+        {"members": True},
         {"distill": -1.0},
         {"distill": float("nan")},
         {"distill_l2": 0.0},

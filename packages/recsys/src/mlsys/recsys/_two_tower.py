@@ -133,6 +133,12 @@ class TwoTowerConfig:
         distill_grid: distillation weights the search tries first, at the configured temperature
             and learning rate (``distill`` is always tried); empty: keep ``distill``.
         distill_l2_factors: multiples of the mean events per item that the search tries for ``distill_l2``.
+        members: how many networks the final fit trains at the chosen values (seeds ``seed``,
+            ``seed + 1``, ...); their scores are averaged in one embedding space (each user and
+            item vector is the members' vectors side by side, so the space is ``members`` times
+            wider and any inner-product index serves the average). More members cost more
+            training and memory and remove seed variance, which is large for a features-only item
+            tower. The search trains single networks.
         hidden_grid: other tower widths (``hidden`` values; ``0``: a linear tower) the search tries
             in its first stage, each with every distillation weight; empty (the default): keep
             ``hidden``. A features-only item tower can overfit the feature combinations of the
@@ -188,6 +194,7 @@ class TwoTowerConfig:
     distill_grid: tuple[float, ...] = (0.0, 1.0)
     distill_l2_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     hidden_grid: tuple[int, ...] = ()
+    members: int = 1
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -323,6 +330,10 @@ class TwoTowerConfig:
         ):
             raise InvalidInputError(f"TwoTowerConfig.hidden_grid must be 0 to 4 ints >= 0, got {v!r}")
         object.__setattr__(self, "hidden_grid", tuple(int(x) for x in v))
+        m = self.members
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= 16:
+            raise InvalidInputError(f"TwoTowerConfig.members must be an int in [1, 16], got {m!r}")
+        object.__setattr__(self, "members", int(m))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TwoTowerConfig:
@@ -876,6 +887,11 @@ class _Step:
         return per_row.mean() if bw is None else (per_row * bw).mean()
 
 
+def _weights_file(member: int) -> str:
+    """The weights file of a member network (the first keeps the name of single-network models)."""
+    return "weights.safetensors" if member == 0 else f"weights_member{member}.safetensors"
+
+
 class TwoTowerModel:
     """A trained two-tower model: ``fit``, ``encode_users``, ``encode_items``, ``save``/``load``.
 
@@ -972,17 +988,28 @@ class TwoTowerModel:
         else:
             report = TwoTowerReport.untuned(cfg, "tune=False: trained once with the configured values")
         net, losses, secs = _train_run(final, data, device, progress, epochs=final.epochs)
+        extra: list[_TwoTowerNet] = []
+        for k in range(1, final.members):
+            member, _, member_secs = _train_run(
+                replace(final, seed=final.seed + k), data, device, progress, epochs=final.epochs
+            )
+            extra.append(member)
+            secs += member_secs
         self.config = final
         self.loss_history_: list[float] = losses
         self.train_seconds_ = secs
         self.report_ = report.with_total(time.perf_counter() - t0)
         self.cold_offset_ = cold_offset
-        self._install(net, data, device)
+        self._install(net, data, device, extra)
         return self
 
-    def _install(self, net: _TwoTowerNet, data: _FitData, device: torch.device) -> None:
-        net.eval()
+    def _install(
+        self, net: _TwoTowerNet, data: _FitData, device: torch.device, extra: Sequence[_TwoTowerNet] = ()
+    ) -> None:
+        for n in (net, *extra):
+            n.eval()
         self.net_ = net
+        self.extra_nets_ = list(extra)
         self.device_ = device
         self.item_vocab_ = data.item_vocab
         self.user_vocab_ = data.user_vocab
@@ -1166,18 +1193,23 @@ class TwoTowerModel:
 
     def _make_space(self) -> EmbeddingSpace:
         h = hashlib.sha256()
-        for k, t in sorted(self.net_.state_dict().items()):
-            h.update(k.encode())
-            h.update(t.detach().cpu().numpy().tobytes())
+        for i, net in enumerate(self._nets()):
+            for k, t in sorted(net.state_dict().items()):
+                h.update((f"member{i}." if i else "").encode() + k.encode())
+                h.update(t.detach().cpu().numpy().tobytes())
         h.update(np.float64(getattr(self, "cold_offset_", 0.0)).tobytes())
         bias = self.config.item_bias
         return EmbeddingSpace(
             self.config.name,
             f"sha256:{h.hexdigest()[:12]}",
-            self.config.dim + (1 if bias else 0),
+            len(self._nets()) * (self.config.dim + (1 if bias else 0)),
             metric="ip",
             normalized=not bias,
         )
+
+    def _nets(self) -> list[_TwoTowerNet]:
+        """The fitted networks: the first one and the other members (:attr:`TwoTowerConfig.members`)."""
+        return [self.net_, *getattr(self, "extra_nets_", [])]
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "net_"):
@@ -1222,7 +1254,9 @@ class TwoTowerModel:
             if not self.config.user_history and not self.config.user_id_embedding:
                 raise InvalidInputError("this model's user tower has no input")
         cfg = self.config
-        out = np.ones((ids.shape[0], cfg.dim + (1 if cfg.item_bias else 0)), dtype=np.float32)
+        nets = self._nets()
+        width = cfg.dim + (1 if cfg.item_bias else 0)
+        out = np.ones((ids.shape[0], len(nets) * width), dtype=np.float32)
         dev = self.device_
         with torch.inference_mode():
             for s in range(0, ids.shape[0], batch_size):
@@ -1233,10 +1267,26 @@ class TwoTowerModel:
                 )
                 hidx, hoff, hw = _history_bags(self.history_, r, None, 0.0, None, dev)
                 uid = _to_device(torch.from_numpy(np.where(r >= 0, r + 1, 0)), dev)
-                u = self.net_.user_tower(feats, uid, hidx, hoff, hw).cpu().numpy()
-                # With an item bias the score is u.v / T + b: queries carry 1/T and a constant 1.
-                out[sl, : cfg.dim] = u / cfg.temperature if cfg.item_bias else u
-        return out
+                for m, net in enumerate(nets):
+                    u = net.user_tower(feats, uid, hidx, hoff, hw).cpu().numpy()
+                    # With an item bias the score is u.v / T + b: queries carry 1/T and a constant 1.
+                    out[sl, m * width : m * width + cfg.dim] = u / cfg.temperature if cfg.item_bias else u
+        return self._member_scale(out, query=True)
+
+    def _member_scale(self, vecs: npt.NDArray[np.float32], *, query: bool) -> npt.NDArray[np.float32]:
+        """Scale side-by-side member vectors so that their inner product is the members' mean score.
+
+        Unit-norm members: both sides by ``1 / sqrt(members)`` (the result is unit norm again, the
+        mean of the cosines). With an item bias: the query side by ``1 / members``.
+        """
+        n = len(self._nets())
+        if n == 1:
+            return vecs
+        if not self.config.item_bias:
+            vecs *= np.float32(1.0 / np.sqrt(n))
+        elif query:
+            vecs *= np.float32(1.0 / n)
+        return vecs
 
     def encode_items(
         self, items: FeatureTable, *, use_ids: bool = True, batch_size: int = 8192
@@ -1256,19 +1306,23 @@ class TwoTowerModel:
         pos = self.item_vocab_.positions(items.ids, missing="mask")
         iid = np.where((pos >= 0) & use_ids, pos + 1, 0)
         cfg = self.config
-        out = np.empty((items.n, cfg.dim + (1 if cfg.item_bias else 0)), dtype=np.float32)
+        nets = self._nets()
+        width = cfg.dim + (1 if cfg.item_bias else 0)
+        out = np.empty((items.n, len(nets) * width), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, items.n, batch_size):
                 rows = np.arange(s, min(items.n, s + batch_size))
-                vec, bias = self.net_.item_tower(
-                    _feature_tensors(items, rows, self.device_),
-                    _to_device(torch.from_numpy(iid[rows]), self.device_),
-                )
-                out[rows, : cfg.dim] = vec.cpu().numpy()
-                if bias is not None:
-                    # Items without an id embedding carry the calibrated offset (fit step 3).
-                    out[rows, cfg.dim] = bias.cpu().numpy() + np.where(iid[rows] == 0, self.cold_offset_, 0.0)
-        return out
+                feats = _feature_tensors(items, rows, self.device_)
+                ids_t = _to_device(torch.from_numpy(iid[rows]), self.device_)
+                for m, net in enumerate(nets):
+                    vec, bias = net.item_tower(feats, ids_t)
+                    out[rows, m * width : m * width + cfg.dim] = vec.cpu().numpy()
+                    if bias is not None:
+                        # Items without an id embedding carry the calibrated offset (fit step 3).
+                        out[rows, m * width + cfg.dim] = bias.cpu().numpy() + np.where(
+                            iid[rows] == 0, self.cold_offset_, 0.0
+                        )
+        return self._member_scale(out, query=False)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -1279,10 +1333,11 @@ class TwoTowerModel:
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         payloads: dict[str, bytes] = {}
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        tmp = out / "weights.safetensors"
-        save_file(state, str(tmp))
-        payloads["weights.safetensors"] = tmp.read_bytes()
+        for i, net in enumerate(self._nets()):
+            state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+            tmp = out / _weights_file(i)
+            save_file(state, str(tmp))
+            payloads[_weights_file(i)] = tmp.read_bytes()
         arrays = {
             "item_vocab.npy": self.item_vocab_.ids,
             "user_vocab.npy": self.user_vocab_.ids,
@@ -1386,17 +1441,23 @@ class TwoTowerModel:
             raise CorruptFileError(
                 f"{base}: malformed model files ({type(exc).__name__}: {str(exc)[:200]})"
             ) from None
-        net = _TwoTowerNet(cfg, user_specs, item_specs, len(user_vocab), len(item_vocab))
-        try:
-            net.load_state_dict(load_safetensors(blobs["weights.safetensors"]))
-        except RuntimeError as exc:
-            raise CorruptFileError(
-                f"{base}: weights do not match the manifest's architecture: {exc}"
-            ) from exc
-        net.eval()
-        net.to(dev)
+        nets = []
+        for i in range(cfg.members):
+            net = _TwoTowerNet(cfg, user_specs, item_specs, len(user_vocab), len(item_vocab))
+            if _weights_file(i) not in blobs:
+                raise CorruptFileError(f"{base}: {_weights_file(i)} is not listed ({cfg.members} members)")
+            try:
+                net.load_state_dict(load_safetensors(blobs[_weights_file(i)]))
+            except RuntimeError as exc:
+                raise CorruptFileError(
+                    f"{base}: weights do not match the manifest's architecture: {exc}"
+                ) from exc
+            net.eval()
+            net.to(dev)
+            nets.append(net)
         model = cls(cfg)
-        model.net_ = net
+        model.net_ = nets[0]
+        model.extra_nets_ = nets[1:]
         model.device_ = dev
         model.item_vocab_ = item_vocab
         model.user_vocab_ = user_vocab
