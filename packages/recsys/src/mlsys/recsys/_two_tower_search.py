@@ -243,14 +243,14 @@ class _Validator:
         return scores
 
     def _ndcg_values(
-        self, scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], qrels: Qrels
+        self, pos: npt.NDArray[np.int64], ids: npt.NDArray[np.int64], qrels: Qrels
     ) -> npt.NDArray[np.float64]:
-        pos, _ = top_k_positions(scores, self.K)
+        """Per-user NDCG@K of top-K positions ``pos`` (``-1``: no item) into ``ids``."""
         ranked = np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
         return np.asarray(evaluate_ranked(ranked, qrels, [f"ndcg@{self.K}"]).per_query[f"ndcg@{self.K}"])
 
     def _ndcg(self, scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], qrels: Qrels) -> float:
-        return float(self._ndcg_values(scores, ids, qrels).mean())
+        return float(self._ndcg_values(top_k_positions(scores, self.K)[0], ids, qrels).mean())
 
     def ndcg(self, model: TwoTowerModel) -> float:
         """The search objective for ``model``."""
@@ -319,8 +319,8 @@ class _Validator:
         per_user, shares = [], []
         for off in grid:
             scores = np.concatenate([warm, cold + np.float32(off)], axis=1)
-            per_user.append(self._ndcg_values(scores, ids, qrels))
             pos, _ = top_k_positions(scores, self.K)
+            per_user.append(self._ndcg_values(pos, ids, qrels))
             shares.append(float((pos >= warm.shape[1]).mean()))
         ndcgs = [float(v.mean()) for v in per_user]
         top = int(np.argmax(ndcgs))
