@@ -987,20 +987,17 @@ class TwoTowerModel:
             final, report, cold_offset = self._search(train, items, users, weighted, device, progress)
         else:
             report = TwoTowerReport.untuned(cfg, "tune=False: trained once with the configured values")
-        net, losses, secs = _train_run(final, data, device, progress, epochs=final.epochs)
-        extra: list[_TwoTowerNet] = []
-        for k in range(1, final.members):
-            member, _, member_secs = _train_run(
-                replace(final, seed=final.seed + k), data, device, progress, epochs=final.epochs
-            )
-            extra.append(member)
-            secs += member_secs
+        # One network per member, seeds seed, seed + 1, ... (the first is the single-network model).
+        trained = [
+            _train_run(replace(final, seed=final.seed + k), data, device, progress, epochs=final.epochs)
+            for k in range(final.members)
+        ]
         self.config = final
-        self.loss_history_: list[float] = losses
-        self.train_seconds_ = secs
+        self.loss_history_: list[float] = trained[0][1]
+        self.train_seconds_ = sum(t[2] for t in trained)
         self.report_ = report.with_total(time.perf_counter() - t0)
         self.cold_offset_ = cold_offset
-        self._install(net, data, device, extra)
+        self._install(trained[0][0], data, device, [t[0] for t in trained[1:]])
         return self
 
     def _install(
@@ -1443,9 +1440,9 @@ class TwoTowerModel:
             ) from None
         nets = []
         for i in range(cfg.members):
-            net = _TwoTowerNet(cfg, user_specs, item_specs, len(user_vocab), len(item_vocab))
             if _weights_file(i) not in blobs:
                 raise CorruptFileError(f"{base}: {_weights_file(i)} is not listed ({cfg.members} members)")
+            net = _TwoTowerNet(cfg, user_specs, item_specs, len(user_vocab), len(item_vocab))
             try:
                 net.load_state_dict(load_safetensors(blobs[_weights_file(i)]))
             except RuntimeError as exc:

@@ -168,8 +168,8 @@ def _loss_upper_bound(loss: npt.NDArray[np.float64]) -> float:
         >>> round(_loss_upper_bound(np.array([0.0, 0.1, 0.0, 0.1])), 4)
         0.0975
     """
-    if loss.shape[0] < 2:
-        return float("inf") if loss.shape[0] == 0 or loss[0] != 0 else 0.0
+    if loss.shape[0] < 2:  # no spread to estimate: only "no loss at all" is surely within a tolerance
+        return 0.0 if loss.shape[0] == 1 and loss[0] == 0 else float("inf")
     return float(loss.mean() + _Z95 * loss.std(ddof=1) / np.sqrt(loss.shape[0]))
 
 
