@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlsys.common.errors import InvalidInputError
 from mlsys.recsys import EASE, TwoTowerConfig, TwoTowerModel, random_holdout
 from mlsys.recsys.evaluate import full_catalogue_split, long_tail_dataset, run_full_catalogue
 
@@ -52,3 +53,13 @@ def test_long_tail_data_set_shape() -> None:
     top = np.sort(counts)[::-1]
     # A long tail: the top 10% of items hold far more than 10% of the events, many items have none.
     assert top[:300].sum() > 0.3 * counts.sum() and (counts == 0).mean() > 0.2
+
+
+def test_long_tail_data_set_genres() -> None:
+    ds = long_tail_dataset(seed=0)
+    assert ds.items.column("genres").shape[1] == 30  # the default: about 100 items per genre
+    earlier = long_tail_dataset(seed=0, n_genres=10)
+    assert earlier.items.column("genres").shape[1] == 10 and earlier.items.n == 3000
+    for bad in (0, 2.5, True):
+        with pytest.raises(InvalidInputError, match="n_genres"):
+            long_tail_dataset(seed=0, n_genres=bad)  # type: ignore[arg-type]
