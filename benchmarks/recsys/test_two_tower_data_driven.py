@@ -225,6 +225,12 @@ def _long_tail(seed: int) -> RecsysDataset:
     return long_tail_dataset(seed=seed, n_genres=LONGTAIL_GENRES)
 
 
+def _pooled(qids: list[str], per_draw: list[np.ndarray]) -> EvalResult:
+    """Per-user NDCG@10 of every draw as one result (users are ``"seed:position"``)."""
+    v = np.concatenate(per_draw)
+    return EvalResult(qids, {"ndcg@10": v}, {"ndcg@10": float(v.mean())})
+
+
 def part_longtail_seeds() -> dict[str, float]:
     """Data-driven vs shipped constants on many draws of the long-tail data set, paired per user.
 
@@ -259,15 +265,9 @@ def part_longtail_seeds() -> dict[str, float]:
             f"| {seed} | {tuned_res.full.metrics['ndcg@10']:.4f} | {shipped_res.full.metrics['ndcg@10']:.4f} | "
             f"{ease_res.full.metrics['ndcg@10']:.4f} | {c.temperature:g}, {c.lr:g}, {c.epochs}, {c.distill:g} |"
         )
-    pooled = {
-        k: EvalResult(qids, {"ndcg@10": np.concatenate(v)}, {"ndcg@10": float(np.concatenate(v).mean())})
-        for k, v in per.items()
-    }
+    pooled = {k: _pooled(qids, v) for k, v in per.items()}
     cmp = compare(pooled["tuned"], pooled["shipped"], "ndcg@10")
-    pooled_trained = {
-        k: EvalResult(qids, {"ndcg@10": np.concatenate(v)}, {"ndcg@10": float(np.concatenate(v).mean())})
-        for k, v in trained.items()
-    }
+    pooled_trained = {k: _pooled(qids, v) for k, v in trained.items()}
     cmp_trained = compare(pooled_trained["tuned"], pooled_trained["shipped"], "ndcg@10")
     wins = sum(float(a.mean()) > float(b.mean()) for a, b in zip(per["tuned"], per["shipped"], strict=True))
     print(
