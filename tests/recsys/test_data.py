@@ -144,3 +144,8 @@ def test_select_columns_and_synthetic_generator() -> None:
     assert len(ds.interactions) == 30 and (ds.interactions.items == again.interactions.items).all()
     with pytest.raises(InvalidInputError):
         synthetic_dataset(n_items=3, per_user=5)
+    for bad in (0, -2, 2.5, True, "3"):  # every size: a positive int, named in the error
+        with pytest.raises(InvalidInputError, match="n_genres"):
+            synthetic_dataset(n_genres=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="n_users"):
+            synthetic_dataset(n_users=bad)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlsys.common.errors import InvalidInputError
+from mlsys.common.validation import check_k
 from mlsys.recsys._data import FeatureSpec, FeatureTable, Interactions
 from mlsys.recsys._movielens import RecsysDataset
 
@@ -36,11 +37,15 @@ def synthetic_dataset(
 
     Item ids start at 100 and user ids at 1 (so the two never coincide by accident).
     """
-    if per_user > n_items or min(n_users, n_items, n_genres, per_user) <= 0:
-        raise InvalidInputError(
-            f"need positive sizes and per_user <= n_items, got n_users={n_users} n_items={n_items} "
-            f"n_genres={n_genres} per_user={per_user}"
-        )
+    for name, size in (
+        ("n_users", n_users),
+        ("n_items", n_items),
+        ("n_genres", n_genres),
+        ("per_user", per_user),
+    ):
+        check_k(size, name=name, limit=None)
+    if per_user > n_items:
+        raise InvalidInputError(f"need per_user <= n_items, got per_user={per_user} n_items={n_items}")
     rng = np.random.default_rng(seed)
     item_genre = rng.integers(0, n_genres, n_items)
     genres = np.zeros((n_items, n_genres), dtype=np.float32)
