@@ -1311,14 +1311,13 @@ class TwoTowerModel:
                 rows = np.arange(s, min(items.n, s + batch_size))
                 feats = _feature_tensors(items, rows, self.device_)
                 ids_t = _to_device(torch.from_numpy(iid[rows]), self.device_)
+                # Items without an id embedding carry the calibrated offset (fit step 3).
+                offset = np.where(iid[rows] == 0, self.cold_offset_, 0.0)
                 for m, net in enumerate(nets):
                     vec, bias = net.item_tower(feats, ids_t)
                     out[rows, m * width : m * width + cfg.dim] = vec.cpu().numpy()
                     if bias is not None:
-                        # Items without an id embedding carry the calibrated offset (fit step 3).
-                        out[rows, m * width + cfg.dim] = bias.cpu().numpy() + np.where(
-                            iid[rows] == 0, self.cold_offset_, 0.0
-                        )
+                        out[rows, m * width + cfg.dim] = bias.cpu().numpy() + offset
         return self._member_scale(out, query=False)
 
     # ------------------------------------------------------------------ persistence
