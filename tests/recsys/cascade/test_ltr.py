@@ -28,6 +28,7 @@ FAST = LearnedRankerConfig(
     num_leaves=7,
     num_threads=1,
     seed=0,
+    serving="full",  # the cross-fitted and "auto" modes have their own tests below
 )
 
 
@@ -154,6 +155,7 @@ def test_bad_input(fitted: tuple[LearnedRanker, Split]) -> None:
         {"objective": "nope"},
         {"n_models": 0},
         {"model": "nope"},
+        {"serving": "nope"},
         {"mlp_dropout": 1.0},
         {"mlp_hidden": 0},
         {"mlp_lr": 0.0},
@@ -418,3 +420,108 @@ def test_a_failed_save_keeps_the_previous_one(
     assert [p.name for p in tmp_path.iterdir()] == ["r"]  # no temporary directory left behind
     monkeypatch.undo()
     _same_ranker(ranker, LearnedRanker.load(d), np.unique(split.test.users)[:10])
+
+
+@pytest.fixture(scope="module")
+def fitted_folds(genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split]) -> LearnedRanker:
+    return _fit_with(genre_data, fitted[1], serving="folds", n_folds=4)
+
+
+def test_cross_fitted_serving_averages_the_fold_sources(
+    fitted_folds: LearnedRanker, fitted: tuple[LearnedRanker, Split]
+) -> None:
+    """serving="folds": the model reads each fold's sources (training items masked), scores averaged."""
+    ranker, split = fitted_folds, fitted[1]
+    assert ranker.serving_ == "folds" and len(ranker.fold_signals_) == 4
+    assert ranker.serve_fold_of_.shape == (ranker.seen_.nnz,)
+    users = np.unique(split.test.users)[:12]
+    ids, _ = ranker.candidates(users, 15)
+    got = ranker.score_candidates(users, ids)
+    upos = ranker.user_index_.positions(users)
+    safe = np.where(ids >= 0, ids, ranker.item_ids_[0]).ravel()
+    cand = np.where(ids >= 0, ranker.item_index_.positions(safe).reshape(ids.shape), -1)
+    seen = ranker.seen_[upos].tocoo()
+    preds = []
+    for fs in ranker.fold_signals_:
+        sc = fs.source_scores(upos)
+        # each fold's sources miss that fold's training items: unmasked, they would rank as unseen
+        assert any(np.isfinite(v[seen.row, seen.col]).any() for v in sc.values())
+        for v in sc.values():
+            v[seen.row, seen.col] = -np.inf
+        preds.append(
+            ranker.booster_.predict(fs.features(upos, cand, sc).reshape(-1, len(ranker.feature_names_)))
+        )
+    want = np.mean(preds, axis=0).reshape(cand.shape)
+    np.testing.assert_allclose(got[cand >= 0], want[cand >= 0], rtol=1e-5, atol=1e-6)
+    # the full-data sources give other scores: the mode is not a no-op
+    full = ranker._predict(ranker.signals_.features(upos, cand), cand >= 0)
+    assert not np.allclose(full[cand >= 0], got[cand >= 0])
+    ids_rec, _ = ranker.recommend(users, 10)
+    train_pairs = set(zip(split.train.users.tolist(), split.train.items.tolist()))
+    assert not any((int(u), int(i)) in train_pairs for u, row in zip(users, ids_rec) for i in row if i >= 0)
+
+
+def test_cross_fitted_serving_round_trips(
+    fitted_folds: LearnedRanker, fitted: tuple[LearnedRanker, Split], tmp_path: Path
+) -> None:
+    import json
+
+    from mlsys.common.errors import CorruptFileError
+    from mlsys.common.persist import file_sha256
+
+    fitted_folds.save(tmp_path / "f")
+    loaded = LearnedRanker.load(tmp_path / "f")
+    assert loaded.serving_ == "folds" and len(loaded.fold_signals_) == 4
+    _same_ranker(fitted_folds, loaded, np.unique(fitted[1].test.users))
+    # fold labels edited and re-checksummed: the rebuilt fold sources no longer score alike
+    d = tmp_path / "f"
+    manifest = json.loads((d / "manifest.json").read_text())
+    with np.load(d / "state.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["serve_fold_of"] = np.roll(arrays["serve_fold_of"], 3)  # (a relabelling would be the same folds)
+    np.savez(d / "state.npz", **arrays)
+    m = {**manifest, "checksums": {**manifest["checksums"], "state.npz": file_sha256(d / "state.npz")}}
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptFileError, match="reproduce"):
+        LearnedRanker.load(d)
+    arrays["serve_fold_of"] = arrays["serve_fold_of"][:-1]  # wrong length
+    np.savez(d / "state.npz", **arrays)
+    m = {**manifest, "checksums": {**manifest["checksums"], "state.npz": file_sha256(d / "state.npz")}}
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptFileError, match="fold labels"):
+        LearnedRanker.load(d)
+
+
+def test_a_format_1_directory_loads_as_full_serving(
+    fitted: tuple[LearnedRanker, Split], tmp_path: Path
+) -> None:
+    """Directories written before cross-fitted serving existed (format 1, no ``serving`` field) still load."""
+    import json
+
+    ranker, split = fitted
+    d = tmp_path / "v1"
+    ranker.save(d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    config = {k: v for k, v in manifest["config"].items() if k != "serving"}
+    old = {k: v for k, v in manifest.items() if k not in ("serving", "n_serving_folds")}
+    (d / "manifest.json").write_text(json.dumps({**old, "format_version": 1, "config": config}))
+    loaded = LearnedRanker.load(d)
+    assert loaded.serving_ == "full" and loaded.fold_signals_ == [] and loaded.config.serving == "full"
+    _same_ranker(ranker, loaded, np.unique(split.test.users)[:20])
+
+
+def test_auto_serving_chooses_on_an_inner_holdout(
+    genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split]
+) -> None:
+    ranker = _fit_with(genre_data, fitted[1], serving="auto", n_folds=4)
+    v = ranker.validation_
+    got = v["serving_ndcg@10"]
+    assert set(got) == {"folds", "full"} and all(0.0 < x <= 1.0 for x in got.values())
+    want = "folds" if got["folds"] > got["full"] else "full"
+    assert v["serving"] == ranker.serving_ == want
+    assert (len(ranker.fold_signals_) == 4) == (want == "folds")
+    # the choice never looked at the outer test split: the inner ranker's data is the training split's
+    tiny = synthetic_dataset(n_users=8, n_items=6, per_user=2, seed=0)
+    small = LearnedRanker(LearnedRankerConfig(**{**FAST.__dict__, "serving": "auto", "n_folds": 2}))
+    small.fit(tiny.interactions)  # an inner holdout leaves too little: falls back to "full", says why
+    assert small.serving_ == "full" and "inner holdout not possible" in small.validation_["serving_reason"]
