@@ -132,6 +132,16 @@ def test_cascade_quality(benchmark: Any, dataset: Any) -> None:
             f"{v['ndcg@10_ease']:.4f}; l2 grid {v['ease_l2_grid_ndcg@10']}; rounds {v['best_iteration']}; "
             f"candidate recall {v['candidate_recall']:.3f}; scoring {res['serve_s']:.1f} s"
         )
+        inner = v.get("serving_ndcg@10")
+        print(
+            f"serving: {ranker.serving_}"
+            + (
+                f" (auto, inner 80/20 holdout of the training split: folds {inner['folds']:.4f}, "
+                f"full {inner['full']:.4f})"
+                if inner
+                else ""
+            )
+        )
         p = res["persist"]
         print(
             f"save {p['save_s']:.2f} s, load {p['load_s']:.2f} s ({p['mib']:.1f} MiB; load / fit "

@@ -7,10 +7,12 @@ and popularity) and re-ranks them with a LightGBM ranking model (``rank_xendcg``
 and time-localised popularity scores. It never sees a test split: everything it learns comes from
 the training interactions passed to :meth:`~LearnedRanker.fit`.
 
-On MovieLens-100K (warm protocol, seeds 0/1/2) it reaches NDCG@10 0.4652 / 0.4577 / 0.4571 against
+On MovieLens-100K (warm protocol, seeds 0/1/2) it reaches NDCG@10 0.4697 / 0.4609 / 0.4607 against
 EASE's 0.4529 / 0.4513 / 0.4551 (``benchmarks/recsys/README.md``). Fitting refits every source
-``n_folds * n_models`` times: dense item-item and user-user matrices, so it suits catalogues and
-user bases of up to a few tens of thousands.
+``n_folds * n_models`` times (plus ``n_folds`` for the inner holdout of ``serving="auto"``): dense
+item-item and user-user matrices, so it suits catalogues and user bases of up to a few tens of
+thousands; cross-fitted serving keeps ``n_folds`` sets of sources in memory and featurises each
+candidate ``n_folds`` times.
 
 How it is trained (the ways out of the failure in ``FINDINGS.md``, "a learned re-ranker over
 retrievers' scores can lose to its best retriever"):
