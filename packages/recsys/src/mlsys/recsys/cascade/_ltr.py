@@ -1267,7 +1267,6 @@ class LearnedRanker(Recommender):
             config = _config_from_json(m["config"])
             if m["format_version"] == 1:  # saved before cross-fitted serving existed
                 config = replace(config, serving="full")
-            serving_mode = str(m.get("serving", config.serving))
             n_serving = int(m.get("n_serving_folds", 0))
             with np.load(d / "state.npz", allow_pickle=False) as z:
                 a = {k: z[k] for k in z.files}
@@ -1348,7 +1347,7 @@ class LearnedRanker(Recommender):
         )  # fmt: skip
         out.item_index_, out.user_index_, out.seen_ = item_index, user_index, seen
         out.serve_fold_of_ = serve_fold_of
-        out.serving_ = serving_mode
+        out.serving_ = "folds" if n_serving else "full"  # what the stored state serves with
         out.fold_signals_ = (
             out._rebuild_fold_signals(
                 events, seen, serve_fold_of, a["time_edges"], tables["users"], tables["items"], fold_als
