@@ -327,8 +327,13 @@ class Signals:
         return out
 
     # -- serving ---------------------------------------------------------------------------------
-    def source_scores(self, upos: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[np.float32]]:
-        """Dense scores ``(len(upos), n_items)`` of every source, the users' seen items set to ``-inf``."""
+    def source_scores(
+        self, upos: npt.NDArray[np.int64], seen: sp.csr_matrix | None = None
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """Dense scores ``(len(upos), n_items)`` of every source, the users' seen items set to ``-inf``.
+
+        ``seen`` (rows of ``upos``) replaces the fitted matrix's rows as what counts as seen: a
+        fold's sources are fit without that fold's items, which are still the user's."""
         xu = self.x[upos]
         out: dict[str, npt.NDArray[np.float32]] = {
             "ease": np.asarray(xu @ self.ease_b, dtype=np.float32),
@@ -342,7 +347,7 @@ class Signals:
         if self.als is not None:
             uf, itf = self.als
             out["als"] = (uf[upos] @ itf.T).astype(np.float32)
-        coo = xu.tocoo()
+        coo = (xu if seen is None else seen).tocoo()
         for v in out.values():
             v[coo.row, coo.col] = -np.inf
         return out

@@ -562,9 +562,7 @@ class LearnedRanker(Recommender):
 
         # 1. deal each user's distinct items into folds (seeded; users with one item never validate)
         row_of = np.repeat(np.arange(shape[0]), np.diff(seen.indptr))
-        key_pairs = row_of * shape[1] + seen.indices  # sorted: CSR rows, sorted columns
-        key_events = events[0] * shape[1] + events[1]
-        event_pair = np.searchsorted(key_pairs, key_events)
+        event_pair = self._event_pairs(events, seen)
         n_deal = c.n_models * c.n_dealings
         folds = [self._deal_folds(seen, c.n_folds, np.random.default_rng([c.seed, m])) for m in range(n_deal)]
 
@@ -736,9 +734,7 @@ class LearnedRanker(Recommender):
     ) -> list[Signals]:
         """The serving fold sources of a loaded ranker: what ``_fit`` built for dealing 0."""
         shape = seen.shape
-        row_of = np.repeat(np.arange(shape[0]), np.diff(seen.indptr))
-        key_pairs = row_of * shape[1] + seen.indices
-        ev_fold = fold_of[np.searchsorted(key_pairs, events[0] * shape[1] + events[1])]
+        ev_fold = fold_of[self._event_pairs(events, seen)]
         out = []
         for f in range(self.config.n_folds):
             keep = ev_fold != f
@@ -757,6 +753,17 @@ class LearnedRanker(Recommender):
                 )
             )
         return out
+
+    @staticmethod
+    def _event_pairs(
+        events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]],
+        seen: sp.csr_matrix,
+    ) -> npt.NDArray[np.int64]:
+        """Position of each event's (user, item) pair among ``seen``'s stored pairs (what a fold labels)."""
+        n_items = seen.shape[1]
+        row_of = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+        key_pairs = row_of * n_items + seen.indices  # sorted: CSR rows, sorted columns
+        return np.searchsorted(key_pairs, events[0] * n_items + events[1]).astype(np.int64)
 
     @staticmethod
     def _deal_folds(seen: sp.csr_matrix, n_folds: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
@@ -1062,19 +1069,16 @@ class LearnedRanker(Recommender):
         if cand.shape[1] == 0:
             return out
         bs = self.config.batch_size
-        folds = getattr(self, "fold_signals_", [])
+        folds = self.fold_signals_
         for s0 in range(0, upos.shape[0], bs):
             up, cd = upos[s0 : s0 + bs], cand[s0 : s0 + bs]
             valid = cd >= 0
             if folds:
-                # cross-fitted: each fold's sources as in training, the user's training items masked
-                seen = self.signals_.x[up].tocoo()
+                # cross-fitted: each fold's sources as in training, all the user's training items masked
+                seen = self.signals_.x[up]
                 pred: npt.NDArray[Any] = np.zeros(cd.shape, dtype=np.float64)
                 for fs in folds:
-                    scores = fs.source_scores(up)
-                    for v in scores.values():
-                        v[seen.row, seen.col] = -np.inf
-                    pred += self._predict(fs.features(up, cd, scores), valid)
+                    pred += self._predict(fs.features(up, cd, fs.source_scores(up, seen)), valid)
                 pred /= len(folds)
             else:
                 pred = self._predict(self.signals_.features(up, cd), valid)
