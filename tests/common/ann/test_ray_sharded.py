@@ -75,6 +75,16 @@ def test_more_cpus_than_the_cluster_has_is_refused() -> None:
         make_index("sharded", space(), shards=8)
 
 
+# A shard scores its rows with the same float32 BLAS product as the single index, but on a matrix of
+# another shape: OpenBLAS picks its kernel and blocking by shape and CPU, so a score may differ in
+# its last bits (CI saw 1-2 ULP on 12% of them). Ids must match exactly; scores to a few ULP.
+SCORE_RTOL, SCORE_ATOL = 4e-6, 1e-6
+
+
+def assert_scores_match(got: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_allclose(got, want, rtol=SCORE_RTOL, atol=SCORE_ATOL)
+
+
 @pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
 @pytest.mark.usefixtures("ray_cluster")
 def test_exact_shards_return_exactly_the_single_index_results(metric: str) -> None:
@@ -89,8 +99,8 @@ def test_exact_shards_return_exactly_the_single_index_results(metric: str) -> No
     for kwargs in ({}, {"allow": ids[::3]}, {"deny": ids[:2500]}, {"allow": ids[:500], "deny": ids[:100]}):
         want = single.search(q, 10, **kwargs)
         got = sharded.search(q, 10, **kwargs)
-        np.testing.assert_array_equal(got[0], want[0])  # ids
-        np.testing.assert_array_equal(got[1], want[1])  # scores, bit for bit
+        np.testing.assert_array_equal(got[0], want[0])  # ids, exactly
+        assert_scores_match(got[1], want[1])  # scores, to float32 rounding
     # upserts and removals are routed: still identical
     fresh = vectors(100, dim=16, seed=7)
     single.upsert(ids[:100], fresh)
@@ -99,20 +109,22 @@ def test_exact_shards_return_exactly_the_single_index_results(metric: str) -> No
     sharded.remove(ids[200:400])
     want, got = single.search(q, 25), sharded.search(q, 25)
     np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
+    assert_scores_match(got[1], want[1])
     np.testing.assert_array_equal(sharded.get_vectors(ids[:50]), single.get_vectors(ids[:50]))
-    # exact ties (duplicate vectors): the sharded merge orders tied ids ascending, ExactIndex by
-    # storage slot; scores stay identical and ids differ only inside a tie
+    # ties (duplicate vectors): the sharded merge orders exactly tied ids ascending, ExactIndex by
+    # storage slot; scores still match and ids differ only inside a tie (a duplicate pair scored in
+    # different shards may differ in the last bit, so a tie is a match to float32 rounding)
     single.upsert(ids[:100], x[100:200])
     sharded.upsert(ids[:100], x[100:200])
     want, got = single.search(q, 25), sharded.search(q, 25)
-    np.testing.assert_array_equal(got[1], want[1])
+    assert_scores_match(got[1], want[1])
     differ = got[0] != want[0]
     assert differ.any()  # the duplicates do tie
     for r, c in zip(*np.nonzero(differ)):
-        tied = want[1][r] == want[1][r, c]
+        tied = np.isclose(want[1][r], want[1][r, c], rtol=SCORE_RTOL, atol=SCORE_ATOL)
         assert set(got[0][r, tied]) == set(want[0][r, tied]) or tied[-1]  # or the tie spans the cutoff
-        assert (np.diff(got[0][r, tied]) > 0).all()
+        exact = got[1][r] == got[1][r, c]
+        assert (np.diff(got[0][r, exact]) > 0).all()
 
 
 @pytest.mark.usefixtures("ray_cluster")
