@@ -280,7 +280,14 @@ def test_injected_dict_metrics_slowdown_is_caught(monkeypatch: pytest.MonkeyPatc
         return orig(run, qrels, qids, ties)
 
     name = "metrics.evaluate_dict_full_depth_vs_pytrec_eval.ratio"
-    clean = _gate(F.fast_paths_speed(quick=True, parts=("metrics",)))
+    # the clean side sits within ~10% of its band on this machine class, so a load burst from
+    # another job can push one quick measurement over it: a real slowdown moves every try, a burst
+    # does not, so the clean verdict is the best of three tries (the injected one must fail at once)
+    clean: dict[str, str] = {}
+    for _ in range(3):
+        clean = _gate(F.fast_paths_speed(quick=True, parts=("metrics",)))
+        if clean[name] in ("ok", "faster"):
+            break
     assert clean[name] in ("ok", "faster"), clean
     monkeypatch.setattr(_evaluate, "rank_relevant", sorting_first)
     hurt = _gate(F.fast_paths_speed(quick=True, parts=("metrics",)))
