@@ -510,6 +510,34 @@ def test_a_format_1_directory_loads_as_full_serving(
     _same_ranker(ranker, loaded, np.unique(split.test.users)[:20])
 
 
+def test_auto_model_chooses_between_lightgbm_and_mlp_on_an_inner_holdout(
+    genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split], tmp_path: Path
+) -> None:
+    ranker = _fit_with(genre_data, fitted[1], model="auto", serving="auto", n_folds=4)
+    v = ranker.validation_
+    got = v["inner_ndcg@10"]
+    assert set(got) == {"full/lightgbm", "full/mlp", "folds/lightgbm", "folds/mlp"}
+    assert all(0.0 < x <= 1.0 for x in got.values())
+    best = max(got.values())
+    first = next(k for k in ("full/lightgbm", "full/mlp", "folds/lightgbm", "folds/mlp") if got[k] == best)
+    assert f"{v['serving']}/{v['model']}" == f"{ranker.serving_}/{ranker.model_}" == first  # ties: cheaper
+    assert v["serving_ndcg@10"] == {
+        s: max(got[f"{s}/lightgbm"], got[f"{s}/mlp"]) for s in ("full", "folds")
+    }  # fmt: skip
+    # the chosen model, and only it, was trained for serving
+    assert (len(ranker.boosters_), len(ranker.mlps_)) == ((1, 0) if ranker.model_ == "lightgbm" else (0, 1))
+    assert ranker.config.model == "auto"  # the config keeps what was asked
+    ranker.save(tmp_path / "r")
+    loaded = LearnedRanker.load(tmp_path / "r")
+    assert loaded.model_ == ranker.model_ and loaded.serving_ == ranker.serving_
+    _same_ranker(ranker, loaded, np.unique(fitted[1].test.users)[:20])
+    # a fixed serving mode: only the models are compared
+    only = _fit_with(genre_data, fitted[1], model="auto", serving="full", mlp_epochs=2)
+    assert set(only.validation_["inner_ndcg@10"]) == {"full/lightgbm", "full/mlp"}
+    assert "serving_ndcg@10" not in only.validation_ and only.serving_ == "full"
+    assert fitted[0].model_ == "lightgbm" and "inner_ndcg@10" not in fitted[0].validation_  # the default
+
+
 def test_auto_serving_chooses_on_an_inner_holdout(
     genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split]
 ) -> None:

@@ -41,6 +41,9 @@ retrievers' scores can lose to its best retriever"):
    histories). ``serving="auto"`` (the default) decides between that and the full-data sources on
    an inner holdout of the training data, since with few folds or short histories the fold sources
    can miss too much.
+7. The heavy model: LightGBM or a torch MLP over the same features (listwise softmax loss), or a
+   blend of both; ``model="auto"`` fits the inner holdout's ranker once with both and keeps the
+   one that ranks the holdout better, together with the serving mode.
 
 :meth:`LearnedRanker.candidates` and :meth:`LearnedRanker.score_candidates` are the two halves for
 a cascade; :meth:`~mlsys.recsys.Recommender.recommend` runs both (non-candidates rank after every
@@ -75,7 +78,7 @@ _READABLE_VERSIONS = (1, 2)  # 1: before cross-fitted serving; read as serving="
 
 _SOURCES = ("ease", "knn", "als", "pop", "seq", "tpop", "rp3", "uknn")
 _OBJECTIVES = ("lambdarank", "rank_xendcg", "binary")
-_MODELS = ("lightgbm", "mlp", "blend")
+_MODELS = ("auto", "lightgbm", "mlp", "blend")
 _SERVING = ("auto", "folds", "full")
 
 
@@ -115,10 +118,15 @@ class LearnedRankerConfig:
         refit: after early stopping, refit on every group with the best number of rounds.
         objective: LightGBM objective: ``"lambdarank"`` (LambdaMART), ``"rank_xendcg"`` (listwise
             cross-entropy NDCG surrogate) or ``"binary"`` (pointwise).
-        model: the heavy model: ``"lightgbm"`` (the field's standard), ``"mlp"`` (a torch MLP over the
-            same features with a listwise softmax loss) or ``"blend"`` (both; their per-user
-            z-scored scores mixed with the weight from ``blend_grid`` that maximises NDCG@10 on the
-            early-stopping users).
+        model: the heavy model: ``"lightgbm"`` (default, the field's standard), ``"mlp"`` (a torch
+            MLP over the same features with a listwise softmax loss), ``"blend"`` (both; their
+            per-user z-scored scores mixed with the weight from ``blend_grid`` that maximises
+            NDCG@10 on the early-stopping users) or ``"auto"`` (``"lightgbm"`` or ``"mlp"``,
+            whichever ranks the inner 80/20 holdout of the training data better, measured with the
+            same one-model ranker that chooses ``serving``, fit once with both models; ties:
+            ``"lightgbm"``; about a fifth more fitting time). What it resolved to is ``model_``,
+            reported in ``validation_``. On MovieLens-100K the two models are within noise of each
+            other and ``"auto"`` did not help (``benchmarks/recsys/README.md``).
         mlp_hidden, mlp_layers, mlp_dropout, mlp_lr, mlp_epochs, mlp_patience, mlp_batch_groups: the
             MLP's width, hidden layers, dropout, Adam learning rate, maximum epochs (early-stopped on
             the early-stopping users' NDCG@10 with ``mlp_patience`` epochs of patience) and groups
@@ -421,7 +429,8 @@ class LearnedRanker(Recommender):
     Learned state: ``booster_`` (the LightGBM model), ``feature_names_``, ``ease_l2_`` (serving
     ``l2``), ``validation_`` (what was measured on the validation folds), ``training_targets_``
     (the labelled (user, item) pairs it learned from: all of them training interactions),
-    ``serving_`` (``"folds"`` or ``"full"``, what ``config.serving`` resolved to) and
+    ``serving_`` (``"folds"`` or ``"full"``, what ``config.serving`` resolved to), ``model_``
+    (``"lightgbm"``, ``"mlp"`` or ``"blend"``, what ``config.model`` resolved to) and
     ``fold_signals_`` (the fold sources scoring reads when ``serving_ == "folds"``).
 
     Example:
@@ -549,10 +558,10 @@ class LearnedRanker(Recommender):
             import_optional("lightgbm", package="lightgbm", extra="mlsys-recsys[ltr]")
         if c.als_factors > 0:
             import_optional("implicit", package="implicit")
-        serving: str = c.serving
+        serving, model = c.serving, c.model
         serving_report: dict[str, Any] = {}
-        if serving == "auto":
-            serving, serving_report = self._choose_serving(train, item_index, users, items)
+        if serving == "auto" or model == "auto":
+            serving, model, serving_report = self._choose_serving(train, item_index, users, items)
         events = self._events(train, user_index, item_index)
         shape = (len(user_index), len(item_index))
         ts = events[2]
@@ -642,15 +651,15 @@ class LearnedRanker(Recommender):
             if (d + 1) % c.n_dealings:
                 continue  # pool the next dealing's groups into the same booster
             td = _TrainingData(feats, labels, groups, g_users, n_targets, names)
-            if c.model in ("lightgbm", "blend"):
+            if model in ("lightgbm", "blend"):
                 booster, info_m = self._train_booster(td, m)
                 boosters.append(booster)
                 infos.append(info_m)
-            if c.model in ("mlp", "blend"):
+            if model in ("mlp", "blend"):
                 net, info_n = self._train_mlp(td, m)
                 mlps.append(net)
                 mlp_infos.append(info_n)
-            if c.model == "blend":
+            if model == "blend":
                 es_groups = info_m["_es_groups"]
                 for w in c.blend_grid:
                     mixed = [
@@ -690,6 +699,7 @@ class LearnedRanker(Recommender):
             info["ndcg@10_lightgbm"] = info["ndcg@10_ranker"]
             info["ndcg@10_ranker"] = means[self.blend_weight_]
         self.serving_ = serving
+        self.model_ = model
         self.validation_ = {
             **serving_report,
             "ease_l2_grid_ndcg@10": grid_scores,
@@ -705,22 +715,45 @@ class LearnedRanker(Recommender):
 
     def _choose_serving(
         self, train: Interactions, item_index: IdIndex, users: FeatureTable | None, items: FeatureTable | None
-    ) -> tuple[str, dict[str, Any]]:
-        """``serving="auto"``: both modes of a one-booster ranker on an inner 80/20 holdout of ``train``."""
+    ) -> tuple[str, str, dict[str, Any]]:
+        """``serving="auto"`` / ``model="auto"``: every open combination of serving mode and model,
+        ranked by a one-model ranker on an inner 80/20 holdout of ``train``; returns the best
+        ``(serving, model)`` and the figures. With ``model="auto"`` the inner ranker is fit once
+        with both models (``"blend"``) and each is measured alone (blend weight 1 or 0: the same
+        order as that model's scores). Ties go to ``"full"`` and ``"lightgbm"`` (the cheaper)."""
         from mlsys.recsys._evaluation import evaluate_recommender
         from mlsys.recsys._splits import random_holdout
 
-        inner_split = random_holdout(train, train_fraction=0.8, seed=self.config.seed)
-        inner = LearnedRanker(replace(self.config, serving="folds", n_models=1))
+        c = self.config
+        servings = ["full", "folds"] if c.serving == "auto" else [c.serving]
+        models = ["lightgbm", "mlp"] if c.model == "auto" else [c.model]
+        inner_split = random_holdout(train, train_fraction=0.8, seed=c.seed)
+        fit_model = "blend" if c.model == "auto" else c.model
+        inner = LearnedRanker(replace(c, serving="folds", model=fit_model, n_models=1))
         try:
             inner.fit(inner_split.train, catalogue=item_index.ids, users=users, items=items)
         except InvalidInputError as exc:  # too little data to hold anything out twice
-            return "full", {"serving": "full", "serving_reason": f"inner holdout not possible ({exc})"}
-        got = {"folds": evaluate_recommender(inner, inner_split, ks=(10,)).metrics["ndcg@10"]}
-        inner.fold_signals_ = []
-        got["full"] = evaluate_recommender(inner, inner_split, ks=(10,)).metrics["ndcg@10"]
-        choice = "folds" if got["folds"] > got["full"] else "full"
-        return choice, {"serving": choice, "serving_ndcg@10": got}
+            serving, model = servings[0], models[0]
+            return serving, model, {
+                "serving": serving, "model": model, "serving_reason": f"inner holdout not possible ({exc})"
+            }  # fmt: skip
+        fold_signals = inner.fold_signals_
+        got: dict[str, float] = {}
+        for serving in servings:
+            inner.fold_signals_ = fold_signals if serving == "folds" else []
+            for model in models:
+                if c.model == "auto":
+                    inner.blend_weight_ = 1.0 if model == "lightgbm" else 0.0
+                ndcg = evaluate_recommender(inner, inner_split, ks=(10,)).metrics["ndcg@10"]
+                got[f"{serving}/{model}"] = float(ndcg)
+        best = max(got, key=lambda k: got[k])  # first maximum: full before folds, lightgbm before mlp
+        serving, model = best.split("/")
+        report: dict[str, Any] = {"serving": serving, "model": model, "inner_ndcg@10": got}
+        if c.serving == "auto":
+            report["serving_ndcg@10"] = {
+                s: max(v for k, v in got.items() if k.startswith(s + "/")) for s in servings
+            }
+        return serving, model, report
 
     def _rebuild_fold_signals(
         self,
@@ -1338,6 +1371,7 @@ class LearnedRanker(Recommender):
         out.name = str(m.get("name", out.name))
         out.feature_names_ = names
         out.boosters_, out.mlps_ = boosters, mlps
+        out.model_ = ("blend" if mlps else "lightgbm") if boosters else "mlp"  # what config.model resolved to
         out.booster_ = boosters[0] if boosters else mlps[0]
         out.fold_l2_ = float(m["fold_l2"])
         out.ease_l2_ = float(m["ease_l2"])
