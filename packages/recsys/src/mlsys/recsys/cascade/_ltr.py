@@ -730,7 +730,8 @@ class LearnedRanker(Recommender):
         models = ["lightgbm", "mlp"] if c.model == "auto" else [c.model]
         inner_split = random_holdout(train, train_fraction=0.8, seed=c.seed)
         fit_model = "blend" if c.model == "auto" else c.model
-        inner = LearnedRanker(replace(c, serving="folds", model=fit_model, n_models=1))
+        inner_serving = "folds" if "folds" in servings else "full"  # "full" keeps no fold sources
+        inner = LearnedRanker(replace(c, serving=inner_serving, model=fit_model, n_models=1))
         try:
             inner.fit(inner_split.train, catalogue=item_index.ids, users=users, items=items)
         except InvalidInputError as exc:  # too little data to hold anything out twice
