@@ -700,7 +700,6 @@ class LearnedRanker(Recommender):
             info["ndcg@10_lightgbm"] = info["ndcg@10_ranker"]
             info["ndcg@10_ranker"] = means[self.blend_weight_]
         self.serving_ = serving
-        self.model_ = model
         self.validation_ = {
             **serving_report,
             "ease_l2_grid_ndcg@10": grid_scores,
@@ -1023,6 +1022,15 @@ class LearnedRanker(Recommender):
         if kk < n:
             pos = np.pad(pos, ((0, 0), (0, n - kk)), constant_values=-1)
         return pos.astype(np.int64)
+
+    @property
+    def model_(self) -> str:
+        """What ``config.model`` resolved to: ``"lightgbm"``, ``"mlp"`` or ``"blend"`` (the kinds of
+        model trained for serving)."""
+        self._check_ready()
+        if not self.boosters_:
+            return "mlp"
+        return "blend" if self.mlps_ else "lightgbm"
 
     def _check_ready(self) -> None:
         self._check_fitted()
@@ -1373,7 +1381,6 @@ class LearnedRanker(Recommender):
         out.name = str(m.get("name", out.name))
         out.feature_names_ = names
         out.boosters_, out.mlps_ = boosters, mlps
-        out.model_ = ("blend" if mlps else "lightgbm") if boosters else "mlp"  # what config.model resolved to
         out.booster_ = boosters[0] if boosters else mlps[0]
         out.fold_l2_ = float(m["fold_l2"])
         out.ease_l2_ = float(m["ease_l2"])
