@@ -161,6 +161,10 @@ def test_bad_input(fitted: tuple[LearnedRanker, Split]) -> None:
         {"mlp_lr": 0.0},
         {"blend_grid": ()},
         {"blend_grid": (1.5,)},
+        {"als_alpha": 0.0},
+        {"als_regularization": -1.0},
+        {"als_alpha_grid": ()},
+        {"als_regularization_grid": (0.0, 1.0)},
     ],
 )
 def test_config_is_validated(kw: dict[str, Any]) -> None:
@@ -304,6 +308,8 @@ def _same_ranker(a: LearnedRanker, b: LearnedRanker, users: np.ndarray) -> None:
     assert b.config == a.config and b.feature_names_ == a.feature_names_
     assert b.validation_ == a.validation_
     assert (b.ease_l2_, b.fold_l2_, b.blend_weight_) == (a.ease_l2_, a.fold_l2_, a.blend_weight_)
+    als_a = (a.als_alpha_, a.fold_als_regularization_, a.als_regularization_)
+    assert (b.als_alpha_, b.fold_als_regularization_, b.als_regularization_) == als_a
     np.testing.assert_array_equal(b.training_targets_.users, a.training_targets_.users)
     np.testing.assert_array_equal(b.training_targets_.items, a.training_targets_.items)
     np.testing.assert_array_equal(b.item_ids_, a.item_ids_)
@@ -336,6 +342,56 @@ def test_save_load_round_trip_with_als_and_the_mlp_blend(
     loaded = LearnedRanker.load(tmp_path / "b")
     _same_ranker(blend, loaded, np.unique(fitted[1].test.users))
     np.testing.assert_array_equal(loaded.signals_.als[1], blend.signals_.als[1])  # type: ignore[index]
+
+
+def test_als_confidence_and_penalty_are_chosen_on_the_first_fold(
+    genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split], tmp_path: Path
+) -> None:
+    """ALS's (alpha, regularization) is the fold-0 grid's best pair; serving scales the penalty like
+    EASE's l2, and the serving ALS is exactly the one those settings fit."""
+    pytest.importorskip("implicit", reason="ALS features need implicit")
+    import json
+
+    from mlsys.recsys.cascade._features import fit_als
+
+    r = _fit_with(
+        genre_data, fitted[1], als_factors=8, als_iterations=3,
+        als_alpha_grid=(1.0, 8.0), als_regularization_grid=(0.01, 20.0),
+    )  # fmt: skip
+    grid = r.validation_["als_grid_ndcg@10"]
+    assert len(grid) == 4 and all(0.0 <= v <= 1.0 for v in grid.values())
+    assert len(set(grid.values())) > 1  # the settings matter on this data
+    best = max(grid.values())
+    chosen = f"alpha={r.als_alpha_:g},regularization={r.fold_als_regularization_:g}"
+    assert grid[chosen] == best
+    assert r.validation_["als_alpha"] == r.als_alpha_
+    assert r.als_regularization_ / r.fold_als_regularization_ == pytest.approx(r.ease_l2_ / r.fold_l2_)
+    assert r.als_regularization_ > r.fold_als_regularization_  # more events to serve with
+    c = r.config
+    _uf, itf = fit_als(r.signals_.x, 8, 3, r.als_regularization_, r.als_alpha_, c.seed, c.threads())
+    np.testing.assert_array_equal(itf, r.signals_.als[1])  # type: ignore[index]
+    # directories saved before ALS was tuned carry no "als" entry: implicit's defaults, same ranking
+    r.save(tmp_path / "a")
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    del manifest["als"]
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(manifest))
+    old = LearnedRanker.load(tmp_path / "a")
+    assert (old.als_alpha_, old.fold_als_regularization_, old.als_regularization_) == (1.0, 0.01, 0.01)
+    users = np.unique(fitted[1].test.users)[:20]
+    np.testing.assert_array_equal(old.score(users), r.score(users))
+
+
+def test_fixed_als_settings_skip_the_grid(
+    genre_data: RecsysDataset, fitted: tuple[LearnedRanker, Split]
+) -> None:
+    pytest.importorskip("implicit", reason="ALS features need implicit")
+    r = _fit_with(
+        genre_data, fitted[1], als_factors=8, als_iterations=3, als_alpha=2.0, als_regularization=3.0,
+        scale_l2=False,
+    )  # fmt: skip
+    assert r.validation_["als_grid_ndcg@10"] == {}
+    assert (r.als_alpha_, r.fold_als_regularization_, r.als_regularization_) == (2.0, 3.0, 3.0)
+    assert r.signals_.s.als_alpha == 2.0 and r.signals_.s.als_regularization == 3.0
 
 
 def test_load_refuses_files_it_cannot_trust(fitted: tuple[LearnedRanker, Split], tmp_path: Path) -> None:

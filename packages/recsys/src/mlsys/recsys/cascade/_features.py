@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from mlsys.recsys._baselines import ease_weights
 from mlsys.recsys._data import FeatureTable, IdIndex
 
-__all__ = ["SignalSettings", "Signals", "ease_weights", "per_target_knn"]
+__all__ = ["SignalSettings", "Signals", "ease_weights", "fit_als", "per_target_knn"]
 
 _DAY = 86_400.0
 
@@ -48,6 +48,8 @@ class SignalSettings:
     user_features: tuple[str, ...]
     seed: int
     num_threads: int
+    als_regularization: float = 0.01
+    als_alpha: float = 1.0
 
 
 def cosine_similarity(x: sp.csr_matrix) -> npt.NDArray[np.float32]:
@@ -92,6 +94,32 @@ def _ranks(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     rows = np.arange(scores.shape[0])[:, None]
     ranks[rows, order] = np.arange(scores.shape[1], dtype=np.float32)[None, :]
     return ranks
+
+
+def fit_als(
+    x: sp.csr_matrix,
+    factors: int,
+    iterations: int,
+    regularization: float,
+    alpha: float,
+    seed: int,
+    num_threads: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """``(user_factors, item_factors)`` of implicit's ALS (Hu, Koren & Volinsky 2008) on the binary
+    matrix ``x``: confidence ``1 + alpha * x``, L2 penalty ``regularization`` on both factor sets."""
+    from mlsys.common._optional import import_optional
+
+    als = import_optional("implicit.cpu.als", package="implicit")
+    model = als.AlternatingLeastSquares(
+        factors=factors,
+        iterations=iterations,
+        regularization=regularization,
+        alpha=alpha,
+        random_state=seed,
+        num_threads=max(num_threads, 1),
+    )
+    model.fit(x.astype(np.float32).tocsr(), show_progress=False)
+    return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
 class Signals:
@@ -248,17 +276,10 @@ class Signals:
 
     # -- fitting helpers -------------------------------------------------------------------------
     def _fit_als(self, x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        from mlsys.common._optional import import_optional
-
-        als = import_optional("implicit.cpu.als", package="implicit")
-        model = als.AlternatingLeastSquares(
-            factors=self.s.als_factors,
-            iterations=self.s.als_iterations,
-            random_state=self.s.seed,
-            num_threads=max(self.s.num_threads, 1),
+        s = self.s
+        return fit_als(
+            x, s.als_factors, s.als_iterations, s.als_regularization, s.als_alpha, s.seed, s.num_threads
         )
-        model.fit(x.astype(np.float32).tocsr(), show_progress=False)
-        return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
     def _sequence_cooccurrence(
         self,

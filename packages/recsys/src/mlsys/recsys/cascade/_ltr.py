@@ -69,7 +69,7 @@ from mlsys.common.persist import atomic_directory
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._base import Recommender, top_k
 from mlsys.recsys._data import FeatureSpec, FeatureTable, IdIndex, Interactions
-from mlsys.recsys.cascade._features import Signals, SignalSettings, ease_weights
+from mlsys.recsys.cascade._features import Signals, SignalSettings, ease_weights, fit_als
 
 __all__ = ["LearnedRanker", "LearnedRankerConfig"]
 
@@ -110,6 +110,13 @@ class LearnedRankerConfig:
         knn_neighbors: ItemKNN keeps this many source items per target item.
         als_factors: implicit ALS factors (0 disables ALS; needs the ``implicit`` package).
         als_iterations: ALS iterations.
+        als_alpha, als_regularization: ALS's confidence weight (``1 + alpha * x``) and L2 penalty;
+            ``None`` chooses it on the first fold, like ``ease_l2``, from ``als_alpha_grid`` x
+            ``als_regularization_grid`` (the pair whose ALS ranks the held-out fold best by
+            NDCG@10). With ``scale_l2`` the serving ALS's penalty is scaled like EASE's. On
+            MovieLens-100K implicit's defaults (alpha 1, regularization 0.01) rank a validation fold
+            at 0.159 NDCG@10 and the chosen pair at about 0.20 (``benchmarks/recsys/README.md``).
+        als_alpha_grid, als_regularization_grid: candidates for ``als_alpha`` / ``als_regularization``.
         recent_items: the "last items" of a user for co-occurrence features.
         time_bins: quantile bins of training timestamps for the time-window features.
         item_genre_feature: multi-hot item column for genre features (ignored when absent).
@@ -171,6 +178,10 @@ class LearnedRankerConfig:
     knn_neighbors: int = 100
     als_factors: int = 64
     als_iterations: int = 15
+    als_alpha: float | None = None
+    als_regularization: float | None = None
+    als_alpha_grid: tuple[float, ...] = (1.0, 3.0, 8.0, 20.0)
+    als_regularization_grid: tuple[float, ...] = (0.01, 1.0, 5.0, 20.0, 50.0, 200.0)
     recent_items: int = 5
     seq_window: int = 10
     time_bins: int = 256
@@ -254,6 +265,16 @@ class LearnedRankerConfig:
             raise InvalidInputError("ease_l2_grid is empty; expected at least one l2 value")
         for v in self.ease_l2_grid:
             _check_pos(v, "ease_l2_grid value")
+        for name in ("als_alpha", "als_regularization"):
+            if getattr(self, name) is not None:
+                _check_pos(getattr(self, name), name)
+            grid = getattr(self, name + "_grid")
+            if not isinstance(grid, tuple) or not grid:
+                raise InvalidInputError(
+                    f"{name}_grid must be a non-empty tuple of positive numbers, got {grid!r}"
+                )
+            for v in grid:
+                _check_pos(v, f"{name}_grid value")
         for name in ("learning_rate", "feature_fraction"):
             _check_pos(getattr(self, name), name)
         if self.feature_fraction > 1.0:
@@ -318,7 +339,7 @@ def _config_from_json(data: Any) -> LearnedRankerConfig:
     if set(data) - known:
         raise ValueError(f"unknown config fields {sorted(set(data) - known)}")
     kw = dict(_from_json(data))
-    for name in ("ease_l2_grid", "user_features", "blend_grid"):
+    for name in ("ease_l2_grid", "als_alpha_grid", "als_regularization_grid", "user_features", "blend_grid"):
         if name in kw:
             kw[name] = tuple(kw[name])
     if "candidate_mix" in kw:
@@ -475,13 +496,15 @@ class LearnedRanker(Recommender):
         super().fit(train, catalogue=catalogue, users=users, items=items)
         return self
 
-    def _settings(self, l2: float) -> SignalSettings:
+    def _settings(self, l2: float, als_reg: float) -> SignalSettings:
         c = self.config
         return SignalSettings(
             ease_l2=float(l2),
             knn_neighbors=c.knn_neighbors,
             als_factors=c.als_factors,
             als_iterations=c.als_iterations,
+            als_regularization=float(als_reg),
+            als_alpha=float(self.als_alpha_),
             recent_items=c.recent_items,
             seq_window=c.seq_window,
             time_bins=c.time_bins,
@@ -531,6 +554,8 @@ class LearnedRanker(Recommender):
         users: FeatureTable | None,
         items: FeatureTable | None,
         als: tuple[np.ndarray, np.ndarray] | None = None,
+        *,
+        als_reg: float,
     ) -> Signals:
         u, i, _ = events
         x = sp.csr_matrix((np.ones(u.shape[0], np.float32), (u, i)), shape=shape)
@@ -539,7 +564,7 @@ class LearnedRanker(Recommender):
         x.sort_indices()
         return Signals(
             x, self._user_ts(events, shape[0]), events, user_index, item_index, users, items,
-            self._settings(l2), edges, als=als,
+            self._settings(l2, als_reg), edges, als=als,
         )  # fmt: skip
 
     def _fit(
@@ -582,11 +607,16 @@ class LearnedRanker(Recommender):
                 "distinct training items (one to hold out, one to keep)"
             )
 
-        # 2. choose EASE's l2 on fold 0 of the first dealing
+        # 2. choose EASE's l2 and ALS's (alpha, regularization) on fold 0 of the first dealing
         grid_scores: dict[float, float] = {}
+        als_scores: dict[tuple[float, float], float] = {}
         fold_of = folds[0]
         ev_fold = fold_of[event_pair]
-        if c.ease_l2 is None:
+        tune_als = c.als_factors > 0 and (c.als_alpha is None or c.als_regularization is None)
+        fold_l2 = float(c.ease_l2) if c.ease_l2 is not None else 0.0
+        alpha = float(c.als_alpha) if c.als_alpha is not None else 1.0
+        fold_reg = float(c.als_regularization) if c.als_regularization is not None else 0.01
+        if c.ease_l2 is None or tune_als:
             keep = ev_fold != 0
             x0 = sp.csr_matrix(
                 (np.ones(int(keep.sum()), np.float32), (events[0][keep], events[1][keep])), shape=shape
@@ -597,16 +627,35 @@ class LearnedRanker(Recommender):
             targets = [seen.indices[seen.indptr[r] : seen.indptr[r + 1]][fold_of[seen.indptr[r] : seen.indptr[r + 1]] == 0] for r in val_users]  # fmt: skip
             xu = x0[val_users]
             coo = xu.tocoo()
-            for l2 in c.ease_l2_grid:
-                sc = np.asarray(xu @ ease_weights(x0, float(l2)), dtype=np.float32)
+
+            def fold_ndcg(sc: np.ndarray) -> float:
+                sc = np.asarray(sc, dtype=np.float32)
                 sc[coo.row, coo.col] = -np.inf
                 top = np.argsort(-sc, axis=1, kind="stable")[:, :10]
-                grid_scores[float(l2)] = float(_ndcg_at(top, targets).mean())
-            fold_l2 = max(grid_scores, key=lambda k: (grid_scores[k], -k))
-        else:
-            fold_l2 = float(c.ease_l2)
+                return float(_ndcg_at(top, targets).mean())
+
+            if c.ease_l2 is None:
+                for l2 in c.ease_l2_grid:
+                    grid_scores[float(l2)] = fold_ndcg(xu @ ease_weights(x0, float(l2)))
+                fold_l2 = max(grid_scores, key=lambda k: (grid_scores[k], -k))
+            if tune_als:
+                alphas = c.als_alpha_grid if c.als_alpha is None else (c.als_alpha,)
+                regs = c.als_regularization_grid if c.als_regularization is None else (c.als_regularization,)
+                for a_ in alphas:
+                    for r_ in regs:
+                        uf, itf = fit_als(
+                            x0, c.als_factors, c.als_iterations, float(r_), float(a_), c.seed, c.threads()
+                        )
+                        als_scores[(float(a_), float(r_))] = fold_ndcg(uf[val_users] @ itf.T)
+                # ties: the smaller alpha, then the larger penalty (the smoother model)
+                alpha, fold_reg = max(als_scores, key=lambda k: (als_scores[k], -k[0], k[1]))
         n_fold_events = float(np.mean([(ev_fold != f).sum() for f in range(c.n_folds)]))
-        serve_l2 = fold_l2 * (ts.shape[0] / n_fold_events) if c.scale_l2 and n_fold_events > 0 else fold_l2
+        scale = ts.shape[0] / n_fold_events if c.scale_l2 and n_fold_events > 0 else 1.0
+        serve_l2 = fold_l2 * scale
+        serve_reg = fold_reg * scale
+        self.als_alpha_ = alpha
+        self.fold_als_regularization_ = fold_reg
+        self.als_regularization_ = serve_reg
 
         # 3. per dealing: out-of-fold features and labels, then one booster
         boosters, infos = [], []
@@ -625,7 +674,9 @@ class LearnedRanker(Recommender):
             for f in range(c.n_folds):
                 keep = ev_fold != f
                 sub = (events[0][keep], events[1][keep], events[2][keep])
-                sig = self._signals(sub, shape, fold_l2, edges, user_index, item_index, users, items)
+                sig = self._signals(
+                    sub, shape, fold_l2, edges, user_index, item_index, users, items, als_reg=fold_reg
+                )
                 if d == 0 and serving == "folds":
                     fold_signals.append(sig)  # cross-fitted serving reads these
                 names = sig.feature_names()
@@ -705,11 +756,19 @@ class LearnedRanker(Recommender):
             "ease_l2_grid_ndcg@10": grid_scores,
             "fold_l2": fold_l2,
             "serve_l2": float(serve_l2),
+            "als_grid_ndcg@10": {
+                f"alpha={a_:g},regularization={r_:g}": v for (a_, r_), v in als_scores.items()
+            },
+            "als_alpha": alpha,
+            "fold_als_regularization": fold_reg,
+            "serve_als_regularization": float(serve_reg),
             "candidate_recall": float(np.mean(recalls)),
             **info,
         }
         # 5. serving sources on the full training data (candidates; features when serving="full")
-        self.signals_ = self._signals(events, shape, serve_l2, edges, user_index, item_index, users, items)
+        self.signals_ = self._signals(
+            events, shape, serve_l2, edges, user_index, item_index, users, items, als_reg=serve_reg
+        )
         self.fold_signals_ = fold_signals
         self.serve_fold_of_ = folds[0] if fold_signals else np.zeros(0, dtype=np.int64)
 
@@ -784,6 +843,7 @@ class LearnedRanker(Recommender):
                     users,
                     items,
                     als=als[f],
+                    als_reg=self.fold_als_regularization_,
                 )
             )
         return out
@@ -1269,6 +1329,11 @@ class LearnedRanker(Recommender):
                     "sources": list(sig.sources),
                     "ease_l2": self.ease_l2_,
                     "fold_l2": _to_json(self.fold_l2_),
+                    "als": {
+                        "alpha": self.als_alpha_,
+                        "fold_regularization": self.fold_als_regularization_,
+                        "regularization": self.als_regularization_,
+                    },
                     "blend_weight": self.blend_weight_,
                     "n_boosters": len(self.boosters_),
                     "n_mlps": len(self.mlps_),
@@ -1384,13 +1449,21 @@ class LearnedRanker(Recommender):
         out.booster_ = boosters[0] if boosters else mlps[0]
         out.fold_l2_ = float(m["fold_l2"])
         out.ease_l2_ = float(m["ease_l2"])
+        # format-2 directories written before ALS was tuned used implicit's defaults
+        als_m = m.get("als") or {"alpha": 1.0, "fold_regularization": 0.01, "regularization": 0.01}
+        try:
+            out.als_alpha_ = float(als_m["alpha"])
+            out.fold_als_regularization_ = float(als_m["fold_regularization"])
+            out.als_regularization_ = float(als_m["regularization"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{d}: unreadable ALS settings in the manifest ({exc!r})") from None
         bw = m.get("blend_weight")
         out.blend_weight_ = None if bw is None else float(bw)
         out.validation_ = _from_json(m["validation"])
         out.training_targets_ = Interactions(users=a["target_users"], items=a["target_items"])
         out.signals_ = out._signals(
             events, shape, out.ease_l2_, a["time_edges"], user_index, item_index,
-            tables["users"], tables["items"], als=als,
+            tables["users"], tables["items"], als=als, als_reg=out.als_regularization_,
         )  # fmt: skip
         out.item_index_, out.user_index_, out.seen_ = item_index, user_index, seen
         out.serve_fold_of_ = serve_fold_of
