@@ -133,6 +133,15 @@ def test_cascade_quality(benchmark: Any, dataset: Any) -> None:
             f"MLP epochs {v.get('mlp_best_epoch')}; candidate recall {v['candidate_recall']:.3f}; "
             f"scoring {res['serve_s']:.1f} s"
         )
+        if v.get("als_grid_ndcg@10"):
+            grid = v["als_grid_ndcg@10"]
+            worst, best = min(grid.values()), max(grid.values())
+            print(
+                f"ALS on fold 0: alpha {v['als_alpha']:g}, regularization {v['fold_als_regularization']:g} "
+                f"(served {v['serve_als_regularization']:.3g}); fold NDCG@10 {best:.4f} "
+                f"(implicit's defaults {grid.get('alpha=1,regularization=0.01', float('nan')):.4f}, "
+                f"worst of {len(grid)} {worst:.4f})"
+            )
         inner = v.get("inner_ndcg@10")
         print(
             f"model: {ranker.model_}, serving: {ranker.serving_}"
