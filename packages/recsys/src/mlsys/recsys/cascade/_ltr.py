@@ -449,7 +449,8 @@ class LearnedRanker(Recommender):
     ``als_factors=0``). :meth:`save` / :meth:`load` persist a fitted ranker (no pickle).
 
     Learned state: ``booster_`` (the LightGBM model), ``feature_names_``, ``ease_l2_`` (serving
-    ``l2``), ``validation_`` (what was measured on the validation folds), ``training_targets_``
+    ``l2``), ``als_alpha_`` / ``als_regularization_`` / ``fold_als_regularization_`` (ALS's
+    confidence weight and its serving and fold penalties), ``validation_`` (what was measured on the validation folds), ``training_targets_``
     (the labelled (user, item) pairs it learned from: all of them training interactions),
     ``serving_`` (``"folds"`` or ``"full"``, what ``config.serving`` resolved to), ``model_``
     (``"lightgbm"``, ``"mlp"`` or ``"blend"``, what ``config.model`` resolved to) and
