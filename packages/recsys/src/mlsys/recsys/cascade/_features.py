@@ -30,6 +30,9 @@ from mlsys.recsys._data import FeatureTable, IdIndex
 __all__ = ["SignalSettings", "Signals", "ease_weights", "fit_als", "per_target_knn"]
 
 _DAY = 86_400.0
+# implicit's own ALS defaults: what an untuned ALS source (and a ranker saved before tuning) uses
+ALS_DEFAULT_ALPHA = 1.0
+ALS_DEFAULT_REGULARIZATION = 0.01
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class SignalSettings:
     user_features: tuple[str, ...]
     seed: int
     num_threads: int
-    als_regularization: float = 0.01
-    als_alpha: float = 1.0
+    als_regularization: float = ALS_DEFAULT_REGULARIZATION
+    als_alpha: float = ALS_DEFAULT_ALPHA
 
 
 def cosine_similarity(x: sp.csr_matrix) -> npt.NDArray[np.float32]:

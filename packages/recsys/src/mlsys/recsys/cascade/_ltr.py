@@ -69,7 +69,14 @@ from mlsys.common.persist import atomic_directory
 from mlsys.common.validation import as_ids, check_k
 from mlsys.recsys._base import Recommender, top_k
 from mlsys.recsys._data import FeatureSpec, FeatureTable, IdIndex, Interactions
-from mlsys.recsys.cascade._features import Signals, SignalSettings, ease_weights, fit_als
+from mlsys.recsys.cascade._features import (
+    ALS_DEFAULT_ALPHA,
+    ALS_DEFAULT_REGULARIZATION,
+    Signals,
+    SignalSettings,
+    ease_weights,
+    fit_als,
+)
 
 __all__ = ["LearnedRanker", "LearnedRankerConfig"]
 
@@ -615,8 +622,10 @@ class LearnedRanker(Recommender):
         ev_fold = fold_of[event_pair]
         tune_als = c.als_factors > 0 and (c.als_alpha is None or c.als_regularization is None)
         fold_l2 = float(c.ease_l2) if c.ease_l2 is not None else 0.0
-        alpha = float(c.als_alpha) if c.als_alpha is not None else 1.0
-        fold_reg = float(c.als_regularization) if c.als_regularization is not None else 0.01
+        alpha = float(c.als_alpha) if c.als_alpha is not None else ALS_DEFAULT_ALPHA
+        fold_reg = (
+            float(c.als_regularization) if c.als_regularization is not None else ALS_DEFAULT_REGULARIZATION
+        )
         if c.ease_l2 is None or tune_als:
             keep = ev_fold != 0
             x0 = sp.csr_matrix(
@@ -1451,7 +1460,11 @@ class LearnedRanker(Recommender):
         out.fold_l2_ = float(m["fold_l2"])
         out.ease_l2_ = float(m["ease_l2"])
         # format-2 directories written before ALS was tuned used implicit's defaults
-        als_m = m.get("als") or {"alpha": 1.0, "fold_regularization": 0.01, "regularization": 0.01}
+        als_m = m.get("als") or {
+            "alpha": ALS_DEFAULT_ALPHA,
+            "fold_regularization": ALS_DEFAULT_REGULARIZATION,
+            "regularization": ALS_DEFAULT_REGULARIZATION,
+        }
         try:
             out.als_alpha_ = float(als_m["alpha"])
             out.fold_als_regularization_ = float(als_m["fold_regularization"])
