@@ -17,8 +17,9 @@ from mlsys.common.errors import (
     InvalidInputError,
     NotFittedError,
 )
-from mlsys.rag import DocumentStore, HashingEmbedder, Hit
+from mlsys.rag import BM25Config, BM25Index, DocumentStore, HashingEmbedder, Hit
 from mlsys.rag.rerank import (
+    COVERAGE_FEATURES,
     CalibratedReranker,
     Calibrator,
     LearnedReranker,
@@ -31,6 +32,7 @@ from mlsys.rag.rerank import (
     labels_from_qrels,
     risk_coverage_curve,
     segments_of,
+    term_coverage,
 )
 
 SMALL = LearnedRerankerConfig(
@@ -177,7 +179,53 @@ def test_feature_values_match_independent_computations(world: tuple) -> None:
         assert x[i, col["fused_rank"]] == h.rank
         for r in ("dense", "bm25"):
             assert x[i, col[f"{r}_found"]] == (r in h.provenance)
+        terms = store.bm25.analyzer.terms(q)
+        cov = term_coverage(terms, store.bm25.idf(terms), set(store.bm25.analyzer.terms(h.text)))
+        assert x[i, [col[c] for c in COVERAGE_FEATURES]].tolist() == pytest.approx(cov)
     assert x[:, col["sent_max_gap"]].max() == 0.0
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
+def test_bm25_idf_is_the_weight_the_index_scores_with(method: str) -> None:
+    bm = BM25Index(BM25Config(method=method))
+    texts = ["cats purr", "dogs bark", "cats and dogs", "birds sing", "cats sleep"]
+    bm.add(range(len(texts)), texts)
+    n = len(texts)
+    for term, df in (("cat", 3), ("dog", 2), ("purr", 1), ("zebra", 0)):
+        want = {
+            "lucene": np.log1p((n - df + 0.5) / (df + 0.5)),
+            "robertson": max(np.log((n - df + 0.5) / (df + 0.5)), 0.0),
+            "atire": np.log(n / max(df, 1)),
+        }[method]
+        assert bm.idf([term])[0] == pytest.approx(want)
+    # a one-term query's BM25 score is idf x the tf part: same idf ranking as the scores
+    bm.remove([1])  # the index follows removals (df of "dog" drops to 1)
+    assert bm.idf(["dog"])[0] == pytest.approx(bm.idf(["purr"])[0])
+    assert bm.idf([]).shape == (0,)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=8),
+    st.sets(st.sampled_from("abcdefghij")),
+    st.lists(st.floats(0.01, 10.0), min_size=8, max_size=8),
+)
+def test_term_coverage_bounds_and_monotonicity(query: list[str], passage: set[str], w: list[float]) -> None:
+    weights = dict(zip("abcdefgh", w))
+    idf = np.array([weights[t] for t in query])
+    cov = term_coverage(query, idf, passage)
+    assert 0.0 <= cov[0] <= 1.0 + 1e-12 and cov[1] in (0.0, 1.0) and 0.0 <= cov[2] <= 1.0
+    missing = [weights[t] for t in query if t not in passage]
+    assert cov[3] == (max(missing) if missing else 0.0)
+    assert term_coverage(query, idf, set(query)) == (1.0, 1.0, 1.0, 0.0)
+    assert term_coverage(query, idf, set()) == (0.0, 0.0, 0.0, max(weights[t] for t in query))
+    # a passage that holds one more query term covers at least as much (duplicates count once)
+    for t in set(query) - passage:
+        more = term_coverage(query + query, np.r_[idf, idf], passage | {t})
+        assert all(a >= b - 1e-12 for a, b in zip(more[:3], cov[:3])) and more[3] <= cov[3]
+    with pytest.raises(InvalidInputError, match="idf"):
+        term_coverage(query, idf[:-1], passage)
+    assert all(np.isnan(v) for v in term_coverage([], np.zeros(0), passage))
 
 
 def test_segments_split_the_title_and_strip_sentences() -> None:

@@ -225,6 +225,7 @@ class BM25Index:
         self._ids_arr: I64 = np.zeros(0, np.int64)
         self._row_of: dict[int, int] = {}
         self._wt: Any = None  # (V, N) CSR of BM25 weights
+        self._idf: npt.NDArray[np.float64] = np.zeros(0)  # per vocabulary id, as of the last build
 
     # -- bookkeeping --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -354,6 +355,7 @@ class BM25Index:
         if cfg.method == "atire":
             weight = weight * (cfg.k1 + 1.0)
         weight = (weight * idf[indices]).astype(np.float32)
+        self._idf = idf
         w = sp.csr_matrix((weight, indices, indptr), shape=(n, v))
         self._wt = w.T.tocsr()
         self._wt.sort_indices()
@@ -456,6 +458,35 @@ class BM25Index:
             out_ids[s : s + batch_size, :kk] = np.where(hit, ids_arr[rows], -1)
             out_scores[s : s + batch_size, :kk] = np.where(hit, vals, -np.inf)
         return out_ids, out_scores
+
+    def idf(self, terms: Sequence[str]) -> npt.NDArray[np.float64]:
+        """The index's inverse document frequency of each analysed term (the weight BM25 gives it).
+
+        A term no document holds gets the idf of a document frequency of 0 (the rarest possible).
+        ``terms`` are already analysed (e.g. ``index.analyzer.terms(text)``).
+
+        Example:
+            >>> bm = BM25Index()
+            >>> bm.add([1, 2, 3], ["cats purr", "dogs bark", "cats and dogs"])
+            >>> [round(float(v), 3) for v in bm.idf(["cat", "purr", "zebra"])]
+            [0.47, 0.981, 2.079]
+        """
+        with self._lock:
+            if self._dirty:
+                self._rebuild()
+            n = len(self._docs)
+            cfg = self.config
+            if cfg.method == "lucene":
+                unseen = float(np.log1p((n + 0.5) / 0.5))
+            elif cfg.method == "atire":
+                unseen = float(np.log(max(n, 1)))
+            else:
+                unseen = float(max(np.log((n + 0.5) / 0.5), 0.0))
+            tids = [self._vocab.get(t) for t in terms]
+            return np.array(
+                [self._idf[i] if i is not None and i < self._idf.shape[0] else unseen for i in tids],
+                dtype=np.float64,
+            )
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -35,10 +35,11 @@ from mlsys.rag.rerank._features import (
 )
 from mlsys.rag.rerank._gate import GATE_FEATURES, GateDecision, RelevanceGate
 from mlsys.rag.rerank._learned import LearnedReranker, LearnedRerankerConfig, labels_from_qrels
-from mlsys.rag.rerank._lexical import LexicalReranker
+from mlsys.rag.rerank._lexical import COVERAGE_FEATURES, LexicalReranker, term_coverage
 from mlsys.rag.rerank._protocol import BaseReranker, Reranker, TopNChoice, check_candidates, choose_top_n
 
 __all__ = [
+    "COVERAGE_FEATURES",
     "GATE_FEATURES",
     "SENTENCE_FEATURES",
     "CalibratedReranker",
@@ -67,4 +68,5 @@ __all__ = [
     "mine_hard_negatives",
     "risk_coverage_curve",
     "segments_of",
+    "term_coverage",
 ]

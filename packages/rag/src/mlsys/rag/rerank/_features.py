@@ -9,7 +9,9 @@ the list's best score of that retriever) and ``<name>_found``:
   candidate only BM25 found still gets its dense score), and its gap to the list's best;
 * BM25 of the whole chunk (every candidate, not only those BM25 returned), and BM25 of the title
   and of the body separately (two small indexes the extractor keeps over the store's chunks);
-* query-term overlap (analysed, stemmed terms) with the title and with the body;
+* query-term overlap (analysed, stemmed terms) with the title and with the body, and the
+  coverage of the query's rarest terms (:func:`~mlsys.rag.rerank.term_coverage`: idf-weighted
+  share, the rarest term, the three rarest, the largest idf missing; idf from the store's BM25);
 * sentence similarity: the chunk is split into sentences (the document title, when the chunk
   starts with it, is its own segment); cosine of the query and each sentence under a sentence
   embedder: max, mean, second best, the title's, and the max's gap to the list's best;
@@ -38,13 +40,14 @@ from mlsys.rag._chunkers import sentence_spans
 from mlsys.rag._embedders import Embedder
 from mlsys.rag._retrievers import Hit
 from mlsys.rag._store import DocumentStore
+from mlsys.rag.rerank._lexical import COVERAGE_FEATURES, term_coverage
 
 __all__ = ["FEATURE_NAMES", "FEATURE_VERSION", "SENTENCE_FEATURES", "RerankFeatures", "segments_of"]
 
 F32 = npt.NDArray[np.float32]
 
 #: bump when the meaning of any feature changes (saved re-rankers and feature caches check it)
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 """Bumped when the meaning of any feature changes; saved re-rankers and feature caches check it."""
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -59,6 +62,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "bm25_body",
     "overlap_title",
     "overlap_body",
+    *COVERAGE_FEATURES,
     "sent_max",
     "sent_mean",
     "sent_second",
@@ -116,8 +120,9 @@ class RerankFeatures:
         >>> feats = RerankFeatures(store, HashingEmbedder(dim=64, seed=1))
         >>> hits = store.hybrid_retriever().retrieve(["cats sleep"], k=2)[0].hits
         >>> x = feats.matrix("cats sleep", hits)
-        >>> x.shape == (2, len(feats.names)), feats.names[11], round(float(x[0, 11]), 3)
-        (True, 'sent_max', 0.5)
+        >>> col = feats.names.index("sent_max")
+        >>> x.shape == (2, len(feats.names)), round(float(x[0, col]), 3), float(x[0, feats.names.index("idf_coverage")])
+        (True, 0.5, 1.0)
     """
 
     def __init__(
@@ -247,6 +252,8 @@ class RerankFeatures:
             for c in ("bm25_full", "bm25_full_rel", "bm25_title", "bm25_body"):
                 x[:, col[c]] = 0.0
         qset = set(qterms)
+        q_idf = store.bm25.idf(qterms)
+        cov_cols = [col[c] for c in COVERAGE_FEATURES]
         x[:, col["query_words"]] = len(query.split())
         # sentences
         self.warm(hits)
@@ -266,6 +273,7 @@ class RerankFeatures:
             if qset:
                 x[i, col["overlap_title"]] = len(qset & tset) / len(qset)
                 x[i, col["overlap_body"]] = len(qset & bset) / len(qset)
+                x[i, cov_cols] = term_coverage(qterms, q_idf, tset | bset)
             if qv is not None:
                 tv, sv = self._seg[text]
                 if sv.shape[0]:

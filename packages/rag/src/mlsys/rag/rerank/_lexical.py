@@ -1,15 +1,62 @@
-"""A dependency-free baseline re-ranker: the share of the query's analysed terms the passage contains."""
+"""Lexical signals: a dependency-free baseline re-ranker (the share of the query's analysed terms
+the passage contains) and the idf-weighted coverage of a query's rarest terms."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence, Set
+
 import numpy as np
+import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
 from mlsys.rag._bm25 import Analyzer, AnalyzerConfig
 from mlsys.rag._retrievers import Hit
 from mlsys.rag.rerank._protocol import F32, BaseReranker
 
-__all__ = ["LexicalReranker"]
+__all__ = ["COVERAGE_FEATURES", "LexicalReranker", "term_coverage"]
+
+COVERAGE_FEATURES: tuple[str, ...] = ("idf_coverage", "rare_term_found", "rare3_coverage", "missing_idf_max")
+"""What :func:`term_coverage` returns, in order."""
+
+
+def term_coverage(
+    query_terms: Sequence[str], idf: npt.NDArray[np.float64], passage_terms: Set[str]
+) -> tuple[float, float, float, float]:
+    """How much of the query's *specific* vocabulary a passage holds (:data:`COVERAGE_FEATURES`).
+
+    A passage on the query's topic shares its common words; the evidence for a claim usually also
+    holds its rarest ones (the gene, the drug, the population). Returns the idf-weighted share of
+    the query's distinct terms in the passage, whether its rarest term is there, the share of its
+    three rarest, and the largest idf among the terms the passage lacks (0 when it has them all).
+    All NaN for a query without terms. Ties in idf keep the query's term order.
+
+    Args:
+        query_terms: the query's analysed terms (duplicates are counted once).
+        idf: the idf of each of ``query_terms`` (e.g. :meth:`~mlsys.rag.BM25Index.idf`).
+        passage_terms: the passage's analysed terms.
+
+    Example:
+        >>> term_coverage(["tmem27", "cleav", "beta"], np.array([6.0, 3.0, 1.0]), {"cleav", "beta"})
+        (0.4, 0.0, 0.6666666666666666, 6.0)
+    """
+    if len(idf) != len(query_terms):
+        raise InvalidInputError(f"idf has {len(idf)} values for {len(query_terms)} query terms")
+    first: dict[str, float] = {}
+    for t, w in zip(query_terms, np.asarray(idf, dtype=np.float64).tolist()):
+        first.setdefault(t, w)
+    if not first:
+        return (np.nan, np.nan, np.nan, np.nan)
+    terms = list(first)
+    w = np.array([first[t] for t in terms])
+    found = np.array([t in passage_terms for t in terms])
+    order = np.argsort(-w, kind="stable")
+    total = float(w.sum())
+    return (
+        float((w * found).sum() / total) if total > 0 else float(found.mean()),
+        float(found[order[0]]),
+        float(found[order[:3]].mean()),
+        float(np.max(np.where(found, 0.0, w))),
+    )
 
 
 class LexicalReranker(BaseReranker):
