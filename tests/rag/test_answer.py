@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlsys.common.errors import CorruptFileError, InvalidInputError, NotFittedError
+from mlsys.common.errors import CorruptFileError, FormatVersionError, InvalidInputError, NotFittedError
 from mlsys.rag import BM25Retriever, ChunkExpander, DocumentStore, HashingEmbedder, Hit, SentenceChunker
 from mlsys.rag.answer import (
     Abstention,
@@ -93,6 +93,66 @@ def test_gate_thresholds_persistence_and_refusals(gated: tuple, tmp_path: Path) 
         RelevanceGate().decide(lst)
     with pytest.raises(InvalidInputError, match="answerable"):
         RelevanceGate().fit([lst] * 10, [1] * 10)
+
+
+def _gate_lists(store: DocumentStore, qs: list, rr: CalibratedReranker) -> tuple[list, list, list]:
+    """Per question: its list (answerable) and its list with its passage removed (not)."""
+    retr = store.hybrid_retriever()
+    lists, labels, queries = [], [], []
+    for q, d in qs:
+        lists += [rr.rerank(q, retr.retrieve([q], k=60)[0].hits),
+                  rr.rerank(q, retr.retrieve([q], k=60, deny=store.chunk_ids(d))[0].hits)]  # fmt: skip
+        labels += [1, 0]
+        queries += [q, q]
+    return lists, labels, queries
+
+
+def test_lexical_gate_reads_the_rare_terms_and_round_trips(gated: tuple, tmp_path: Path) -> None:
+    store, qs, rr, _ = gated
+    lists, labels, queries = _gate_lists(store, qs[:45], rr)
+    gate = RelevanceGate(retrievers=("dense", "bm25"), lexical=store.bm25).fit(lists, labels, queries)
+    col = {n: i for i, n in enumerate(gate.names)}
+    x = gate.feature_matrix(lists, queries)
+    # the answerable list's top hit holds the question's rare words; with its passage gone, none does
+    assert (x[0::2, col["top1_rare3_coverage"]] == 1.0).all()
+    assert (x[1::2, col["best10_rare3_coverage"]] == 0.0).all()
+    assert (x[1::2, col["best10_missing_idf_max"]] > x[0::2, col["top1_missing_idf_max"]]).all()
+    # ... so the gate separates the held-out questions' lists perfectly
+    held, held_y, held_q = _gate_lists(store, qs[45:], rr)
+    p = np.array([gate.probability(h, q) for h, q in zip(held, held_q)])
+    assert p[np.array(held_y) == 1].min() > p[np.array(held_y) == 0].max()
+    # it needs the question, and a loaded copy needs the index again
+    with pytest.raises(InvalidInputError, match="query"):
+        gate.decide(held[0])
+    with pytest.raises(InvalidInputError, match="one per list"):
+        gate.feature_matrix(held, held_q[:-1])
+    gate.save(tmp_path / "lex.json")
+    with pytest.raises(InvalidInputError, match=r"lexical=store\.bm25"):
+        RelevanceGate.load(tmp_path / "lex.json")
+    back = RelevanceGate.load(tmp_path / "lex.json", lexical=store.bm25)
+    assert [back.probability(h, q) for h, q in zip(held, held_q)] == p.tolist()
+    pipe = AnswerPipeline(
+        store.hybrid_retriever(), reranker=rr, gate=back, k=60, top_k=2
+    )  # the trained depth
+    assert isinstance(pipe.answer(held_q[0]), Answer)
+    with pytest.raises(InvalidInputError, match="BM25Index"):
+        RelevanceGate(lexical=store)  # type: ignore[arg-type]
+
+
+def test_gap_below_the_top10_and_old_gate_files(gated: tuple, tmp_path: Path) -> None:
+    gate = gated[3]
+    lst = [Hit(i, i + 1, 1.0 / (i + 1), text="x", provenance={"bm25": (i + 1, 30.0 - i)}) for i in range(30)]
+    x = gate.features(lst)
+    col = {n: i for i, n in enumerate(gate.names)}
+    assert x[col["bm25_gap_below10"]] == pytest.approx(30.0 - np.mean(30.0 - np.arange(10, 30)))
+    assert np.isnan(x[col["dense_gap_below10"]]) and np.isnan(
+        gate.features(lst[:10])[col["bm25_gap_below10"]]
+    )
+    gate.save(tmp_path / "g.json")
+    old = (tmp_path / "g.json").read_text().replace('"format_version": 2', '"format_version": 1')
+    (tmp_path / "old.json").write_text(old)
+    with pytest.raises(FormatVersionError):
+        RelevanceGate.load(tmp_path / "old.json")
 
 
 def test_pipeline_abstains_typed_when_nothing_is_retrieved() -> None:

@@ -146,7 +146,7 @@ class AnswerPipeline:
     def _finish(self, question: str, hits: list[Hit]) -> Outcome:
         if not hits:
             return Abstention(question, "no_candidates", "I found nothing about this question.", (), None)
-        decision = self.gate.decide(hits) if self.gate is not None else None
+        decision = self.gate.decide(hits, question) if self.gate is not None else None
         if decision is not None and decision.decision == "abstain":
             return Abstention(question, "low_relevance", decision.reason, tuple(hits), decision)
         if decision is not None and decision.decision == "ambiguous" and not self.answer_on_ambiguous:

@@ -3,7 +3,9 @@
 A confidently irrelevant retrieval ("employee training models" for a question about model
 training) looks like any other list to the reader. The gate reads features of the whole list -
 the calibrated re-ranker's top probability, its margin over the runner-up and the top-5 mean,
-each retriever's best score (dense cosine, BM25), whether the retrievers agree on the top hits -
+each retriever's best score (dense cosine, BM25), whether the retrievers agree on the top hits,
+and, given the store's BM25 index, how much of the query's rarest vocabulary the top hits hold
+(a same-topic passage shares the common words, the evidence also names the gene or the drug) -
 and a logistic regression turns them into ``P(the list can answer the query)``. Two thresholds
 split that into ``answer`` / ``ambiguous`` / ``abstain``; both are chosen on a validation slice
 of the training lists (the answer threshold for a target precision of the answered set, the
@@ -27,19 +29,22 @@ import numpy.typing as npt
 
 from mlsys.common._optional import import_optional
 from mlsys.common.errors import CorruptFileError, FormatVersionError, InvalidInputError, NotFittedError
+from mlsys.rag._bm25 import BM25Index
 from mlsys.rag._retrievers import Hit
 from mlsys.rag.rerank._calibration import coverage_at_precision
+from mlsys.rag.rerank._lexical import COVERAGE_FEATURES, term_coverage
 from mlsys.rag.rerank._protocol import check_candidates
 
 __all__ = ["GATE_FEATURES", "GateDecision", "RelevanceGate"]
 
 F64 = npt.NDArray[np.float64]
 Decision = Literal["answer", "ambiguous", "abstain"]
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: the per-retriever "gap_below10" feature and the optional term coverage
 
 GATE_FEATURES: tuple[str, ...] = ("top", "margin", "mean_top5", "std_top10", "n_candidates")
 """List-level features of the relevance gate (besides the per-retriever ones)."""
-_PER_RETRIEVER = ("best", "top1_score", "found_top10", "top1_rank")
+_PER_RETRIEVER = ("best", "top1_score", "found_top10", "top1_rank", "gap_below10")
+_COVERAGE_AGG = ("top1", "best3", "best10")  # the top hit's coverage, the best of the top 3 / top 10
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,20 @@ class RelevanceGate:
     """Logistic regression over list-level features, with answer / abstain thresholds.
 
     Args:
-        retrievers: retriever names whose provenance gives features (best score in the top 10,
-            the re-ranked top hit's score and rank in that retriever, how many of the top 10 it
-            found), e.g. ``("dense", "bm25")``.
+        retrievers: provenance names that give features (best score in the top 10, the
+            re-ranked top hit's score and rank there, how many of the top 10 it found, and how far
+            the top 10's best stands above the mean of list positions 11-50), e.g.
+            ``("dense", "bm25")``; add the base re-ranker's name (``"learned"``) to read its raw
+            scores, which a :class:`~mlsys.rag.rerank.CalibratedReranker` keeps in provenance.
         precision: target precision of the answered set (and of the abstentions) when choosing
             the thresholds on validation.
         validation_fraction: share of the training lists held out to choose the thresholds.
         C: inverse L2 strength of the logistic regression.
         seed: the validation split.
+        lexical: the store's :class:`~mlsys.rag.BM25Index` (``store.bm25``). When given, the gate
+            also reads :func:`~mlsys.rag.rerank.term_coverage` of the query in the top hit and the
+            best of the top 3 and top 10 (idf from this index), and every call that computes
+            features needs the ``query``.
 
     The hits' ``score`` is read as the re-ranker's score; give the gate the output of a
     :class:`~mlsys.rag.rerank.CalibratedReranker` so those are probabilities.
@@ -90,6 +101,7 @@ class RelevanceGate:
         validation_fraction: float = 0.3,
         C: float = 1.0,
         seed: int = 0,
+        lexical: BM25Index | None = None,
     ) -> None:
         names = list(retrievers)
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
@@ -102,19 +114,36 @@ class RelevanceGate:
             )
         if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0:
             raise InvalidInputError(f"C must be a positive number, got {C!r}")
+        if lexical is not None and not isinstance(lexical, BM25Index):
+            raise InvalidInputError(f"lexical must be a BM25Index (store.bm25), got {type(lexical).__name__}")
+        self.lexical = lexical
         self.retrievers = tuple(names)
         self.precision = precision
         self.validation_fraction = validation_fraction
         self.C = float(C)
         self.seed = seed
         self.names: tuple[str, ...] = GATE_FEATURES + tuple(f"{r}_{f}" for r in names for f in _PER_RETRIEVER)
+        if lexical is not None:
+            self.names += tuple(f"{a}_{c}" for a in _COVERAGE_AGG for c in COVERAGE_FEATURES)
 
     def __repr__(self) -> str:
-        return f"RelevanceGate(retrievers={self.retrievers}, precision={self.precision}, fitted={hasattr(self, 'coef_')})"
+        lex = ", lexical=BM25Index" if self.lexical is not None else ""
+        return f"RelevanceGate(retrievers={self.retrievers}, precision={self.precision}{lex}, fitted={hasattr(self, 'coef_')})"
 
     # -- features -------------------------------------------------------------------------------
-    def features(self, hits: Sequence[Hit]) -> F64:
-        """The feature vector of one re-ranked list (NaN where a value does not exist)."""
+    def _need_query(self, query: str | None) -> None:
+        if self.lexical is not None and not isinstance(query, str):
+            raise InvalidInputError(
+                "this gate reads the query's term coverage (lexical=...): pass query=<the question>, "
+                f"got {type(query).__name__}"
+            )
+
+    def features(self, hits: Sequence[Hit], query: str | None = None) -> F64:
+        """The feature vector of one re-ranked list (NaN where a value does not exist).
+
+        ``query`` is needed when the gate was built with ``lexical=`` (and ignored otherwise).
+        """
+        self._need_query(query)
         h = check_candidates(hits, what="hits", need_text=False)
         x = np.full(len(self.names), np.nan)
         x[4] = len(h)
@@ -135,11 +164,42 @@ class RelevanceGate:
             x[base + 1] = first[1] if first is not None else np.nan
             x[base + 2] = sum(p is not None for p in top10)
             x[base + 3] = first[0] if first is not None else np.nan
+            # how far the top 10 stand above the rest of the list (positions 11-50): a claim whose
+            # words are everywhere in the corpus scores every passage high, not only the evidence
+            below = [p[1] for c in h[10:50] if (p := c.provenance.get(r)) is not None and np.isfinite(p[1])]
+            x[base + 4] = max(vals) - float(np.mean(below)) if vals and below else np.nan
+        if self.lexical is not None and query is not None:
+            x[len(x) - len(_COVERAGE_AGG) * len(COVERAGE_FEATURES) :] = self._coverage(query, h)
         return x
 
-    def feature_matrix(self, lists: Sequence[Sequence[Hit]]) -> F64:
-        """:meth:`features` of several lists, ``(n_lists, n_features)``."""
-        return np.stack([self.features(h) for h in lists]) if len(lists) else np.zeros((0, len(self.names)))
+    def _coverage(self, query: str, hits: Sequence[Hit]) -> F64:
+        """Term coverage of the top hit, then the best over the top 3 and the top 10 (the smallest
+        missing idf is the best for ``missing_idf_max``)."""
+        assert self.lexical is not None
+        an = self.lexical.analyzer
+        terms = an.terms(query)
+        idf = self.lexical.idf(terms)
+        rows = np.array([term_coverage(terms, idf, set(an.terms(c.text or ""))) for c in hits[:10]])
+        out = []
+        for k in (1, 3, 10):
+            top = rows[:k]
+            best = np.nanmax(top, axis=0) if np.isfinite(top).any() else np.full(top.shape[1], np.nan)
+            if np.isfinite(top[:, -1]).any():
+                best[-1] = np.nanmin(top[:, -1])
+            out.append(best)
+        return np.concatenate(out)
+
+    def feature_matrix(self, lists: Sequence[Sequence[Hit]], queries: Sequence[str] | None = None) -> F64:
+        """:meth:`features` of several lists, ``(n_lists, n_features)`` (``queries``: one per list,
+        needed with ``lexical=``)."""
+        if queries is not None and len(queries) != len(lists):
+            raise InvalidInputError(f"{len(queries)} queries for {len(lists)} lists; expected one per list")
+        if self.lexical is not None and queries is None:
+            self._need_query(None)
+        qs: Sequence[str | None] = queries if queries is not None else [None] * len(lists)
+        if not len(lists):
+            return np.zeros((0, len(self.names)))
+        return np.stack([self.features(h, q) for h, q in zip(lists, qs)])
 
     def _design(self, x: F64) -> F64:
         filled = np.where(np.isnan(x), self.fill_[None, :], x)
@@ -147,9 +207,14 @@ class RelevanceGate:
         return np.concatenate([z, np.isnan(x).astype(np.float64)], axis=1)
 
     # -- training -------------------------------------------------------------------------------
-    def fit(self, lists: Sequence[Sequence[Hit]], labels: Sequence[int]) -> RelevanceGate:
-        """Fit on re-ranked lists labelled 1 (answerable) / 0 (not); returns ``self``."""
-        return self.fit_features(self.feature_matrix(lists), labels)
+    def fit(
+        self, lists: Sequence[Sequence[Hit]], labels: Sequence[int], queries: Sequence[str] | None = None
+    ) -> RelevanceGate:
+        """Fit on re-ranked lists labelled 1 (answerable) / 0 (not); returns ``self``.
+
+        ``queries`` (one per list) are needed when the gate was built with ``lexical=``.
+        """
+        return self.fit_features(self.feature_matrix(lists, queries), labels)
 
     def fit_features(self, x: Any, labels: Sequence[int]) -> RelevanceGate:
         """Fit from precomputed :meth:`feature_matrix` rows."""
@@ -220,19 +285,21 @@ class RelevanceGate:
         z = self._design(xs) @ self.coef_ + self.intercept_
         return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -500, 500))), dtype=np.float64)
 
-    def probability(self, hits: Sequence[Hit]) -> float:
-        """``P(answerable)`` of one re-ranked list (0 for an empty list)."""
+    def probability(self, hits: Sequence[Hit], query: str | None = None) -> float:
+        """``P(answerable)`` of one re-ranked list (0 for an empty list); ``query`` as in :meth:`features`."""
         self._check_fitted()
+        self._need_query(query)
         if len(hits) == 0:
             return 0.0
-        return float(self.predict_proba_features(self.features(hits)[None, :])[0])
+        return float(self.predict_proba_features(self.features(hits, query)[None, :])[0])
 
-    def decide(self, hits: Sequence[Hit]) -> GateDecision:
-        """Answer, ambiguous or abstain for one re-ranked list."""
+    def decide(self, hits: Sequence[Hit], query: str | None = None) -> GateDecision:
+        """Answer, ambiguous or abstain for one re-ranked list; ``query`` as in :meth:`features`."""
         self._check_fitted()
+        self._need_query(query)
         if len(hits) == 0:
             return GateDecision("abstain", 0.0, "nothing was retrieved for this question")
-        p = self.probability(hits)
+        p = self.probability(hits, query)
         if p >= self.answer_threshold_:
             return GateDecision("answer", p, f"the retrieved context looks relevant (p={p:.2f})")
         if p < self.abstain_threshold_:
@@ -255,6 +322,7 @@ class RelevanceGate:
             "class": "RelevanceGate",
             "format_version": _FORMAT_VERSION,
             "retrievers": list(self.retrievers),
+            "lexical": self.lexical is not None,
             "names": list(self.names),
             "precision": self.precision,
             "validation_fraction": self.validation_fraction,
@@ -274,8 +342,12 @@ class RelevanceGate:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RelevanceGate:
-        """Read a gate written by :meth:`save` (verifies shapes and finiteness)."""
+    def load(cls, path: str | os.PathLike[str], *, lexical: BM25Index | None = None) -> RelevanceGate:
+        """Read a gate written by :meth:`save` (verifies shapes and finiteness).
+
+        A gate fitted with ``lexical=`` needs the store's BM25 index again (``lexical=store.bm25``);
+        the idf values come from that index, so give it the index of the corpus it will gate.
+        """
         try:
             d = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -286,9 +358,20 @@ class RelevanceGate:
             raise FormatVersionError(
                 f"{path}: format version {d.get('format_version')!r}, expected {_FORMAT_VERSION}"
             )
+        wants_lexical = bool(d.get("lexical", False))
+        if wants_lexical != (lexical is not None):
+            raise InvalidInputError(
+                f"{path}: the gate was fitted "
+                + (
+                    "with term coverage: pass lexical=store.bm25"
+                    if wants_lexical
+                    else "without term coverage: leave lexical=None"
+                )
+            )
         try:
             gate = cls(retrievers=d["retrievers"], precision=float(d["precision"]),
-                       validation_fraction=float(d["validation_fraction"]), C=float(d["C"]), seed=int(d["seed"]))  # fmt: skip
+                       validation_fraction=float(d["validation_fraction"]), C=float(d["C"]), seed=int(d["seed"]),
+                       lexical=lexical)  # fmt: skip
             arrays = {k: np.asarray(d[k], dtype=np.float64) for k in ("fill", "mean", "scale")}
             coef = np.asarray(d["coef"], dtype=np.float64)
             n = len(gate.names)
