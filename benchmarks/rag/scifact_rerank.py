@@ -162,7 +162,8 @@ def layers_report(out_dir: Path | None = None, *, top_k: int = 3, sample: int = 
     cal = Calibrator("platt").fit(
         (np.concatenate(dev.labels[:half]) > 0).astype(float), np.concatenate(dev_raw[:half])
     )
-    gate = RelevanceGate.load(out_dir / "gate.json")
+    saved = json.loads((out_dir / "gate.json").read_text())
+    gate = RelevanceGate.load(out_dir / "gate.json", lexical=sf.store.bm25 if saved.get("lexical") else None)
     gen = ExtractiveGenerator(max_sentences=2)
     answers: list[str | None] = []
     contexts: list[list[str]] = []
@@ -170,7 +171,7 @@ def layers_report(out_dir: Path | None = None, *, top_k: int = 3, sample: int = 
     raws = [rr.predict_matrix(x) for x in test.feats]
     for qid, q, c, raw, rel in zip(test.ids, test.queries, test.cands, raws, test.qrels):
         lst = ranked(c, raw, cal)
-        d = gate.decide(lst)
+        d = gate.decide(lst, q)
         ctx = contexts_from_hits(lst[:top_k])
         hit = any(h.doc_id in rel for h in lst[:top_k])
         if d.decision != "answer":
@@ -439,18 +440,20 @@ def ranked(cands: list[Hit], raw: np.ndarray, cal: Any) -> list[Hit]:
 
 def constructed_gate_set(
     sf: SciFact, feats: Any, rr: Any, cal: Any, split: Split, *, top_k: int = 10, seed: int = 0, tag: str = ""
-) -> tuple[list[list[Hit]], np.ndarray, list[str]]:
+) -> tuple[list[list[Hit]], np.ndarray, list[str], list[str]]:
     """Answerable lists (a qrel document in the re-ranked top ``top_k``) and two kinds of unanswerable:
     the claim with another claim's candidate set (retrieved and scored *for this claim* inside that
-    set: ``allow=`` the other claim's ids), and the claim retrieved with its qrel documents removed."""
+    set: ``allow=`` the other claim's ids), and the claim retrieved with its qrel documents removed.
+    Returns the lists, their labels, their kinds and the claim each list was retrieved for."""
     lists: list[list[Hit]] = []
     labels: list[int] = []
     kinds: list[str] = []
+    queries: list[str] = []
     raws = [rr.predict_matrix(x) for x in split.feats]
-    for c, raw, rel in zip(split.cands, raws, split.qrels):
+    for q, c, raw, rel in zip(split.queries, split.cands, raws, split.qrels):
         lst = ranked(c, raw, cal)
         if any(h.doc_id in rel for h in lst[:top_k]):
-            lists.append(lst), labels.append(1), kinds.append("answerable")
+            lists.append(lst), labels.append(1), kinds.append("answerable"), queries.append(q)
     n = len(split.ids)
     perm = np.random.default_rng(seed).permutation(n)
     perm = np.where(perm == np.arange(n), (perm + 1) % n, perm)
@@ -460,18 +463,70 @@ def constructed_gate_set(
         sf, kq, allow=[[h.id for h in split.cands[perm[i]]] for i in keep], tag="swap" + tag
     )
     xo = cached_features(feats, kq, co, tag="swap" + tag)
-    for c, x in zip(co, xo):
+    for q, c, x in zip(kq, co, xo):
         (
             lists.append(ranked(c, rr.predict_matrix(x), cal)),
             labels.append(0),
             kinds.append("other claim's set"),
+            queries.append(q),
         )
     deny = [[cid for d in rel for cid in sf.store.chunk_ids(d) if d in sf.store] for rel in split.qrels]
     cd = cached_candidates(sf, split.queries, deny=deny, tag="deny" + tag)
     xd = cached_features(feats, split.queries, cd, tag="deny" + tag)
-    for c, x in zip(cd, xd):
+    for q, c, x in zip(split.queries, cd, xd):
         lists.append(ranked(c, rr.predict_matrix(x), cal)), labels.append(0), kinds.append("qrels removed")
-    return lists, np.array(labels), kinds
+        queries.append(q)
+    return lists, np.array(labels), kinds, queries
+
+
+#: the relevance-gate settings compared on the dev lists (grouped cross-validation); the best is shipped
+GATE_GRID: dict[str, tuple[Any, ...]] = {
+    "retrievers": (("dense", "bm25"), ("dense", "bm25", "learned")),
+    "lexical": (False, True),
+    "C": (1.0, 0.3, 0.1),
+}
+
+
+def gate_cv_auroc(
+    make: Any, x: np.ndarray, y: np.ndarray, groups: list[str], *, folds: int = 5, repeats: int = 3
+) -> float:
+    """AUROC of out-of-fold gate probabilities on the dev lists, folds grouped by claim (a claim's
+    answerable and unanswerable lists are never split), averaged over ``repeats`` fold dealings."""
+    from sklearn.metrics import roc_auc_score
+
+    uniq = sorted(set(groups))
+    aucs = []
+    for seed in range(repeats):
+        fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
+        g = np.array([fold_of[q] for q in groups])
+        p = np.zeros(y.shape[0])
+        for k in range(folds):
+            p[g == k] = make().fit_features(x[g != k], y[g != k]).predict_proba_features(x[g == k])
+        aucs.append(float(roc_auc_score(y, p)))
+    return float(np.mean(aucs))
+
+
+def chosen_gate(
+    sf: SciFact, lists: list[list[Hit]], y: np.ndarray, queries: list[str]
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The :data:`GATE_GRID` setting with the best grouped-CV AUROC on the dev lists, refit on all of them."""
+    from mlsys.rag.rerank import RelevanceGate
+
+    rows = []
+    for retr in GATE_GRID["retrievers"]:
+        for lex in GATE_GRID["lexical"]:
+            for c in GATE_GRID["C"]:
+
+                def make(retr: Any = retr, lex: bool = lex, c: float = c) -> Any:
+                    return RelevanceGate(
+                        retrievers=retr, C=c, precision=0.9, lexical=sf.store.bm25 if lex else None
+                    )
+
+                x = make().feature_matrix(lists, queries)
+                rows.append({"retrievers": list(retr), "lexical": lex, "C": c, "dev_cv_auroc": gate_cv_auroc(make, x, y, queries), "make": make})  # fmt: skip
+    best = max(rows, key=lambda r: r["dev_cv_auroc"])  # first wins ties: fewer features, then larger C
+    gate = best["make"]().fit(lists, y, queries)
+    return gate, rows
 
 
 def risk_coverage_plot(curves: dict[str, Any], path: Path) -> None:
@@ -502,7 +557,6 @@ def full_report(
     from mlsys.common.metrics import compare
     from mlsys.rag.rerank import (
         Calibrator,
-        RelevanceGate,
         choose_top_n,
         coverage_at_precision,
         expected_calibration_error,
@@ -560,15 +614,22 @@ def full_report(
     }  # fmt: skip
     cal = cals["platt"]
     # relevance gate: trained on the dev split's constructed set, evaluated on test's
-    dev_lists, dev_y, _ = constructed_gate_set(sf, feats, rr, cal, dev, tag="dev")
-    te_lists, te_y2, kinds = constructed_gate_set(sf, feats, rr, cal, test, tag="test")
-    gate = RelevanceGate(retrievers=("dense", "bm25"), precision=0.9).fit(dev_lists, dev_y)
+    dev_lists, dev_y, _, dev_q = constructed_gate_set(sf, feats, rr, cal, dev, tag="dev")
+    te_lists, te_y2, kinds, te_q = constructed_gate_set(sf, feats, rr, cal, test, tag="test")
+    gate, grid = chosen_gate(sf, dev_lists, dev_y, dev_q)
     gate.save(out_dir / "gate.json")
-    p = gate.predict_proba_features(gate.feature_matrix(te_lists))
+    p = gate.predict_proba_features(gate.feature_matrix(te_lists, te_q))
+    # every setting of the grid on test too (diagnostic only: the choice above saw only the dev lists)
+    for row in grid:
+        g = row.pop("make")().fit(dev_lists, dev_y, dev_q)
+        row["test_auroc"] = float(
+            roc_auc_score(te_y2, g.predict_proba_features(g.feature_matrix(te_lists, te_q)))
+        )
+    fig["gate_grid"] = grid
     top = np.array([lst[0].score for lst in te_lists])
     cov, thr = coverage_at_precision(te_y2, p, 0.9)
     rc_gate, rc_top = risk_coverage_curve(te_y2, p), risk_coverage_curve(te_y2, top)
-    dec = [gate.decide(lst).decision for lst in te_lists]
+    dec = [gate.decide(lst, q).decision for lst, q in zip(te_lists, te_q)]
     fig["gate"] = {
         "auroc": float(roc_auc_score(te_y2, p)),
         "auroc_top_calibrated_score_alone": float(roc_auc_score(te_y2, top)),
@@ -576,6 +637,7 @@ def full_report(
         "aurc": rc_gate.aurc, "ece": expected_calibration_error(te_y2, p),
         "n": {k: kinds.count(k) for k in dict.fromkeys(kinds)}, "n_dev": {"answerable": int(dev_y.sum()), "unanswerable": int((1 - dev_y).sum())},
         "thresholds": {"answer": gate.answer_threshold_, "abstain": gate.abstain_threshold_},
+        "chosen": {"retrievers": list(gate.retrievers), "lexical": gate.lexical is not None, "C": gate.C},
         "decisions": {d: dec.count(d) for d in ("answer", "ambiguous", "abstain")},
         "precision_of_answer_decisions": float(np.mean([y for y, d in zip(te_y2, dec) if d == "answer"])) if "answer" in dec else None,
         "auroc_by_kind": {k: float(roc_auc_score(np.r_[te_y2[te_y2 == 1], te_y2[[kk == k for kk in kinds]]],

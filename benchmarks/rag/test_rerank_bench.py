@@ -44,6 +44,8 @@ def test_scifact_rerank_gate_calibration(benchmark: Any, dataset: Callable[[str]
     lines.append(f"  p95 latency (ms) by top-N: {fig['latency_p95_ms']}")
     lines.append(f"  ECE: {fig['ece']}")
     lines.append(f"  gate: {fig['gate']}")
+    for row in fig.get("gate_grid", []):
+        lines.append(f"  gate setting {row}")
     print("\n".join(lines))
     benchmark.extra_info.update({k: v for k, v in fig.items() if k != "grid"})
     # guards on the measured figures (README); the targets are printed, not asserted, when open
