@@ -1,4 +1,5 @@
-"""CrossEncoderReranker and fine-tuning plumbing on a tiny randomly initialised BERT (no weights)."""
+"""Cross-encoder and bi-encoder re-rankers and their fine-tuning plumbing on a tiny randomly
+initialised BERT (no weights); RerankChain."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("transformers")
 
 from mlsys.common.errors import CorruptFileError, DatasetNotFoundError, InvalidInputError
-from mlsys.rag import DocumentStore, HashingEmbedder, Hit
+from mlsys.rag import DocumentStore, HashingEmbedder, Hit, MiniLMEmbedder
+from mlsys.rag.answer import AnswerPipeline
 from mlsys.rag.rerank import (
     CrossEncoderReranker,
+    EmbedderReranker,
+    LexicalReranker,
+    RerankChain,
     check_cross_encoder_dir,
+    fine_tune_bi_encoder,
     fine_tune_cross_encoder,
     mine_hard_negatives,
 )
@@ -62,7 +68,9 @@ def make_tiny_cross_encoder(
         else BertModel(cfg)
     )
     model.save_pretrained(str(path), safe_serialization=True)
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(str(path))
+    # the vocabulary as a dict: transformers 5 no longer reads ``vocab_file`` here (every word was [UNK])
+    words = {w: i for i, w in enumerate(dict.fromkeys(vocab))}
+    BertTokenizerFast(vocab=words, do_lower_case=True).save_pretrained(str(path))
     return path
 
 
@@ -167,3 +175,136 @@ def test_fine_tune_writes_a_loadable_cross_encoder_and_respects_its_budget(
         fine_tune_cross_encoder(tiny, [("q", "p", 2.0)], tmp_path / "x")
     with pytest.raises(InvalidInputError, match="no training pairs"):
         fine_tune_cross_encoder(tiny, [], tmp_path / "x")
+
+
+# ---------------------------------------------------------------------------------- bi-encoder
+def make_tiny_bi_encoder(path: Path) -> Path:
+    """A sentence-transformers folder: the tiny BERT, mean pooling, L2 normalisation."""
+    from sentence_transformers import SentenceTransformer, models
+
+    bert = make_tiny_cross_encoder(path.parent / (path.name + "-bert"), architecture="BertModel")
+    word = models.Transformer(str(bert), max_seq_length=32)
+    model = SentenceTransformer(
+        modules=[word, models.Pooling(32, "mean"), models.Normalize()],
+        device="cpu",
+    )
+    model.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bi(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bi_encoder(tmp_path_factory.mktemp("tinybi") / "bi")
+
+
+PAIRS = [
+    ("aspirin blood", "aspirin thins blood", 1.0),
+    ("aspirin blood", "aspirin heart risk", 0.0),
+    ("aspirin blood", "red apples", 0.0),
+    ("solar power", "solar wind power plant", 1.0),
+    ("solar power", "solar policy refund days", 0.0),
+    ("red apples", "red apples", 1.0),
+    ("red apples", "red cars", 0.0),
+]
+
+
+def _model(path: Path) -> object:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def test_fine_tuning_learns_its_pairs_and_writes_a_loadable_embedding_space(
+    tiny_bi: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    def margin(path: Path) -> float:
+        m = _model(path)
+        with torch.no_grad():
+            q = m.encode(["aspirin blood", "solar power", "red apples"], normalize_embeddings=True)
+            pos = m.encode(
+                ["aspirin thins blood", "solar wind power plant", "red apples"], normalize_embeddings=True
+            )
+            neg = m.encode(
+                ["aspirin heart risk", "solar policy refund days", "red cars"], normalize_embeddings=True
+            )
+        return float(np.mean((q * pos).sum(1) - (q * neg).sum(1)))
+
+    rep = fine_tune_bi_encoder(tiny_bi, PAIRS, tmp_path / "ft", epochs=30, batch_size=3, learning_rate=1e-3,
+                               max_length=32)  # fmt: skip
+    assert rep.steps == 30 and rep.pairs_seen == 90 and rep.epochs_completed == 30.0
+    assert not rep.stopped_by_budget and np.isfinite(rep.mean_loss_last)
+    # positives move above their hard negatives
+    assert margin(rep.path) > margin(tiny_bi) + 0.05
+    # the folder is a new embedding space for the library's embedder (its version hashes the weights)
+    assert MiniLMEmbedder(tiny_bi).space.version != MiniLMEmbedder(rep.path).space.version
+    short = fine_tune_bi_encoder(tiny_bi, PAIRS, tmp_path / "ft2", epochs=5, batch_size=2, time_budget_s=1e-9)
+    assert short.steps == 1 and short.stopped_by_budget
+
+
+def test_fine_tuning_refuses_bad_input_typed(tiny_bi: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no relevant pairs"):
+        fine_tune_bi_encoder(tiny_bi, [("q", "p", 0.0)], tmp_path / "x")
+    with pytest.raises(InvalidInputError, match="pairs"):
+        fine_tune_bi_encoder(tiny_bi, [("q", "p", 2.0)], tmp_path / "x")
+    with pytest.raises(InvalidInputError, match="no training pairs"):
+        fine_tune_bi_encoder(tiny_bi, [], tmp_path / "x")
+    with pytest.raises(InvalidInputError, match="scale"):
+        fine_tune_bi_encoder(tiny_bi, PAIRS, tmp_path / "x", scale=0)
+    with pytest.raises(InvalidInputError, match="negatives_per_example"):
+        fine_tune_bi_encoder(tiny_bi, PAIRS, tmp_path / "x", negatives_per_example=0)
+    with pytest.raises(DatasetNotFoundError, match=r"config\.json"):
+        fine_tune_bi_encoder(tmp_path, PAIRS, tmp_path / "x")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="bi-encoder"):
+        fine_tune_bi_encoder(broken, PAIRS, tmp_path / "x")
+
+
+class _TinyEmbedder:
+    """The tiny bi-encoder behind the Embedder protocol (MiniLMEmbedder is 384-wide)."""
+
+    def __init__(self, path: Path) -> None:
+        from mlsys.common.spaces import EmbeddingSpace
+
+        self.model = _model(path)
+        self.space = EmbeddingSpace(
+            name="tiny", version="1", dim=32, metric="cosine", normalized=True, pooling="mean"
+        )
+
+    def embed_documents(self, texts: list[str], *, progress: bool | None = None) -> np.ndarray:
+        return np.asarray(self.model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)
+
+    embed_queries = embed_documents
+
+
+def test_embedder_reranker_scores_cosines_and_keeps_provenance_through_a_chain(tiny_bi: Path) -> None:
+    emb = _TinyEmbedder(tiny_bi)
+    rr = EmbedderReranker(emb, name="ft")
+    texts = ["aspirin thins blood", "red apples", "solar wind power plant"]
+    s = rr.score("aspirin blood", _hits(texts))
+    want = emb.embed_documents(texts) @ emb.embed_queries(["aspirin blood"])[0]
+    np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-6)
+    chain = RerankChain([rr, LexicalReranker()])
+    out = chain.rerank("aspirin blood", _hits(texts), top_k=2)
+    assert [h.text for h in out] == ["aspirin thins blood", "red apples"] and chain.name == "lexical"
+    by_text = {t: v for t, v in zip(texts, s.tolist())}
+    for h in out:  # the bi-encoder's view survives the second stage
+        assert h.provenance["ft"][1] == pytest.approx(by_text[h.text], rel=1e-5)
+    assert chain.rerank("aspirin blood", []) == []
+    store = DocumentStore(HashingEmbedder(dim=64))
+    store.upsert({f"d{i}": t for i, t in enumerate(texts)})
+    answer = AnswerPipeline(store.hybrid_retriever(), reranker=chain, k=3, top_k=1).answer("aspirin blood")
+    assert not answer.abstained and answer.contexts[0].text == "aspirin thins blood"
+    with pytest.raises(InvalidInputError, match="two or more"):
+        RerankChain([rr])
+    with pytest.raises(InvalidInputError, match="rerank_batch"):
+        RerankChain([rr, "not a reranker"])
+    with pytest.raises(InvalidInputError, match="Embedder"):
+        EmbedderReranker("not an embedder")  # type: ignore[arg-type]
+    # a hashing embedder needs no model: identical text ranks first
+    assert (
+        EmbedderReranker(HashingEmbedder(dim=64)).rerank("red apples", _hits(texts))[0].text == "red apples"
+    )

@@ -1,5 +1,6 @@
-"""Re-ranking after retrieval: learned (LambdaMART) and cross-encoder re-rankers, calibration,
-and the relevance gate that abstains.
+"""Re-ranking after retrieval: learned (LambdaMART), cross-encoder and bi-encoder re-rankers (and
+fine-tuning both encoders on the store's own hard negatives), calibration, and the relevance gate
+that abstains.
 
 Example:
     >>> from mlsys.rag import DocumentStore, HashingEmbedder
@@ -11,6 +12,7 @@ Example:
     [('b', 1.0), ('a', 0.0)]
 """
 
+from mlsys.rag.rerank._biencoder import EmbedderReranker, fine_tune_bi_encoder
 from mlsys.rag.rerank._calibrated import CalibratedReranker
 from mlsys.rag.rerank._calibration import (
     Calibrator,
@@ -36,7 +38,14 @@ from mlsys.rag.rerank._features import (
 from mlsys.rag.rerank._gate import GATE_FEATURES, GateDecision, RelevanceGate
 from mlsys.rag.rerank._learned import LearnedReranker, LearnedRerankerConfig, labels_from_qrels
 from mlsys.rag.rerank._lexical import COVERAGE_FEATURES, LexicalReranker, term_coverage
-from mlsys.rag.rerank._protocol import BaseReranker, Reranker, TopNChoice, check_candidates, choose_top_n
+from mlsys.rag.rerank._protocol import (
+    BaseReranker,
+    RerankChain,
+    Reranker,
+    TopNChoice,
+    check_candidates,
+    choose_top_n,
+)
 
 __all__ = [
     "COVERAGE_FEATURES",
@@ -50,10 +59,12 @@ __all__ = [
     "BaseReranker",
     "Calibrator",
     "CrossEncoderReranker",
+    "EmbedderReranker",
     "FineTuneReport",
     "LearnedReranker",
     "LearnedRerankerConfig",
     "LexicalReranker",
+    "RerankChain",
     "Reranker",
     "RerankFeatures",
     "RiskCoverage",
@@ -63,6 +74,7 @@ __all__ = [
     "choose_top_n",
     "coverage_at_precision",
     "expected_calibration_error",
+    "fine_tune_bi_encoder",
     "fine_tune_cross_encoder",
     "labels_from_qrels",
     "mine_hard_negatives",

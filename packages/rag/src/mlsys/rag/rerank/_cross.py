@@ -235,14 +235,15 @@ def mine_hard_negatives(
 
 @dataclass(frozen=True)
 class FineTuneReport(TabularDisplay):
-    """What :func:`fine_tune_cross_encoder` did.
+    """What :func:`fine_tune_cross_encoder` or :func:`~mlsys.rag.rerank.fine_tune_bi_encoder` did.
 
     Args:
         path: the written model folder.
         steps, pairs_seen, epochs_completed: optimisation steps, pairs consumed, full passes.
         seconds: wall-clock training time.
         stopped_by_budget: whether the time budget ended training before ``epochs``.
-        mean_loss_last: mean BCE loss over the last 50 steps.
+        mean_loss_last: mean training loss over the last 50 steps (BCE for a cross-encoder,
+            the in-batch softmax cross-entropy for a bi-encoder).
     """
 
     path: Path
@@ -294,6 +295,31 @@ def fine_tune_cross_encoder(
     """
     import torch
 
+    data = check_pairs(pairs)
+    base = _check_training_args(base_model, epochs, batch_size, time_budget_s, num_threads)
+    torch.manual_seed(seed)
+    ce = _load_cross_encoder(base, max_length=max_length, device="cpu", num_labels=1)
+    model, tok = ce.model, ce.tokenizer
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def batch_loss(batch: list[tuple[str, str, float]]) -> Any:
+        enc = tok([b[0] for b in batch], [b[1] for b in batch], padding=True, truncation="longest_first",
+                  max_length=max_length, return_tensors="pt")  # fmt: skip
+        logits = model(**enc).logits.view(-1)
+        return loss_fn(logits, torch.tensor([b[2] for b in batch], dtype=torch.float32))
+
+    run = train_loop(model, data, batch_loss, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                     warmup_fraction=warmup_fraction, time_budget_s=time_budget_s, seed=seed,
+                     progress="fine-tune cross-encoder" if progress else None)  # fmt: skip
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ce.save_pretrained(str(out))
+    check_cross_encoder_dir(out)
+    return run.report(out)
+
+
+def check_pairs(pairs: Sequence[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
+    """Validate ``(query, passage, label in [0, 1])`` training pairs (a non-empty list)."""
     data = list(pairs)
     if not data:
         raise InvalidInputError("no training pairs; expected (query, passage, label) triples")
@@ -305,8 +331,21 @@ def fine_tune_cross_encoder(
             raise InvalidInputError(
                 f"pairs[{i}] must be (query: str, passage: str, label in [0, 1]), got {p!r:.80}"
             )
-    epochs = check_k(epochs, name="epochs", limit=None)
-    batch_size = check_k(batch_size, name="batch_size", limit="max_batch")
+    return data
+
+
+def _check_training_args(
+    base_model: str | os.PathLike[str],
+    epochs: int,
+    batch_size: int,
+    time_budget_s: float | None,
+    num_threads: int | None,
+) -> Path:
+    """Shared argument checks of the fine-tuning functions; sets torch's thread count."""
+    import torch
+
+    check_k(epochs, name="epochs", limit=None)
+    check_k(batch_size, name="batch_size", limit="max_batch")
     if time_budget_s is not None and not (isinstance(time_budget_s, (int, float)) and time_budget_s > 0):
         raise InvalidInputError(f"time_budget_s must be a positive number or None, got {time_budget_s!r}")
     base = Path(base_model)
@@ -316,57 +355,81 @@ def fine_tune_cross_encoder(
         )
     if num_threads is not None:
         torch.set_num_threads(check_k(num_threads, name="num_threads", limit=None))
-    torch.manual_seed(seed)
-    ce = _load_cross_encoder(base, max_length=max_length, device="cpu", num_labels=1)
-    model, tok = ce.model, ce.tokenizer
+    return base
+
+
+@dataclass
+class _Run:
+    steps: int
+    seen: int
+    n: int
+    seconds: float
+    stopped: bool
+    losses: list[float]
+
+    def report(self, path: Path) -> FineTuneReport:
+        return FineTuneReport(
+            path, self.steps, self.seen, self.seen / self.n, self.seconds, self.stopped,
+            float(np.mean(self.losses[-50:])),
+        )  # fmt: skip
+
+
+def train_loop(
+    model: Any,
+    data: Sequence[Any],
+    batch_loss: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_fraction: float,
+    time_budget_s: float | None,
+    seed: int,
+    progress: str | None,
+) -> _Run:
+    """AdamW (weight decay 0.01, gradient norm clipped at 1) with linear warm-up and decay over
+    seeded shuffled batches of ``data``; ``batch_loss(batch)`` returns the loss tensor. Stops after
+    ``epochs`` or once ``time_budget_s`` is spent (checked after every step); leaves ``model`` in
+    eval mode."""
+    import torch
+
     model.train()
     rng = np.random.default_rng(seed)
-    steps_per_epoch = (len(data) + batch_size - 1) // batch_size
-    total = steps_per_epoch * epochs
+    total = (len(data) + batch_size - 1) // batch_size * epochs
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     warm = max(1, int(warmup_fraction * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     t0 = time.perf_counter()
-    losses: list[float] = []
-    steps = seen = 0
-    stopped = False
+    run = _Run(0, 0, len(data), 0.0, False, [])
     bar = None
-    if progress:
+    if progress is not None:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc="fine-tune cross-encoder", unit="step")
+        bar = tqdm(total=total, desc=progress, unit="step")
     for _ in range(epochs):
         order = rng.permutation(len(data))
         for s in range(0, len(data), batch_size):
             batch = [data[j] for j in order[s : s + batch_size]]
-            enc = tok([b[0] for b in batch], [b[1] for b in batch], padding=True, truncation="longest_first",
-                      max_length=max_length, return_tensors="pt")  # fmt: skip
-            logits = model(**enc).logits.view(-1)
-            loss = loss_fn(logits, torch.tensor([b[2] for b in batch], dtype=torch.float32))
+            loss = batch_loss(batch)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
-            steps += 1
-            seen += len(batch)
+            run.losses.append(float(loss.detach()))
+            run.steps += 1
+            run.seen += len(batch)
             if bar is not None:
                 bar.update(1)
             if time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s:
-                stopped = steps < total
+                run.stopped = run.steps < total
                 break
-        if stopped:
+        if run.stopped:
             break
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - t0
+    run.seconds = time.perf_counter() - t0
     model.eval()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ce.save_pretrained(str(out))
-    check_cross_encoder_dir(out)
-    return FineTuneReport(out, steps, seen, seen / len(data), seconds, stopped, float(np.mean(losses[-50:])))
+    return run

@@ -29,7 +29,7 @@ from mlsys.common.validation import check_k
 from mlsys.rag._embedders import check_texts
 from mlsys.rag._retrievers import Hit
 
-__all__ = ["BaseReranker", "Reranker", "TopNChoice", "check_candidates", "choose_top_n"]
+__all__ = ["BaseReranker", "RerankChain", "Reranker", "TopNChoice", "check_candidates", "choose_top_n"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -55,6 +55,57 @@ class Reranker(Protocol):
     ) -> list[list[Hit]]:
         """:meth:`rerank` for several queries."""
         ...
+
+
+class RerankChain:
+    """Re-rankers applied one after another; the last one's order and scores are the result.
+
+    Each stage keeps the provenance of the stages before it, so a cheap view computed first
+    (e.g. an :class:`~mlsys.rag.rerank.EmbedderReranker`'s cosine) stays readable by the relevance
+    gate after the final re-ranker. Only the last stage cuts to ``top_k``.
+
+    Args:
+        stages: two or more re-rankers (``rerank_batch``).
+        name: provenance name of the chain (default: the last stage's).
+
+    Example:
+        >>> from mlsys.rag import HashingEmbedder
+        >>> from mlsys.rag.rerank import EmbedderReranker, LexicalReranker
+        >>> chain = RerankChain([EmbedderReranker(HashingEmbedder(dim=64), name="cos"), LexicalReranker()])
+        >>> hits = [Hit(1, 1, 0.0, text="blue sky"), Hit(2, 2, 0.0, text="red apples")]
+        >>> [(h.id, sorted(h.provenance)) for h in chain.rerank("red apples", hits, top_k=1)]
+        [(2, ['cos', 'lexical'])]
+    """
+
+    def __init__(self, stages: Sequence[Any], *, name: str | None = None) -> None:
+        st = list(stages) if isinstance(stages, Sequence) and not isinstance(stages, (str, bytes)) else None
+        if st is None or len(st) < 2:
+            raise InvalidInputError(
+                f"stages must be a sequence of two or more re-rankers, got {stages!r:.80}"
+            )
+        for i, s in enumerate(st):
+            if not callable(getattr(s, "rerank_batch", None)):
+                raise InvalidInputError(f"stages[{i}] has no rerank_batch, got {type(s).__name__}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidInputError(f"name must be a non-empty string, got {name!r}")
+        self.stages = st
+        self.name: str = name or str(getattr(st[-1], "name", "chain"))
+
+    def __repr__(self) -> str:
+        return f"RerankChain({self.stages!r})"
+
+    def rerank(self, query: str, candidates: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """The candidates through every stage, best first (at most ``top_k``)."""
+        return self.rerank_batch([query], [candidates], top_k)[0]
+
+    def rerank_batch(
+        self, queries: Sequence[str], candidates: Sequence[Sequence[Hit]], top_k: int | None = None
+    ) -> list[list[Hit]]:
+        """:meth:`rerank` for several queries."""
+        lists: Sequence[Sequence[Hit]] = candidates
+        for s in self.stages[:-1]:
+            lists = s.rerank_batch(queries, lists, None)
+        return list(self.stages[-1].rerank_batch(queries, lists, top_k))
 
 
 def check_candidates(candidates: Any, *, what: str = "candidates", need_text: bool = True) -> list[Hit]:
