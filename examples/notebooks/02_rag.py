@@ -161,10 +161,12 @@ compare(after, before, "ndcg@10", n_resamples=2000, seed=0)
 # ## Answer or abstain
 # Retrieval always returns *something*. The relevance gate (a logistic regression over list-level
 # features: each retriever's best score, where the top hit sits in each retriever's list, how
-# many of the top 10 they share) decides whether there is enough evidence to answer. To train and
+# many of the top 10 they share, how far the top 10 stand above the rest; with `lexical=store.bm25`
+# also how much of the question's rarest vocabulary the top hits hold) decides whether there is
+# enough evidence to answer. To train and
 # test it we need questions whose answer is *not* in the corpus: each judged query again, with its
 # relevant documents removed from the store's view (`deny=`). Fitted on half of the queries,
-# tested on the other half; the thresholds target 80% precision. This is a hard case (the remaining documents are on the same topic); `benchmarks/rag/README.md` has the gate over a learned re-ranker (AUROC 0.861).
+# tested on the other half; the thresholds target 80% precision. This is a hard case (the remaining documents are on the same topic); `benchmarks/rag/README.md` has the gate over a learned re-ranker.
 
 # %%
 from mlsys.rag.rerank import RelevanceGate
@@ -175,19 +177,20 @@ fit_q, test_q = [qids[i] for i in order[::2]], [qids[i] for i in order[1::2]]
 
 
 def lists_for(question_ids):
-    """Hybrid top-20 with (label 1) and without (label 0) the relevant documents."""
-    lists, labels = [], []
+    """Hybrid top-20 with (label 1) and without (label 0) the relevant documents, and the questions."""
+    lists, labels, texts = [], [], []
     for q in question_ids:
         relevant = [c for d in qrels[q] if d in store.doc_ids() for c in store.chunk_ids(d)]
         for label, deny in ((1, None), (0, relevant)):
             lists.append(hybrid.retrieve([queries[q]], k=20, deny=deny)[0].hits)
             labels.append(label)
-    return lists, labels
+            texts.append(queries[q])
+    return lists, labels, texts
 
 
-gate = RelevanceGate(retrievers=("dense", "bm25"), precision=0.8).fit(*lists_for(fit_q))
-test_lists, test_labels = lists_for(test_q)
-decisions = np.array([gate.decide(hits).decision for hits in test_lists])
+gate = RelevanceGate(retrievers=("dense", "bm25"), precision=0.8, lexical=store.bm25).fit(*lists_for(fit_q))
+test_lists, test_labels, test_texts = lists_for(test_q)
+decisions = np.array([gate.decide(hits, q).decision for hits, q in zip(test_lists, test_texts)])
 y = np.array(test_labels)
 print(f"held-out questions: {len(y)} ({y.sum()} answerable)")
 for d in ("answer", "ambiguous", "abstain"):
