@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,14 @@ from mlsys.rag.answer import (
     LLMGenerator,
     contexts_from_hits,
 )
-from mlsys.rag.rerank import CalibratedReranker, Calibrator, LexicalReranker, RelevanceGate
+from mlsys.rag.rerank import (
+    CalibratedReranker,
+    Calibrator,
+    EmbedderReranker,
+    LexicalReranker,
+    RelevanceGate,
+    RerankChain,
+)
 
 
 def _world(n: int = 60) -> tuple[DocumentStore, list[tuple[str, str]]]:
@@ -141,7 +149,8 @@ def test_lexical_gate_reads_the_rare_terms_and_round_trips(gated: tuple, tmp_pat
 
 def test_gap_below_the_top10_and_old_gate_files(gated: tuple, tmp_path: Path) -> None:
     gate = gated[3]
-    lst = [Hit(i, i + 1, 1.0 / (i + 1), text="x", provenance={"bm25": (i + 1, 30.0 - i)}) for i in range(30)]
+    prov = [{"bm25": (i + 1, 30.0 - i), "dense": (i + 1, float("nan"))} for i in range(30)]  # dense: no score
+    lst = [Hit(i, i + 1, 1.0 / (i + 1), text="x", provenance=prov[i]) for i in range(30)]
     x = gate.features(lst)
     col = {n: i for i, n in enumerate(gate.names)}
     assert x[col["bm25_gap_below10"]] == pytest.approx(30.0 - np.mean(30.0 - np.arange(10, 30)))
@@ -153,6 +162,32 @@ def test_gap_below_the_top10_and_old_gate_files(gated: tuple, tmp_path: Path) ->
     (tmp_path / "old.json").write_text(old)
     with pytest.raises(FormatVersionError):
         RelevanceGate.load(tmp_path / "old.json")
+
+
+def test_a_view_the_gate_relies_on_must_be_there(gated: tuple, tmp_path: Path) -> None:
+    store, qs, rr, _ = gated
+    view = EmbedderReranker(HashingEmbedder(dim=64, seed=5), name="extra")
+    chain = RerankChain([view, rr])
+    lists, labels, _ = _gate_lists(store, qs[:45], chain)
+    gate = RelevanceGate(retrievers=("dense", "bm25", "extra")).fit(lists, labels)
+    assert "extra" in gate.required_ and "bm25" not in gate.required_  # BM25 leaves hits without its view
+    plain = rr.rerank(qs[50][0], store.hybrid_retriever().retrieve([qs[50][0]], k=60)[0].hits)
+    with pytest.raises(InvalidInputError, match="'extra'"):
+        gate.decide(plain)
+    chained = chain.rerank(qs[50][0], store.hybrid_retriever().retrieve([qs[50][0]], k=60)[0].hits)
+    assert gate.decide(chained).decision in ("answer", "ambiguous", "abstain")
+    gate.save(tmp_path / "g.json")
+    back = RelevanceGate.load(tmp_path / "g.json")
+    assert back.required_ == gate.required_ and back.probability(chained) == gate.probability(chained)
+    with pytest.raises(InvalidInputError, match="'extra'"):
+        back.probability(plain)
+    # a view some training list lacked is optional; a refit learns the views anew
+    some = [lst if i % 2 else [dataclasses.replace(h, provenance={"dense": (1, 0.5)}) for h in lst]
+            for i, lst in enumerate(lists)]  # fmt: skip
+    assert "extra" not in gate.fit(some, labels).required_ and 0.0 <= gate.probability(plain) <= 1.0
+    (tmp_path / "bad.json").write_text((tmp_path / "g.json").read_text().replace('"extra"\n ]', '"nope"\n ]'))
+    with pytest.raises(CorruptFileError):
+        RelevanceGate.load(tmp_path / "bad.json")
 
 
 def test_pipeline_abstains_typed_when_nothing_is_retrieved() -> None:

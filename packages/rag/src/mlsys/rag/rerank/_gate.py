@@ -82,7 +82,11 @@ class RelevanceGate:
             features needs the ``query``.
 
     The hits' ``score`` is read as the re-ranker's score; give the gate the output of a
-    :class:`~mlsys.rag.rerank.CalibratedReranker` so those are probabilities.
+    :class:`~mlsys.rag.rerank.CalibratedReranker` so those are probabilities. A view that every
+    hit of every training list carried (``required_``: one a re-ranking stage computes, unlike a
+    retriever that may find nothing) must be there later: a list without it is refused with a
+    typed error rather than scored as if the view were low (a stage left out of the serving chain
+    would otherwise silently lower every probability).
 
     Example:
         >>> gate = RelevanceGate(retrievers=())
@@ -145,6 +149,13 @@ class RelevanceGate:
         """
         self._need_query(query)
         h = check_candidates(hits, what="hits", need_text=False)
+        for r in getattr(self, "required_", ()):
+            if h and not any(r in c.provenance for c in h):
+                raise InvalidInputError(
+                    f"the gate was trained on lists whose every hit carried the view {r!r}, and none of "
+                    f"these does: compute it before the gate (e.g. RerankChain([EmbedderReranker(..., "
+                    f"name={r!r}), reranker])); got views {sorted({k for c in h for k in c.provenance})}"
+                )
         x = np.full(len(self.names), np.nan)
         x[4] = len(h)
         if not h:
@@ -214,7 +225,14 @@ class RelevanceGate:
 
         ``queries`` (one per list) are needed when the gate was built with ``lexical=``.
         """
-        return self.fit_features(self.feature_matrix(lists, queries), labels)
+        self.__dict__.pop("required_", None)  # a refit learns which views it relies on anew
+        self.fit_features(self.feature_matrix(lists, queries), labels)
+        # a view on every hit of every training list is computed by a stage that scores them all
+        # (a re-ranker, an EmbedderReranker): its absence later means the stage did not run
+        self.required_ = tuple(
+            r for r in self.retrievers if all(r in h.provenance for lst in lists for h in lst)
+        )
+        return self
 
     def fit_features(self, x: Any, labels: Sequence[int]) -> RelevanceGate:
         """Fit from precomputed :meth:`feature_matrix` rows."""
@@ -267,6 +285,7 @@ class RelevanceGate:
         self.abstain_threshold_ = float(min(t_abstain, t_answer))
         self.validation_ = {"n_fit": int(fit.size), "n_validation": int(val.size)}
         train(np.sort(perm))  # refit on everything; thresholds stay those chosen on validation
+        self.required_: tuple[str, ...] = ()  # known only to fit(), which sees the hits
         return self
 
     # -- inference ------------------------------------------------------------------------------
@@ -335,6 +354,7 @@ class RelevanceGate:
             "intercept": self.intercept_,
             "answer_threshold": self.answer_threshold_,
             "abstain_threshold": self.abstain_threshold_,
+            "required": list(self.required_),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -394,4 +414,8 @@ class RelevanceGate:
             float(d["answer_threshold"]),
             float(d["abstain_threshold"]),
         )
+        required = d.get("required", [])
+        if not isinstance(required, list) or not set(required) <= set(gate.retrievers):
+            raise CorruptFileError(f"{path}: malformed gate file (required views {required!r})")
+        gate.required_ = tuple(required)
         return gate
