@@ -121,6 +121,7 @@ class RelevanceGate:
         if lexical is not None and not isinstance(lexical, BM25Index):
             raise InvalidInputError(f"lexical must be a BM25Index (store.bm25), got {type(lexical).__name__}")
         self.lexical = lexical
+        self.required_: tuple[str, ...] = ()  # views every training hit carried (set by fit)
         self.retrievers = tuple(names)
         self.precision = precision
         self.validation_fraction = validation_fraction
@@ -149,7 +150,7 @@ class RelevanceGate:
         """
         self._need_query(query)
         h = check_candidates(hits, what="hits", need_text=False)
-        for r in getattr(self, "required_", ()):
+        for r in self.required_:
             if h and not any(r in c.provenance for c in h):
                 raise InvalidInputError(
                     f"the gate was trained on lists whose every hit carried the view {r!r}, and none of "
@@ -225,7 +226,7 @@ class RelevanceGate:
 
         ``queries`` (one per list) are needed when the gate was built with ``lexical=``.
         """
-        self.__dict__.pop("required_", None)  # a refit learns which views it relies on anew
+        self.required_ = ()  # a refit learns which views it relies on anew
         self.fit_features(self.feature_matrix(lists, queries), labels)
         # a view on every hit of every training list is computed by a stage that scores them all
         # (a re-ranker, an EmbedderReranker): its absence later means the stage did not run
@@ -285,7 +286,7 @@ class RelevanceGate:
         self.abstain_threshold_ = float(min(t_abstain, t_answer))
         self.validation_ = {"n_fit": int(fit.size), "n_validation": int(val.size)}
         train(np.sort(perm))  # refit on everything; thresholds stay those chosen on validation
-        self.required_: tuple[str, ...] = ()  # known only to fit(), which sees the hits
+        self.required_ = ()  # known only to fit(), which sees the hits
         return self
 
     # -- inference ------------------------------------------------------------------------------
