@@ -343,12 +343,7 @@ class BM25Index:
         avgdl = float(doc_len.mean()) if n and doc_len.mean() > 0 else 1.0
         df = np.bincount(indices, minlength=v).astype(np.float64)
         cfg = self.config
-        if cfg.method == "lucene":
-            idf = np.log1p((n - df + 0.5) / (df + 0.5))
-        elif cfg.method == "atire":
-            idf = np.log(np.maximum(n, 1) / np.maximum(df, 1))
-        else:
-            idf = np.maximum(np.log((n - df + 0.5) / (df + 0.5)), 0.0)
+        idf = _idf_of(df, n, cfg.method)
         norm = cfg.k1 * (1.0 - cfg.b + cfg.b * doc_len / avgdl)
         row_of_entry = np.repeat(np.arange(n), lengths)
         weight = tf / (tf + norm[row_of_entry])
@@ -474,14 +469,7 @@ class BM25Index:
         with self._lock:
             if self._dirty:
                 self._rebuild()
-            n = len(self._docs)
-            cfg = self.config
-            if cfg.method == "lucene":
-                unseen = float(np.log1p((n + 0.5) / 0.5))
-            elif cfg.method == "atire":
-                unseen = float(np.log(max(n, 1)))
-            else:
-                unseen = float(max(np.log((n + 0.5) / 0.5), 0.0))
+            unseen = float(_idf_of(np.zeros(1), len(self._docs), self.config.method)[0])
             tids = [self._vocab.get(t) for t in terms]
             return np.array(
                 [self._idf[i] if i is not None and i < self._idf.shape[0] else unseen for i in tids],
@@ -545,6 +533,15 @@ class BM25Index:
             a, b = int(indptr[r]), int(indptr[r + 1])
             index._docs[int(doc)] = (terms[a:b].astype(np.int64), tfs[a:b].astype(np.float32))
         return index
+
+
+def _idf_of(df: npt.NDArray[np.float64], n: int, method: str) -> npt.NDArray[np.float64]:
+    """Inverse document frequency of terms with document frequencies ``df`` among ``n`` documents."""
+    if method == "lucene":
+        return np.asarray(np.log1p((n - df + 0.5) / (df + 0.5)), dtype=np.float64)
+    if method == "atire":
+        return np.asarray(np.log(np.maximum(n, 1) / np.maximum(df, 1)), dtype=np.float64)
+    return np.asarray(np.maximum(np.log((n - df + 0.5) / (df + 0.5)), 0.0), dtype=np.float64)
 
 
 def _top_k_rows(
