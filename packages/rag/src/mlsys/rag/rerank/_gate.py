@@ -86,7 +86,8 @@ class RelevanceGate:
     hit of every training list carried (``required_``: one a re-ranking stage computes, unlike a
     retriever that may find nothing) must be there later: a list without it is refused with a
     typed error rather than scored as if the view were low (a stage left out of the serving chain
-    would otherwise silently lower every probability).
+    would otherwise silently lower every probability). Give it lists of the depth it was trained
+    on: the list length is a feature, and the gap features read positions 11-50.
 
     Example:
         >>> gate = RelevanceGate(retrievers=())
