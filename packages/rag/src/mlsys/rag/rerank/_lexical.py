@@ -3,7 +3,8 @@ the passage contains) and the idf-weighted coverage of a query's rarest terms.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Collection, Sequence, Set
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +21,7 @@ COVERAGE_FEATURES: tuple[str, ...] = ("idf_coverage", "rare_term_found", "rare3_
 
 
 def term_coverage(
-    query_terms: Sequence[str], idf: npt.NDArray[np.float64], passage_terms: Set[str]
+    query_terms: Sequence[str], idf: npt.ArrayLike, passage_terms: Collection[str]
 ) -> tuple[float, float, float, float]:
     """How much of the query's *specific* vocabulary a passage holds (:data:`COVERAGE_FEATURES`).
 
@@ -33,22 +34,32 @@ def term_coverage(
     Args:
         query_terms: the query's analysed terms (duplicates are counted once).
         idf: the idf of each of ``query_terms`` (e.g. :meth:`~mlsys.rag.BM25Index.idf`).
-        passage_terms: the passage's analysed terms.
+        passage_terms: the passage's analysed terms (a set, or any collection of them).
 
     Example:
         >>> term_coverage(["tmem27", "cleav", "beta"], np.array([6.0, 3.0, 1.0]), {"cleav", "beta"})
         (0.4, 0.0, 0.6666666666666666, 6.0)
     """
-    if len(idf) != len(query_terms):
-        raise InvalidInputError(f"idf has {len(idf)} values for {len(query_terms)} query terms")
+    if (
+        isinstance(query_terms, (str, bytes))
+        or not isinstance(query_terms, Sequence)
+        or not all(isinstance(t, str) for t in query_terms)
+    ):
+        raise InvalidInputError(
+            f"query_terms must be a sequence of analysed terms (str), got {query_terms!r:.80}"
+        )
+    weights = _as_idf(idf)
+    if weights.shape != (len(query_terms),):
+        raise InvalidInputError(f"idf has shape {weights.shape} for {len(query_terms)} query terms")
+    pset = _as_term_set(passage_terms)
     first: dict[str, float] = {}
-    for t, w in zip(query_terms, np.asarray(idf, dtype=np.float64).tolist()):
+    for t, w in zip(query_terms, weights.tolist()):
         first.setdefault(t, w)
     if not first:
         return (np.nan, np.nan, np.nan, np.nan)
     terms = list(first)
     w = np.array([first[t] for t in terms])
-    found = np.array([t in passage_terms for t in terms])
+    found = np.array([t in pset for t in terms])
     order = np.argsort(-w, kind="stable")
     total = float(w.sum())
     return (
@@ -57,6 +68,32 @@ def term_coverage(
         float(found[order[:3]].mean()),
         float(np.max(np.where(found, 0.0, w))),
     )
+
+
+def _as_idf(idf: Any) -> npt.NDArray[np.float64]:
+    try:
+        w = np.asarray(idf, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"idf must be numbers, got {type(idf).__name__}") from exc
+    if w.ndim != 1 or not np.isfinite(w).all() or (w < 0).any():
+        raise InvalidInputError(
+            f"idf must be a 1-d array of finite non-negative numbers, got shape {w.shape}"
+        )
+    return w
+
+
+def _as_term_set(terms: Any) -> Set[str]:
+    if isinstance(terms, Set) and all(isinstance(t, str) for t in terms):
+        return terms
+    if (
+        isinstance(terms, (str, bytes))
+        or not isinstance(terms, Collection)
+        or not all(isinstance(t, str) for t in terms)
+    ):
+        raise InvalidInputError(
+            f"passage_terms must be a collection of analysed terms (str), got {terms!r:.80}"
+        )
+    return set(terms)
 
 
 class LexicalReranker(BaseReranker):
