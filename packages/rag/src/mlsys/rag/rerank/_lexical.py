@@ -3,7 +3,7 @@ the passage contains) and the idf-weighted coverage of a query's rarest terms.""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence, Set
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from mlsys.common.errors import InvalidInputError
 from mlsys.rag._bm25 import Analyzer, AnalyzerConfig
+from mlsys.rag._embedders import check_texts
 from mlsys.rag._retrievers import Hit
 from mlsys.rag.rerank._protocol import F32, BaseReranker
 
@@ -40,20 +41,13 @@ def term_coverage(
         >>> term_coverage(["tmem27", "cleav", "beta"], np.array([6.0, 3.0, 1.0]), {"cleav", "beta"})
         (0.4, 0.0, 0.6666666666666666, 6.0)
     """
-    if (
-        isinstance(query_terms, (str, bytes))
-        or not isinstance(query_terms, Sequence)
-        or not all(isinstance(t, str) for t in query_terms)
-    ):
-        raise InvalidInputError(
-            f"query_terms must be a sequence of analysed terms (str), got {query_terms!r:.80}"
-        )
+    qterms = check_texts(query_terms, what="query_terms")
     weights = _as_idf(idf)
-    if weights.shape != (len(query_terms),):
-        raise InvalidInputError(f"idf has shape {weights.shape} for {len(query_terms)} query terms")
-    pset = _as_term_set(passage_terms)
+    if weights.shape != (len(qterms),):
+        raise InvalidInputError(f"idf has shape {weights.shape} for {len(qterms)} query terms")
+    pset = set(check_texts(passage_terms, what="passage_terms"))
     first: dict[str, float] = {}
-    for t, w in zip(query_terms, weights.tolist()):
+    for t, w in zip(qterms, weights.tolist()):
         first.setdefault(t, w)
     if not first:
         return (np.nan, np.nan, np.nan, np.nan)
@@ -80,20 +74,6 @@ def _as_idf(idf: Any) -> npt.NDArray[np.float64]:
             f"idf must be a 1-d array of finite non-negative numbers, got shape {w.shape}"
         )
     return w
-
-
-def _as_term_set(terms: Any) -> Set[str]:
-    if isinstance(terms, Set) and all(isinstance(t, str) for t in terms):
-        return terms
-    if (
-        isinstance(terms, (str, bytes))
-        or not isinstance(terms, Collection)
-        or not all(isinstance(t, str) for t in terms)
-    ):
-        raise InvalidInputError(
-            f"passage_terms must be a collection of analysed terms (str), got {terms!r:.80}"
-        )
-    return set(terms)
 
 
 class LexicalReranker(BaseReranker):
