@@ -20,7 +20,13 @@ from mlsys.common.errors import CorruptFileError, InvalidInputError
 from mlsys.common.validation import check_k
 from mlsys.rag._embedders import Embedder
 from mlsys.rag._retrievers import Hit
-from mlsys.rag.rerank._cross import FineTuneReport, _check_training_args, check_pairs, train_loop
+from mlsys.rag.rerank._cross import (
+    FineTuneReport,
+    _check_training_args,
+    check_pairs,
+    offline_sentence_transformers,
+    train_loop,
+)
 from mlsys.rag.rerank._protocol import F32, BaseReranker
 
 __all__ = ["EmbedderReranker", "fine_tune_bi_encoder"]
@@ -108,7 +114,7 @@ def fine_tune_bi_encoder(
     """
     import torch
 
-    sentence_transformers = _sentence_transformers()
+    sentence_transformers = offline_sentence_transformers()
     data = check_pairs(pairs)
     base = _check_training_args(base_model, epochs, batch_size, time_budget_s, num_threads)
     negatives_per_example = check_k(negatives_per_example, name="negatives_per_example", limit=None)
@@ -159,13 +165,3 @@ def fine_tune_bi_encoder(
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
     return run.report(out)
-
-
-def _sentence_transformers() -> Any:
-    from mlsys.common._optional import import_optional
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return import_optional(
-        "sentence_transformers", package="sentence-transformers", extra="mlsys-rag[minilm]"
-    )

@@ -98,10 +98,17 @@ def check_cross_encoder_dir(path: str | os.PathLike[str]) -> Path:
     return d
 
 
-def _load_cross_encoder(path: Path, *, max_length: int, device: str, num_labels: int | None = None) -> Any:
+def offline_sentence_transformers() -> Any:
+    """The ``sentence_transformers`` module, with the Hugging Face hub switched offline (no downloads)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    st = import_optional("sentence_transformers", package="sentence-transformers", extra="mlsys-rag[minilm]")
+    return import_optional(
+        "sentence_transformers", package="sentence-transformers", extra="mlsys-rag[minilm]"
+    )
+
+
+def _load_cross_encoder(path: Path, *, max_length: int, device: str, num_labels: int | None = None) -> Any:
+    st = offline_sentence_transformers()
     try:
         kwargs: dict[str, Any] = {"max_length": max_length, "device": device, "local_files_only": True}
         if num_labels is not None:
