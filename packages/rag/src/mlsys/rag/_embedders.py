@@ -109,6 +109,15 @@ def check_texts(
     return out
 
 
+def offline_sentence_transformers() -> Any:
+    """The ``sentence_transformers`` module, with the Hugging Face hub switched offline (no downloads)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return import_optional(
+        "sentence_transformers", package="sentence-transformers", extra="mlsys-rag[minilm]"
+    )
+
+
 def _default_progress() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
@@ -375,12 +384,9 @@ class MiniLMEmbedder(BaseEmbedder):
     def _load(self) -> Any:
         with self._load_lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                st = import_optional(
-                    "sentence_transformers", package="sentence-transformers", extra="mlsys-rag[minilm]"
+                model = offline_sentence_transformers().SentenceTransformer(
+                    str(self.model_path), device=self.device
                 )
-                model = st.SentenceTransformer(str(self.model_path), device=self.device)
                 model.max_seq_length = self.max_seq_length
                 self._model = model
         return self._model

@@ -18,13 +18,12 @@ import numpy as np
 
 from mlsys.common.errors import CorruptFileError, InvalidInputError
 from mlsys.common.validation import check_k
-from mlsys.rag._embedders import Embedder
+from mlsys.rag._embedders import Embedder, offline_sentence_transformers
 from mlsys.rag._retrievers import Hit
 from mlsys.rag.rerank._cross import (
     FineTuneReport,
     _check_training_args,
     check_pairs,
-    offline_sentence_transformers,
     train_loop,
 )
 from mlsys.rag.rerank._protocol import F32, BaseReranker

@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from mlsys.common._display import DisplayTable, TabularDisplay
-from mlsys.common._optional import import_optional
 from mlsys.common.errors import CorruptFileError, DatasetNotFoundError, InvalidInputError
 from mlsys.common.validation import check_k
-from mlsys.rag._embedders import check_texts
+from mlsys.rag._embedders import check_texts, offline_sentence_transformers
 from mlsys.rag._retrievers import Hit, Retriever
 from mlsys.rag.rerank._protocol import F32, BaseReranker
 
@@ -96,15 +95,6 @@ def check_cross_encoder_dir(path: str | os.PathLike[str]) -> Path:
     if not any((d / f).is_file() for f in _TOKENIZER_FILES):
         raise CorruptFileError(f"{d}: no tokenizer (expected one of {_TOKENIZER_FILES})")
     return d
-
-
-def offline_sentence_transformers() -> Any:
-    """The ``sentence_transformers`` module, with the Hugging Face hub switched offline (no downloads)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return import_optional(
-        "sentence_transformers", package="sentence-transformers", extra="mlsys-rag[minilm]"
-    )
 
 
 def _load_cross_encoder(path: Path, *, max_length: int, device: str, num_labels: int | None = None) -> Any:
