@@ -521,12 +521,9 @@ def bi_encoder(
     )
     start: Any = minilm_model_path()
     for i, (epochs, negatives) in enumerate(schedule):
-        # the first stage keeps the key it had when the schedule was a single epoch count
-        key = (
-            [sf.store.space.space_id, pairs, epochs]
-            if i == 0 and negatives == 1
-            else [sf.store.space.space_id, pairs, list(map(list, schedule[: i + 1]))]
-        )
+        # the training code's revision is part of the key: 2 = a passage relevant to a query is
+        # never its negative, also when drawn as another query's hard negative (2026-12-07)
+        key = [sf.store.space.space_id, pairs, list(map(list, schedule[: i + 1])), "mask-2"]
         out = cache_dir() / f"bi-encoder-{sha(key)}"
         if not (out / "report.json").is_file():
             rep = fine_tune_bi_encoder(start, pairs, out, epochs=epochs, negatives_per_example=negatives,

@@ -243,6 +243,23 @@ def test_fine_tuning_learns_its_pairs_and_writes_a_loadable_embedding_space(
     assert short.steps == 1 and short.stopped_by_budget
 
 
+def test_a_passage_relevant_to_the_query_is_never_its_negative() -> None:
+    from mlsys.rag.rerank._biencoder import _not_negatives
+
+    positives = {"a": ["pa", "pa2"], "b": ["pb"]}
+    # batch: (a, pa), (b, pb), (a, pa2); hard negatives drawn: "pa" for b (relevant to a), "x" for a
+    mask = _not_negatives(["a", "b", "a"], ["pa", "pb", "pa2", "pa", "x"], positives)
+    expected = np.array(
+        [
+            [False, False, True, True, False],  # a: its other positive and b's drawn "pa" are masked
+            [False, False, False, False, False],  # b: nothing else in the step is relevant to it
+            [True, False, False, True, False],  # a (second example): "pa" twice
+        ]
+    )
+    assert mask.dtype == bool and (mask == expected).all()
+    assert _not_negatives([], [], positives).shape == (0, 0)
+
+
 def test_fine_tuning_refuses_bad_input_typed(tiny_bi: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="no relevant pairs"):
         fine_tune_bi_encoder(tiny_bi, [("q", "p", 0.0)], tmp_path / "x")

@@ -77,6 +77,16 @@ class EmbedderReranker(BaseReranker):
         return out
 
 
+def _not_negatives(queries: Sequence[str], docs: Sequence[str], positives: dict[str, list[str]]) -> Any:
+    """``mask[i, j]``: passage ``j`` of a step is relevant to query ``i`` but is not its own target
+    (``j != i``), so it must not count as a negative: another positive of the same query in the
+    batch, or a hard negative drawn for another query that happens to be relevant to this one."""
+    return np.array(
+        [[j != i and d in positives.get(q, ()) for j, d in enumerate(docs)] for i, q in enumerate(queries)],
+        dtype=bool,
+    ).reshape(len(queries), len(docs))
+
+
 def fine_tune_bi_encoder(
     base_model: str | os.PathLike[str],
     pairs: Sequence[tuple[str, str, float]],
@@ -151,10 +161,7 @@ def fine_tune_bi_encoder(
                 pick = rng.choice(len(pool), size=min(negatives_per_example, len(pool)), replace=False)
                 docs += [pool[i] for i in pick]
         logits = embed(queries) @ embed(docs).T * float(scale)
-        # a query's other relevant passages in the batch are not its negatives
-        same = torch.tensor([[j != i and j < len(batch) and docs[j] in positives[q] for j in range(len(docs))]
-                             for i, q in enumerate(queries)])  # fmt: skip
-        logits = logits.masked_fill(same, float("-inf"))
+        logits = logits.masked_fill(torch.from_numpy(_not_negatives(queries, docs, positives)), float("-inf"))
         return torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
 
     run = train_loop(model, examples, batch_loss, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
