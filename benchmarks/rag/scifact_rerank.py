@@ -151,17 +151,11 @@ def layers_report(out_dir: Path | None = None, *, top_k: int = 3, sample: int = 
         write_csv,
         write_jsonl,
     )
-    from mlsys.rag.rerank import Calibrator, RelevanceGate
+    from mlsys.rag.rerank import RelevanceGate
 
     out_dir = out_dir or cache_dir()
     sf = load()
-    feats, fit, dev, test = prepare(sf, sentences=True)
-    rr = trained_reranker(feats, fit, tag="sent")
-    dev_raw = [rr.predict_matrix(x) for x in dev.feats]
-    half = len(dev.ids) // 2
-    cal = Calibrator("platt").fit(
-        (np.concatenate(dev.labels[:half]) > 0).astype(float), np.concatenate(dev_raw[:half])
-    )
+    _, fit, _, test, rr, cal = calibrated_reranker(sf)
     saved = json.loads((out_dir / "gate.json").read_text())
     gate = RelevanceGate.load(out_dir / "gate.json", lexical=sf.store.bm25 if saved.get("lexical") else None)
     gen = ExtractiveGenerator(max_sentences=2)
@@ -605,18 +599,24 @@ def chosen_gate(
     return gate, rows
 
 
-def dev_gate_lists(sf: SciFact) -> tuple[Split, Split, list[list[Hit]], np.ndarray, list[str]]:
-    """The fit and dev splits and the dev claims' constructed gate set, re-ranked and calibrated as
-    :func:`full_report` does (Platt on the first half of the dev claims)."""
+def calibrated_reranker(sf: SciFact) -> tuple[Any, Split, Split, Split, Any, Any]:
+    """The sentence-feature splits (fit, dev, test), the learned re-ranker and its Platt calibration
+    fitted on the first half of the dev claims, as :func:`full_report` builds them (cached)."""
     from mlsys.rag.rerank import Calibrator
 
-    feats, fit, dev, _ = prepare(sf, sentences=True)
+    feats, fit, dev, test = prepare(sf, sentences=True)
     rr = trained_reranker(feats, fit, tag="sent")
     dev_raw = [rr.predict_matrix(x) for x in dev.feats]
     half = len(dev.ids) // 2
     cal = Calibrator("platt").fit(
         (np.concatenate(dev.labels[:half]) > 0).astype(float), np.concatenate(dev_raw[:half])
     )
+    return feats, fit, dev, test, rr, cal
+
+
+def dev_gate_lists(sf: SciFact) -> tuple[Split, Split, list[list[Hit]], np.ndarray, list[str]]:
+    """The fit and dev splits and the dev claims' constructed gate set (re-ranked, calibrated)."""
+    feats, fit, dev, _, rr, cal = calibrated_reranker(sf)
     lists, y, _, queries = constructed_gate_set(sf, feats, rr, cal, dev, tag="dev")
     return fit, dev, lists, y, queries
 
