@@ -241,6 +241,13 @@ def test_fine_tuning_learns_its_pairs_and_writes_a_loadable_embedding_space(
     assert MiniLMEmbedder(tiny_bi).space.version != MiniLMEmbedder(rep.path).space.version
     short = fine_tune_bi_encoder(tiny_bi, PAIRS, tmp_path / "ft2", epochs=5, batch_size=2, time_budget_s=1e-9)
     assert short.steps == 1 and short.stopped_by_budget
+    # a second stage continues from the first one's folder, with more hard negatives per example
+    # (capped by what each query has: 2, 1 and 1 here)
+    more = fine_tune_bi_encoder(rep.path, PAIRS, tmp_path / "ft3", epochs=10, batch_size=3, learning_rate=1e-3,
+                                max_length=32, negatives_per_example=3, seed=1)  # fmt: skip
+    assert more.steps == 10 and np.isfinite(more.mean_loss_last)
+    assert margin(more.path) > margin(tiny_bi) + 0.05
+    assert MiniLMEmbedder(more.path).space.version != MiniLMEmbedder(rep.path).space.version
 
 
 def test_a_passage_relevant_to_the_query_is_never_its_negative() -> None:
