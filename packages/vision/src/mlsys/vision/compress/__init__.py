@@ -9,6 +9,9 @@
   or :func:`quantize_mixed_onnx` (QDQ INT8 + ``MatMulNBits`` INT4), :func:`smooth_quant`,
   :func:`sensitivity_report`; graph inspection with :func:`quantized_layers` and
   :func:`onnx_layers`; :func:`onnx_parity` over batch sizes.
+* Deployment: :func:`choose_onnx_model` times the FP32 model and its quantized variants on this
+  machine (each in its own process) and keeps the fastest one within an accuracy budget, or the
+  FP32 model when no variant beats it (a :class:`DeploymentChoice`).
 
 Example:
     >>> import torch
@@ -57,9 +60,11 @@ from mlsys.vision.compress._quant import (
     smooth_quant,
     split_qkv,
 )
+from mlsys.vision.compress._select import DeploymentChoice, OnnxCandidate, choose_onnx_model
 
 __all__ = [
     "CalibrationData",
+    "DeploymentChoice",
     "FeatureDistillation",
     "LayerSensitivity",
     "MixedPrecisionPolicy",
@@ -67,6 +72,7 @@ __all__ = [
     "MobileNetV3",
     "MobileNetV3Config",
     "MobileNetV3Output",
+    "OnnxCandidate",
     "OutputDistillation",
     "ParityReport",
     "ParityResult",
@@ -74,6 +80,7 @@ __all__ = [
     "SensitivityReport",
     "SplitQKV",
     "TeacherCache",
+    "choose_onnx_model",
     "count_parameters",
     "fake_quantize",
     "fuse_attention_onnx",
