@@ -11,6 +11,7 @@ thread pools never share a process); the machine's load average is recorded with
     python benchmarks/vision/compress_bench.py accuracy    # test-set accuracy, mixed fake-quant, sensitivity
     python benchmarks/vision/compress_bench.py latency     # batch-1 / batch-32 model latency, 1 and 2 threads
     python benchmarks/vision/compress_bench.py e2e         # image file -> label through InferencePipeline
+    python benchmarks/vision/compress_bench.py select      # choose_onnx_model: what to deploy, on this machine
     python benchmarks/vision/compress_bench.py report      # markdown tables + accuracy_vs_latency_compress.png
     python benchmarks/vision/compress_bench.py all
 """
@@ -45,6 +46,7 @@ from mlsys.vision.compress import (
     CalibrationData,
     MixedPrecisionPolicy,
     MobileNetV3,
+    choose_onnx_model,
     count_parameters,
     fake_quantize,
     fuse_attention_onnx,
@@ -429,9 +431,67 @@ def e2e(force: bool, rounds: int) -> dict[str, Any]:
     return res
 
 
+# ---------------------------------------------------------------------------------------- select
+SELECT_GROUPS = {
+    "teacher": (
+        "teacher_onnx",
+        "teacher_fused_fp32",
+        "teacher_int8_dynamic",
+        "teacher_int8_attn",
+        "teacher_int8_static",
+        "teacher_mixed",
+    ),
+    "student": ("student_onnx", "student_int8_static", "student_int8_dynamic"),
+}
+
+
+def select(force: bool, rounds: int) -> dict[str, Any]:
+    """``choose_onnx_model`` over each model's FP32 export (the baseline) and its variants, with the
+    10,000 test images and labels, at 1 and 2 threads."""
+    if not force and (got := _load_json("select.json")) is not None:
+        return got
+    _, _, xv, yv, _ = _data()
+    res: dict[str, Any] = {}
+    for threads in (1, 2):
+        for group, names in SELECT_GROUPS.items():
+            choice = choose_onnx_model(
+                {n: OUT / ONNX_FILES[n] for n in names},
+                xv,
+                yv,
+                threads=threads,
+                batch_sizes=(1, 32),
+                calls=300,
+                rounds=rounds,
+            )
+            print(f"{group} @ {threads} thread(s): {choice.summary()}", flush=True)
+            res[f"{group}@{threads}"] = choice.to_dict()
+            _save_json("select.json", res)
+    return res
+
+
+def _select_report(sel: dict[str, Any]) -> None:
+    print(
+        "\n| model | threads | b=1 p50 ms | b=1 p99 ms | b=32 img/s | speed-up b=1 | accuracy | drop (points) "
+        "| KiB | decision | load (before, after) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for key, d in sel.items():
+        threads = key.split("@")[1]
+        loads = ", ".join(f"{v:.1f}" for v in d["load_average"][::3])
+        for c in d["candidates"]:
+            name = f"**{c['name']}**" if c["name"] == d["chosen"] else c["name"]
+            print(
+                f"| {name} | {threads} | {c['p50_ms']['1']:.3f} | {c['p99_ms']['1']:.3f} | "
+                f"{32e3 / c['p50_ms']['32']:.0f} | {c['speedup']:.2f}x | {100 * c['accuracy']:.2f}% | "
+                f"{c['accuracy_drop']:+.2f} | {c['file_bytes'] / 1024:.0f} | {c['reason']} | {loads} |"
+            )
+
+
 # ---------------------------------------------------------------------------------------- report
 def report() -> None:
     prep, acc, lat, e = (_load_json(n) for n in ("prepare.json", "accuracy.json", "latency.json", "e2e.json"))
+    if (sel := _load_json("select.json")) is not None:
+        _select_report(sel)
     if prep:
         pt, ps = prep["params"]["teacher"], prep["params"]["student"]
         print(f"params: teacher {pt:,}, student {ps:,} ({pt / ps:.2f}x fewer); pruned: {prep['pruned_note']}")
@@ -514,7 +574,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "step",
-        choices=["prepare", "accuracy", "latency", "e2e", "report", "all", "worker-latency", "worker-e2e"],
+        choices=[
+            "prepare",
+            "accuracy",
+            "latency",
+            "e2e",
+            "select",
+            "report",
+            "all",
+            "worker-latency",
+            "worker-e2e",
+        ],
     )
     ap.add_argument("args", nargs="*")
     ap.add_argument("--force", action="store_true")
@@ -536,6 +606,8 @@ def main() -> None:
         latency(a.force, a.rounds)
     if a.step in ("e2e", "all"):
         e2e(a.force, a.rounds)
+    if a.step in ("select", "all"):
+        select(a.force, max(3, a.rounds))
     report()
 
 

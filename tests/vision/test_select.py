@@ -156,6 +156,7 @@ def test_choice_in_process_measures_and_chooses(models: dict[str, Path]) -> None
     assert "small" in r.summary() and "x the baseline" in r.summary()
     json.dumps(r.to_dict())
     assert "b32_p50_ms" in r._repr_html_()
+    assert repr(r).startswith("DeploymentChoice(chosen='small', baseline='big', speedups={'big': 1.00x")
     with pytest.raises(UnknownNameError, match="no candidate 'nope'"):
         r["nope"]
 

@@ -79,7 +79,7 @@ class OnnxCandidate:
     reason: str
 
 
-@dataclass
+@dataclass(repr=False)
 class DeploymentChoice(TabularDisplay):
     """What :func:`choose_onnx_model` returns: the chosen candidate and every measurement behind it.
 
@@ -111,6 +111,10 @@ class DeploymentChoice(TabularDisplay):
             if c.name == name:
                 return c
         raise UnknownNameError(f"no candidate {name!r}; candidates: {[c.name for c in self.candidates]}")
+
+    def __repr__(self) -> str:
+        speed = ", ".join(f"{c.name!r}: {c.speedup:.2f}x" for c in self.candidates)
+        return f"DeploymentChoice(chosen={self.chosen!r}, baseline={self.baseline!r}, speedups={{{speed}}})"
 
     @property
     def chosen_path(self) -> str:
