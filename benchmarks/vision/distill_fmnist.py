@@ -9,6 +9,13 @@ costs only the student's forward and backward::
     python benchmarks/vision/distill_fmnist.py                           # 3 methods x 3 seeds
     python benchmarks/vision/distill_fmnist.py --methods feature --seeds 0
     python benchmarks/vision/distill_fmnist.py --summary                 # the table only
+    python benchmarks/vision/distill_fmnist.py --tune                    # KD settings on a held-out split
+
+``--tune`` chooses the KD settings on a validation split carved from the training images (the
+last ``--holdout`` images of a seeded shuffle; the student trains on the rest and the test set is
+never read): output KD's temperature and alpha over a grid, then feature KD's feature weight on
+top of the chosen output KD. It prints the command of the final 3-seed run with the chosen
+settings.
 
 All three methods train the same student, with the same data order, schedule and no augmentation
 (the cached teacher saw unaugmented images); ``feature`` = output KD + feature matching.
@@ -41,6 +48,8 @@ CACHE = cache_root() / "vision"
 MEAN, STD = 0.2860, 0.3530
 METHODS = ("none", "output", "feature")
 STUDENT_TAPS, TEACHER_BLOCKS = (1, 3), (2, 5)
+TUNE_TEMPERATURES, TUNE_ALPHAS, TUNE_FEATURE_WEIGHTS = (2.0, 4.0, 8.0), (0.3, 0.6, 0.9), (0.3, 1.0, 3.0)
+HOLDOUT_SEED = 12345
 
 
 def _ints(text: str) -> list[int]:
@@ -57,7 +66,9 @@ def run_one(
     args: argparse.Namespace, method: str, seed: int, data: tuple[torch.Tensor, ...], cache: object
 ) -> dict:
     xt, yt, xv, yv = data
-    out = args.out_root / f"{method}_s{seed}"
+    out = args.out_root / (
+        f"{method}_s{seed}" if not args.tag_runs else f"{method}_{_tag(args, method)}_s{seed}"
+    )
     if (out / "result.json").is_file():
         return json.loads((out / "result.json").read_text())
     torch.manual_seed(seed)
@@ -90,8 +101,9 @@ def run_one(
         progress=False,
         log=lambda line: print(f"[{method} s{seed}] {line}", flush=True),
     )
+    # monitoring only (nothing is chosen on it): the first 2,000 test images, or the held-out split
     hist = trainer.fit(xt, yt, xv[:2000], yv[:2000], resume=True, eval_every_steps=150)
-    res = evaluate(student, xv, yv)
+    res = evaluate(student, xv, yv)  # with --holdout, (xv, yv) IS the held-out training split
     result = {
         "method": method,
         "seed": seed,
@@ -111,15 +123,94 @@ def run_one(
         "train_wall_seconds": hist.wall_seconds,
         "train_cpu_seconds": hist.cpu_seconds,
         "stopped_early": hist.stopped_early,
-        "test_accuracy": res.accuracy,
-        "test_loss": res.loss,
+        "split": "holdout" if args.holdout else "test",
+        ("val_accuracy" if args.holdout else "test_accuracy"): res.accuracy,
+        ("val_loss" if args.holdout else "test_loss"): res.loss,
         "history": hist.epochs,
         "load_average": os.getloadavg(),
     }
     save_model(student, out, extra={k: v for k, v in result.items() if k != "history"})
     (out / "result.json").write_text(json.dumps(result, indent=2))
-    print(f"[{method} s{seed}] test accuracy {res.accuracy:.4f} in {hist.wall_seconds:.0f} s", flush=True)
+    split = "held-out" if args.holdout else "test"
+    print(f"[{method} s{seed}] {split} accuracy {res.accuracy:.4f} in {hist.wall_seconds:.0f} s", flush=True)
     return result
+
+
+def _tag(args: argparse.Namespace, method: str) -> str:
+    if method == "none":
+        return "ce"
+    tag = f"T{args.temperature:g}_a{args.alpha:g}"
+    return tag + (f"_f{args.feature_weight:g}" if method == "feature" else "")
+
+
+def tune(args: argparse.Namespace, data: tuple[torch.Tensor, ...], cache: object) -> dict:
+    """Grid over the KD settings on the held-out split (seed ``args.seeds[0]``)."""
+    seed = args.seeds[0]
+    rows = []
+
+    def run(method: str, **kw: float) -> float:
+        a = argparse.Namespace(**{**vars(args), **kw, "tag_runs": True})
+        r = run_one(a, method, seed, data, cache)
+        rows.append(
+            {
+                "method": method,
+                **{k: getattr(a, k) for k in ("temperature", "alpha", "feature_weight")},
+                "val_accuracy": r["val_accuracy"],
+            }
+        )
+        return float(r["val_accuracy"])
+
+    # --shard K/N: this process runs every N-th grid point (resumable runs: a later unsharded
+    # --tune finds them all done and only reports); a stage stops when another shard's run is missing
+    k, n = args.shard
+    jobs = 0
+
+    def stage(points: list[tuple[str, dict[str, float]]]) -> list[float] | None:
+        nonlocal jobs
+        got: list[float | None] = []
+        for method, kw in points:
+            mine = jobs % n == k
+            jobs += 1
+            a = argparse.Namespace(**{**vars(args), **kw, "tag_runs": True})
+            done = (args.out_root / f"{method}_{_tag(a, method)}_s{seed}" / "result.json").is_file()
+            got.append(run(method, **kw) if mine or done else None)
+        return None if any(g is None for g in got) else [float(g) for g in got if g is not None]
+
+    grid = [(t, al) for t in TUNE_TEMPERATURES for al in TUNE_ALPHAS]
+    first = stage([("none", {}), *(("output", {"temperature": t, "alpha": al}) for t, al in grid)])
+    if first is None:
+        print(f"shard {k}/{n}: output stage done; waiting for the other shards", flush=True)
+        return {}
+    best_out = grid[int(np.argmax(first[1:]))]
+    second = stage(
+        [
+            ("feature", {"temperature": best_out[0], "alpha": best_out[1], "feature_weight": fw})
+            for fw in TUNE_FEATURE_WEIGHTS
+        ]
+    )
+    if second is None:
+        print(f"shard {k}/{n}: feature stage done; waiting for the other shards", flush=True)
+        return {}
+    best_fw = TUNE_FEATURE_WEIGHTS[int(np.argmax(second))]
+    print("| method | T | alpha | feature weight | held-out accuracy |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        kd = r["method"] != "none"
+        fw = f"{r['feature_weight']:g}" if r["method"] == "feature" else "-"
+        print(
+            f"| {r['method']} | {r['temperature']:g} | {r['alpha']:g} | {fw} | {100 * r['val_accuracy']:.2f}% |"
+            if kd
+            else f"| none | - | - | - | {100 * r['val_accuracy']:.2f}% |"
+        )
+    chosen = {"temperature": best_out[0], "alpha": best_out[1], "feature_weight": best_fw}
+    print(f"chosen on the held-out split: {chosen}")
+    print(
+        "final run: python benchmarks/vision/distill_fmnist.py --out-root ~/.cache/mlsys/vision/students_tuned "
+        f"--temperature {best_out[0]:g} --alpha {best_out[1]:g} --feature-weight {best_fw:g}"
+    )
+    out = {"rows": rows, "chosen": chosen, "holdout": args.holdout, "seed": seed}
+    (args.out_root / "tune.json").write_text(json.dumps(out, indent=2))
+    return out
 
 
 def summary(args: argparse.Namespace) -> dict:
@@ -183,7 +274,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--time-limit-min", type=float, default=15.0)
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--tune", action="store_true", help="choose the KD settings on a held-out split")
+    ap.add_argument(
+        "--holdout", type=int, default=0, help="held-out training images (default 6000 with --tune)"
+    )
+    ap.add_argument(
+        "--shard",
+        type=lambda t: tuple(int(v) for v in t.split("/")),
+        default=(0, 1),
+        help="K/N: with --tune, run every N-th setting from the K-th (0-based), for N processes",
+    )
     args = ap.parse_args()
+    args.tag_runs = False
+    if args.tune:
+        args.holdout = args.holdout or 6000
+        if args.out_root == CACHE / "students":
+            args.out_root = CACHE / "students_holdout"
     torch.set_num_threads(args.threads)
     args.out_root.mkdir(parents=True, exist_ok=True)
     if args.summary:
@@ -197,14 +303,23 @@ def main() -> None:
     yt = torch.from_numpy(d.y_train.astype(np.int64))
     xv = images_to_tensor(d.x_test, MEAN, STD)
     yv = torch.from_numpy(d.y_test.astype(np.int64))
+    if args.holdout:  # the test set is dropped: validation comes from the training images
+        perm = torch.randperm(xt.shape[0], generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+        fit, held = perm[: -args.holdout].sort().values, perm[-args.holdout :].sort().values
+        xt, yt, xv, yv = xt[fit], yt[fit], xt[held], yt[held]
     cache = None
-    if any(m != "none" for m in methods):
+    if args.tune or any(m != "none" for m in methods):
         teacher = load_model(args.teacher)
         assert isinstance(teacher, ViT)
         path = teacher_cache(args.teacher, teacher, xt)
+        if args.holdout:
+            path = path.with_name(path.stem + f"_holdout{args.holdout}" + path.suffix)
         t0 = time.perf_counter()
         cache = precompute_teacher(teacher, xt, blocks=TEACHER_BLOCKS, path=path)
         print(f"teacher cache {path.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.tune:
+        tune(args, (xt, yt, xv, yv), cache)
+        return
     for seed in args.seeds:  # seeds outermost: a partial run still gives every method one seed
         for method in methods:
             run_one(args, method, seed, (xt, yt, xv, yv), cache)
