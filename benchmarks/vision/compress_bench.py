@@ -12,6 +12,7 @@ thread pools never share a process); the machine's load average is recorded with
     python benchmarks/vision/compress_bench.py latency     # batch-1 / batch-32 model latency, 1 and 2 threads
     python benchmarks/vision/compress_bench.py e2e         # image file -> label through InferencePipeline
     python benchmarks/vision/compress_bench.py select      # choose_onnx_model: what to deploy, on this machine
+    python benchmarks/vision/compress_bench.py int8-shapes # INT8 speed-up vs ViT width (random weights)
     python benchmarks/vision/compress_bench.py report      # markdown tables + accuracy_vs_latency_compress.png
     python benchmarks/vision/compress_bench.py all
 """
@@ -36,6 +37,7 @@ from mlsys.vision import (
     InferencePipeline,
     PreprocessConfig,
     ViT,
+    ViTConfig,
     evaluate,
     export_onnx,
     images_to_tensor,
@@ -469,6 +471,56 @@ def select(force: bool, rounds: int) -> dict[str, Any]:
     return res
 
 
+# speed only (random weights): where does onnxruntime's INT8 pay? The teacher's shape against the
+# standard small ViTs at 224 px, the same four graphs each
+INT8_SHAPES = {
+    "teacher shape: width 64, 6 blocks, 197 tokens": (ViTConfig.fashion_mnist, (1, 28, 28), 300),
+    "ViT-Ti/16: width 192, 12 blocks, 197 tokens": (
+        lambda: ViTConfig(
+            img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=192, depth=12, num_heads=3
+        ),
+        (3, 224, 224),
+        100,
+    ),
+    "ViT-S/16: width 384, 12 blocks, 197 tokens": (ViTConfig.vit_small_patch16_224, (3, 224, 224), 40),
+}
+
+
+def int8_shapes(force: bool, rounds: int) -> dict[str, Any]:
+    if not force and (got := _load_json("int8_shapes.json")) is not None:
+        return got
+    res: dict[str, Any] = {}
+    d = OUT / "shapes"
+    for i, (label, (make, shape, calls)) in enumerate(INT8_SHAPES.items()):
+        torch.manual_seed(0)
+        fp32 = export_onnx(ViT(make()).eval(), d / f"s{i}_fp32.onnx")
+        files = {
+            "fp32": fp32,
+            "fused_fp32": fuse_attention_onnx(fp32, d / f"s{i}_fused.onnx"),
+            "int8_dynamic": quantize_onnx(fp32, d / f"s{i}_int8.onnx", mode="dynamic"),
+            "int8_attn": quantize_onnx(fp32, d / f"s{i}_int8_attn.onnx", mode="dynamic", fuse_attention=True),
+        }
+        x = torch.randn(64, *shape, generator=torch.Generator().manual_seed(0))
+        # random weights: agreement is not a quality measure here, speed is all this step reports
+        choice = choose_onnx_model(files, x, calls=calls, rounds=rounds, min_agreement=0.0)
+        print(f"{label}: {choice.summary()}", flush=True)
+        res[label] = choice.to_dict()
+        _save_json("int8_shapes.json", res)
+    return res
+
+
+def _shapes_report(res: dict[str, Any]) -> None:
+    print("\n| shape (random weights) | graph | b=1 p50 ms | x FP32 | x fused FP32 | load (before, after) |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for label, d in res.items():
+        by = {c["name"]: c for c in d["candidates"]}
+        fused = by["fused_fp32"]["p50_ms"]["1"]
+        loads = ", ".join(f"{v:.1f}" for v in d["load_average"][::3])
+        for c in d["candidates"]:
+            p = c["p50_ms"]["1"]
+            print(f"| {label} | {c['name']} | {p:.3f} | {c['speedup']:.2f}x | {fused / p:.2f}x | {loads} |")
+
+
 def _select_report(sel: dict[str, Any]) -> None:
     print(
         "\n| model | threads | b=1 p50 ms | b=1 p99 ms | b=32 img/s | speed-up b=1 | accuracy | drop (points) "
@@ -492,6 +544,8 @@ def report() -> None:
     prep, acc, lat, e = (_load_json(n) for n in ("prepare.json", "accuracy.json", "latency.json", "e2e.json"))
     if (sel := _load_json("select.json")) is not None:
         _select_report(sel)
+    if (shapes := _load_json("int8_shapes.json")) is not None:
+        _shapes_report(shapes)
     if prep:
         pt, ps = prep["params"]["teacher"], prep["params"]["student"]
         print(f"params: teacher {pt:,}, student {ps:,} ({pt / ps:.2f}x fewer); pruned: {prep['pruned_note']}")
@@ -580,6 +634,7 @@ def main() -> None:
             "latency",
             "e2e",
             "select",
+            "int8-shapes",
             "report",
             "all",
             "worker-latency",
@@ -608,6 +663,8 @@ def main() -> None:
         e2e(a.force, a.rounds)
     if a.step in ("select", "all"):
         select(a.force, max(3, a.rounds))
+    if a.step in ("int8-shapes", "all"):
+        int8_shapes(a.force, max(3, a.rounds))
     report()
 
 

@@ -103,6 +103,11 @@ def test_the_rule_picks_the_fastest_eligible_or_the_baseline(
             assert not e and "slower than the baseline" in why  # the INT8-slower-than-FP32 trap
 
 
+def test_larger_batches_time_as_many_images_and_at_least_ten_calls() -> None:
+    assert [sel._calls_at(300, b) for b in (1, 2, 32, 64, 1000)] == [300, 150, 10, 10, 10]
+    assert sel._calls_at(1000, 32) == 32
+
+
 def test_the_rule_examples() -> None:
     rows = [
         {"name": "fp32", "speedup": 1.0, "agreement": 1.0, "accuracy_drop": 0.0},

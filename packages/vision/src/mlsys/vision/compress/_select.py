@@ -164,7 +164,7 @@ class DeploymentChoice(TabularDisplay):
             details=(
                 ("baseline", self.baseline),
                 ("threads", self.threads),
-                ("calls per round", self.calls),
+                ("batch-1 calls per round", self.calls),
                 ("rounds", self.rounds),
                 ("own process per candidate", self.isolate),
                 ("max accuracy drop (points)", self.max_accuracy_drop),
@@ -302,6 +302,11 @@ def _outputs(sess: Any, input_name: str, x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- timing
+def _calls_at(calls: int, batch: int) -> int:
+    """Timed calls at ``batch``: as many images as ``calls`` single-image calls, at least 10 calls."""
+    return max(10, math.ceil(calls / batch))
+
+
 def _time_model(
     path: str, threads: int, calls: int, batch_sizes: Sequence[int], x: np.ndarray
 ) -> dict[str, Any]:
@@ -313,10 +318,11 @@ def _time_model(
     for b in batch_sizes:
         starts = range(0, n - b + 1, b) if n >= 2 * b else range(1)
         slices = [x[s : s + b] for s in starts]
-        for i in range(min(20, max(3, calls // 10))):
+        k = _calls_at(calls, b)
+        for i in range(min(20, max(3, k // 10))):
             sess.run(None, {name: slices[i % len(slices)]})
-        ts = np.empty(calls)
-        for i in range(calls):
+        ts = np.empty(k)
+        for i in range(k):
             xi = slices[i % len(slices)]
             t0 = time.perf_counter()
             sess.run(None, {name: xi})
@@ -405,7 +411,8 @@ def choose_onnx_model(
         baseline: the reference candidate (default: the first).
         threads: onnxruntime intra-op threads of every session (what the service will use).
         batch_sizes: batch sizes timed; the choice reads batch 1 (always timed).
-        calls / rounds: timed calls per batch size per round, and interleaved rounds.
+        calls / rounds: timed batch-1 calls per round (a batch of ``b`` gets as many images,
+            ``ceil(calls / b)`` calls, at least 10), and interleaved rounds.
         max_accuracy_drop / min_agreement / min_speedup: the rule above; ``min_speedup`` keeps a
             gain within the run-to-run noise (a few per cent on a busy machine) from deciding.
         isolate: time each candidate in a fresh Python process (``False``: in this process,
