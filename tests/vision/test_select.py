@@ -158,7 +158,10 @@ def test_choice_in_process_measures_and_chooses(models: dict[str, Path]) -> None
         assert set(c.p50_ms) == {1, 32} and all(v > 0 for v in c.p50_ms.values())
         assert c.p99_ms[1] >= c.p50_ms[1]
         assert c.file_bytes == Path(c.path).stat().st_size
-    assert "small" in r.summary() and "x the baseline" in r.summary()
+    assert r.summary() == (
+        f"chose 'small': {small.speedup:.2f}x the baseline 'big' at batch 1, "
+        f"accuracy +{100 * (1 - acc_big):.2f} points"
+    )
     json.dumps(r.to_dict())
     assert "b32_p50_ms" in r._repr_html_()
     assert repr(r).startswith("DeploymentChoice(chosen='small', baseline='big', speedups={'big': 1.00x")
@@ -181,7 +184,8 @@ def test_a_slower_candidate_is_never_chosen_and_the_baseline_is_kept(models: dic
     assert r.baseline == "small" and r.chosen == "small"
     assert r["big"].speedup < 1.0 and not r["big"].eligible
     assert "slower than the baseline" in r["big_int8"].reason
-    assert "kept the baseline" in r.summary()
+    fastest = max(r.candidates[1:], key=lambda c: c.speedup)
+    assert r.summary() == f"kept the baseline 'small'; fastest other: {fastest.name!r}, {fastest.reason}"
 
 
 def test_choice_times_each_candidate_in_its_own_process(models: dict[str, Path]) -> None:

@@ -126,13 +126,9 @@ class DeploymentChoice(TabularDisplay):
         c = self[self.chosen]
         if self.chosen == self.baseline:
             best = max(self.candidates, key=lambda r: r.speedup if r.name != self.baseline else -1.0)
-            other = (
-                f"; best other: {best.name} {best.speedup:.2f}x ({best.reason})"
-                if best.name != self.baseline
-                else ""
-            )
+            other = f"; fastest other: {best.name!r}, {best.reason}" if best.name != self.baseline else ""
             return f"kept the baseline {self.baseline!r}{other}"
-        drop = f", accuracy -{c.accuracy_drop:.2f} points" if c.accuracy_drop is not None else ""
+        drop = f", accuracy {-c.accuracy_drop:+.2f} points" if c.accuracy_drop is not None else ""
         return f"chose {c.name!r}: {c.speedup:.2f}x the baseline {self.baseline!r} at batch 1{drop}"
 
     def to_dict(self) -> dict[str, Any]:
