@@ -48,6 +48,7 @@ from mlsys.vision.compress import (
     CalibrationData,
     MixedPrecisionPolicy,
     MobileNetV3,
+    MobileNetV3Config,
     choose_onnx_model,
     count_parameters,
     fake_quantize,
@@ -486,6 +487,16 @@ INT8_SHAPES = {
 }
 
 
+# the student's shape against MobileNetV3 variants with more work per node (the same 4 blocks
+# keeping larger feature maps, or twice as wide): does INT8 pay once the convolutions are larger?
+STUDENT_SHAPES = {
+    "student: 4 blocks, down to 7x7 (the shipped config)": {},
+    "student, down to 14x14 only": {"min_feature_size": 14},
+    "student, no downsampling (28x28)": {"min_feature_size": 28},
+    "student, width x2, down to 14x14": {"width_mult": 2.0, "min_feature_size": 14},
+}
+
+
 def int8_shapes(force: bool, rounds: int) -> dict[str, Any]:
     if not force and (got := _load_json("int8_shapes.json")) is not None:
         return got
@@ -506,6 +517,23 @@ def int8_shapes(force: bool, rounds: int) -> dict[str, Any]:
         print(f"{label}: {choice.summary()}", flush=True)
         res[label] = choice.to_dict()
         _save_json("int8_shapes.json", res)
+    x = torch.randn(512, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    cal = CalibrationData(x[:256], batch_size=32, min_batches=8, input_shape=(1, 28, 28))
+    for i, (label, kw) in enumerate(STUDENT_SHAPES.items()):
+        torch.manual_seed(0)
+        student = MobileNetV3(MobileNetV3Config.fashion_mnist(**kw)).eval()
+        fp32 = export_onnx(student, d / f"m{i}_fp32.onnx")
+        files = {
+            "fp32": fp32,
+            "int8_static": quantize_onnx(fp32, d / f"m{i}_int8_static.onnx", mode="static", calibration=cal),
+            "int8_dynamic_conv": quantize_onnx(
+                fp32, d / f"m{i}_int8_dynamic.onnx", mode="dynamic", op_types=("Conv", "MatMul", "Gemm")
+            ),
+        }
+        choice = choose_onnx_model(files, x[256:], calls=300, rounds=rounds, min_agreement=0.0)
+        print(f"{label} ({count_parameters(student):,} params): {choice.summary()}", flush=True)
+        res[f"{label} ({count_parameters(student):,} params)"] = choice.to_dict()
+        _save_json("int8_shapes.json", res)
     return res
 
 
@@ -514,11 +542,12 @@ def _shapes_report(res: dict[str, Any]) -> None:
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for label, d in res.items():
         by = {c["name"]: c for c in d["candidates"]}
-        fused = by["fused_fp32"]["p50_ms"]["1"]
+        fused = by["fused_fp32"]["p50_ms"]["1"] if "fused_fp32" in by else None
         loads = ", ".join(f"{v:.1f}" for v in d["load_average"][::3])
         for c in d["candidates"]:
             p = c["p50_ms"]["1"]
-            print(f"| {label} | {c['name']} | {p:.3f} | {c['speedup']:.2f}x | {fused / p:.2f}x | {loads} |")
+            xf = f"{fused / p:.2f}x" if fused else "-"
+            print(f"| {label} | {c['name']} | {p:.3f} | {c['speedup']:.2f}x | {xf} | {loads} |")
 
 
 def _select_report(sel: dict[str, Any]) -> None:
