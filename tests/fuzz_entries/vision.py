@@ -19,6 +19,10 @@ ENTRIES = {
     _C + "MixedPrecisionPolicy": "junk",
     _C + "CalibrationData": "junk",
     _C + "make_divisible": "junk",
+    _C + "choose_onnx_model": "junk",
+    _C + "DeploymentChoice": _REC
+    + " returned by choose_onnx_model (display tested in tests/vision/test_select.py)",
+    _C + "OnnxCandidate": _REC + " of a DeploymentChoice",
     _C + "count_parameters": "junk",
     _C + "MobileNetV3": _TORCH,
     _C + "OutputDistillation": _TORCH,

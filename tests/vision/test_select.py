@@ -220,6 +220,12 @@ def test_bad_input_is_refused_before_any_timing(models: dict[str, Path], tmp_pat
         choose_onnx_model({"a": models["big"]}, x, **fast)
     with pytest.raises(InvalidInputError, match="not one path"):
         choose_onnx_model(str(models["big"]), x, **fast)
+    with pytest.raises(InvalidInputError, match="must be a path"):
+        choose_onnx_model([models["big"], 3], x, **fast)  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="non-empty strings"):
+        choose_onnx_model({"a": models["big"], 1: models["small"]}, x, **fast)  # type: ignore[dict-item]
+    with pytest.raises(InvalidInputError, match="sequence of paths, got int"):
+        choose_onnx_model(7, x, **fast)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="share a file name"):
         choose_onnx_model([models["big"], models["big"]], x, **fast)
     with pytest.raises(UnknownNameError, match="baseline 'c'"):

@@ -243,6 +243,14 @@ def _decide(
 
 
 # ------------------------------------------------------------------------------------- checks
+def _as_path(value: Any, name: str) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise InvalidInputError(
+            f"candidate {name!r} must be a path (str or os.PathLike), got {type(value).__name__}"
+        )
+    return Path(value)
+
+
 def _as_images(images: Any) -> np.ndarray:
     if hasattr(images, "detach"):  # a torch tensor
         images = images.detach().cpu().numpy()
@@ -434,15 +442,21 @@ def choose_onnx_model(
     from tqdm.auto import tqdm
 
     if isinstance(candidates, Mapping):
-        named = {str(k): Path(v) for k, v in candidates.items()}
-        if any(not k for k in named):
-            raise InvalidInputError("candidate names must be non-empty strings")
-    elif isinstance(candidates, (str, Path)):
+        if any(not isinstance(k, str) or not k for k in candidates):
+            raise InvalidInputError(
+                f"candidate names must be non-empty strings, got {list(candidates)!r:.200}"
+            )
+        named = {k: _as_path(v, k) for k, v in candidates.items()}
+    elif isinstance(candidates, (str, os.PathLike)):
         raise InvalidInputError(
             "candidates must be a mapping {name: path} or a sequence of paths, not one path"
         )
+    elif not isinstance(candidates, Sequence) or isinstance(candidates, (bytes, bytearray)):
+        raise InvalidInputError(
+            f"candidates must be a mapping {{name: path}} or a sequence of paths, got {type(candidates).__name__}"
+        )
     else:
-        paths = [Path(p) for p in candidates]
+        paths = [_as_path(p, f"#{i}") for i, p in enumerate(candidates)]
         named = {p.stem: p for p in paths}
         if len(named) != len(paths):
             raise InvalidInputError(
