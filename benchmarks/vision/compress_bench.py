@@ -538,13 +538,18 @@ def int8_shapes(force: bool, rounds: int) -> dict[str, Any]:
     return res
 
 
+def _loads_before_after(choice: dict[str, Any]) -> str:
+    """The 1-minute load averages before and after a ``DeploymentChoice`` (``to_dict``) was measured."""
+    return ", ".join(f"{v:.1f}" for v in choice["load_average"][::3])
+
+
 def _shapes_report(res: dict[str, Any]) -> None:
     print("\n| shape (random weights) | graph | b=1 p50 ms | x FP32 | x fused FP32 | load (before, after) |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for label, d in res.items():
         by = {c["name"]: c for c in d["candidates"]}
         fused = by["fused_fp32"]["p50_ms"]["1"] if "fused_fp32" in by else None
-        loads = ", ".join(f"{v:.1f}" for v in d["load_average"][::3])
+        loads = _loads_before_after(d)
         for c in d["candidates"]:
             p = c["p50_ms"]["1"]
             xf = f"{fused / p:.2f}x" if fused else "-"
@@ -559,7 +564,7 @@ def _select_report(sel: dict[str, Any]) -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for key, d in sel.items():
         threads = key.split("@")[1]
-        loads = ", ".join(f"{v:.1f}" for v in d["load_average"][::3])
+        loads = _loads_before_after(d)
         for c in d["candidates"]:
             name = f"**{c['name']}**" if c["name"] == d["chosen"] else c["name"]
             print(

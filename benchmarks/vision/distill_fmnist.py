@@ -66,9 +66,7 @@ def run_one(
     args: argparse.Namespace, method: str, seed: int, data: tuple[torch.Tensor, ...], cache: object
 ) -> dict:
     xt, yt, xv, yv = data
-    out = args.out_root / (
-        f"{method}_s{seed}" if not args.tag_runs else f"{method}_{_tag(args, method)}_s{seed}"
-    )
+    out = _run_dir(args, method, seed)
     if (out / "result.json").is_file():
         return json.loads((out / "result.json").read_text())
     torch.manual_seed(seed)
@@ -136,6 +134,17 @@ def run_one(
     return result
 
 
+def _run_dir(args: argparse.Namespace, method: str, seed: int) -> Path:
+    """Where a run lives: ``<method>_s<seed>``, or with its KD settings in the name (``--tune``)."""
+    name = f"{method}_{_tag(args, method)}_s{seed}" if args.tag_runs else f"{method}_s{seed}"
+    return args.out_root / name
+
+
+def _tagged(args: argparse.Namespace, **kw: float) -> argparse.Namespace:
+    """``args`` with the KD settings ``kw`` and run directories named by setting."""
+    return argparse.Namespace(**{**vars(args), **kw, "tag_runs": True})
+
+
 def _tag(args: argparse.Namespace, method: str) -> str:
     if method == "none":
         return "ce"
@@ -149,7 +158,7 @@ def tune(args: argparse.Namespace, data: tuple[torch.Tensor, ...], cache: object
     rows = []
 
     def run(method: str, **kw: float) -> float:
-        a = argparse.Namespace(**{**vars(args), **kw, "tag_runs": True})
+        a = _tagged(args, **kw)
         r = run_one(a, method, seed, data, cache)
         rows.append(
             {
@@ -171,8 +180,7 @@ def tune(args: argparse.Namespace, data: tuple[torch.Tensor, ...], cache: object
         for method, kw in points:
             mine = jobs % n == k
             jobs += 1
-            a = argparse.Namespace(**{**vars(args), **kw, "tag_runs": True})
-            done = (args.out_root / f"{method}_{_tag(a, method)}_s{seed}" / "result.json").is_file()
+            done = (_run_dir(_tagged(args, **kw), method, seed) / "result.json").is_file()
             got.append(run(method, **kw) if mine or done else None)
         return None if any(g is None for g in got) else [float(g) for g in got if g is not None]
 
